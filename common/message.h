@@ -1,0 +1,57 @@
+// Message: one wire message (protobuf header + raw key and value frames) and the
+// functions that move it over a ZeroMQ socket without copying the arrays.
+// Thread-safety: functions are reentrant; a zmq::socket_t must be used by one thread.
+#ifndef EDDY_COMMON_MESSAGE_H_
+#define EDDY_COMMON_MESSAGE_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <zmq.hpp>
+
+#include "common/buffer.h"
+#include "common/proto/eddy.pb.h"
+#include "common/status.h"
+
+namespace eddy {
+
+// Bumped on any incompatible change of the wire format.
+inline constexpr uint32_t kProtocolVersion = 1;
+
+struct Message {
+  proto::Header header;
+  Buffer keys;    // raw uint64 keys; empty when the message has none
+  Buffer values;  // raw values of header.dtype(); empty when none
+};
+
+// A new header with the protocol version and type set.
+proto::Header MakeHeader(proto::MsgType type, uint64_t request_id = 0);
+
+// Sends `msg` as [routing_id?] header | keys | values. Key and value frames are
+// handed to ZeroMQ without copying; their Buffers stay alive until sent.
+// Returns Unavailable if the socket would block or is closed.
+Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view routing_id = {},
+                   bool dont_wait = false);
+
+// Receives one multipart message (all frames are consumed even when it is
+// malformed). On a ROUTER socket pass `routing_id` to receive the peer id.
+// Errors: InvalidArgument for a wrong frame count or an unparsable header,
+// FailedPrecondition for another protocol version. On error, *routing_id is
+// still set so the caller can answer the peer.
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id = nullptr);
+
+// Checks that the frames agree with the header: key frame = num_keys * 8 bytes,
+// value frame = num_keys * value_dim (or value_count) elements of dtype.
+Status ValidateFrames(const Message& msg);
+
+// Short human-readable name of a message type ("PUSH", ...).
+std::string_view MsgTypeName(proto::MsgType type);
+
+// Converts between eddy::Status and the status fields of a reply header.
+void SetStatus(const Status& status, proto::Header* header);
+Status StatusFromHeader(const proto::Header& header);
+
+}  // namespace eddy
+
+#endif  // EDDY_COMMON_MESSAGE_H_

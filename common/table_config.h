@@ -1,0 +1,35 @@
+// Parsing and validation of table definitions from the job configuration.
+// Spec syntax (the --tables flag): tables separated by ';', each
+//   name:key=value,key=value,...
+// Keys: dim=N (sparse table, floats per key) or shape=AxBx... (dense tensor);
+// opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc (initial
+// accumulator, adagrad/ftrl), ftrl_beta; init=zeros|uniform|normal, init_scale, seed.
+// Thread-safety: pure functions.
+#ifndef EDDY_COMMON_TABLE_CONFIG_H_
+#define EDDY_COMMON_TABLE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/proto/eddy.pb.h"
+#include "common/status.h"
+
+namespace eddy {
+
+// Parses a --tables spec. Errors name the table and the offending key.
+StatusOr<std::vector<proto::TableConfig>> ParseTableSpecs(std::string_view spec);
+
+// Checks one table definition (dimensions, optimizer and initializer values).
+Status ValidateTableConfig(const proto::TableConfig& table);
+
+// Number of elements of a dense tensor (product of its shape).
+uint64_t DenseElementCount(const proto::TableConfig& table);
+
+// One-line description, e.g. "emb: sparse dim=16 adagrad(lr=0.05) init=normal(0.01)".
+std::string DescribeTable(const proto::TableConfig& table);
+
+}  // namespace eddy
+
+#endif  // EDDY_COMMON_TABLE_CONFIG_H_

@@ -1,0 +1,76 @@
+#include "scheduler/job_flags.h"
+
+#include <gflags/gflags.h>
+
+#include "common/table_config.h"
+
+DEFINE_string(role, "",
+              "Role of this process: scheduler, server, worker or local. Empty: the MPI rank decides under "
+              "mpirun (rank 0 scheduler, ranks 1..num_servers servers, the rest workers), otherwise local.");
+DEFINE_bool(local, false, "Run the scheduler, the servers and the workers as threads of this process.");
+DEFINE_string(scheduler, "", "Scheduler endpoint (tcp://host:port) for --role=server and --role=worker.");
+DEFINE_string(bind, "127.0.0.1", "Interface the scheduler and the servers listen on (0.0.0.0 for all).");
+DEFINE_int32(port, 0, "Scheduler port (--role=scheduler); 0 picks a free one and prints it.");
+DEFINE_int32(server_port, 0, "Server data port (--role=server); 0 picks a free one.");
+DEFINE_int32(num_servers, 1, "Number of server processes (threads in local mode).");
+DEFINE_int32(num_workers, 1,
+             "Number of workers (local mode and --role launches). Under mpirun it is the ranks left after "
+             "the scheduler and the servers.");
+DEFINE_string(tables, "emb:dim=16,opt=adagrad,lr=0.05",
+              "Tables of the job, ';'-separated: name:dim=N,... (sparse) or name:shape=AxB,... (dense); keys: "
+              "opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta, init=zeros|uniform|normal, "
+              "init_scale, seed.");
+DEFINE_int32(server_threads, 2, "Threads each server uses to apply a request.");
+DEFINE_int32(server_shards, 64, "Internal shards per sparse table on each server.");
+DEFINE_int32(heartbeat_interval_ms, 1000, "Interval between heartbeats of every node.");
+DEFINE_int32(node_timeout_ms, 10000,
+             "A node silent for this long is declared dead: the scheduler names it and ends the job.");
+DEFINE_int32(registration_timeout_s, 120, "How long the scheduler waits for every node to register.");
+DEFINE_int32(request_timeout_ms, 30000, "A push or pull not answered within this time fails.");
+DEFINE_uint64(max_request_keys, 1 << 24, "Largest number of keys a server accepts in one request.");
+DEFINE_int32(max_message_mb, 1024, "Largest message a socket accepts, in MiB; larger ones are dropped.");
+
+namespace eddy::scheduler {
+
+StatusOr<JobOptions> JobOptionsFromFlags() {
+  JobOptions o;
+  ASSIGN_OR_RETURN(o.mode, ParseLaunchMode(FLAGS_role, FLAGS_local));
+  o.scheduler = FLAGS_scheduler;
+  if (FLAGS_port < 0 || FLAGS_port > 65535) return InvalidArgumentError("--port must be in [0, 65535]");
+  if (FLAGS_server_port < 0 || FLAGS_server_port > 65535) return InvalidArgumentError("--server_port must be in [0, 65535]");
+  if (FLAGS_server_port != 0 && o.mode != LaunchMode::kServer) {
+    return InvalidArgumentError("--server_port only applies to --role=server (other launches start several servers)");
+  }
+  if (FLAGS_server_threads < 1 || FLAGS_server_threads > 256) return InvalidArgumentError("--server_threads must be in [1, 256]");
+  if (FLAGS_request_timeout_ms <= 0) return InvalidArgumentError("--request_timeout_ms must be > 0");
+  if (FLAGS_max_message_mb <= 0) return InvalidArgumentError("--max_message_mb must be > 0");
+  if (FLAGS_max_request_keys == 0) return InvalidArgumentError("--max_request_keys must be > 0");
+  if (FLAGS_registration_timeout_s <= 0) return InvalidArgumentError("--registration_timeout_s must be > 0");
+
+  SchedulerOptions& s = o.scheduler_options;
+  s.bind_host = FLAGS_bind;
+  s.port = FLAGS_port;
+  s.num_servers = FLAGS_num_servers;
+  s.num_workers = FLAGS_num_workers;
+  StatusOr<std::vector<proto::TableConfig>> tables = ParseTableSpecs(FLAGS_tables);
+  if (!tables.ok()) return tables.status().WithContext("--tables");
+  s.tables = std::move(tables).value();
+  s.heartbeat_interval = std::chrono::milliseconds(FLAGS_heartbeat_interval_ms);
+  s.node_timeout = std::chrono::milliseconds(FLAGS_node_timeout_ms);
+  s.registration_timeout = std::chrono::seconds(FLAGS_registration_timeout_s);
+  s.server_shards = static_cast<uint32_t>(std::max(0, FLAGS_server_shards));
+  s.max_request_keys = FLAGS_max_request_keys;
+
+  const int64_t max_bytes = int64_t{FLAGS_max_message_mb} << 20;
+  o.server_options.bind_host = FLAGS_bind;
+  o.server_options.port = FLAGS_server_port;
+  o.server_options.num_threads = FLAGS_server_threads;
+  o.server_options.max_message_bytes = max_bytes;
+  o.server_options.registration_timeout = s.registration_timeout;
+  o.client_options.request_timeout = std::chrono::milliseconds(FLAGS_request_timeout_ms);
+  o.client_options.registration_timeout = s.registration_timeout;
+  o.client_options.max_message_bytes = max_bytes;
+  return o;
+}
+
+}  // namespace eddy::scheduler

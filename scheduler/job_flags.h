@@ -1,0 +1,17 @@
+// The command-line flags every Eddy binary shares (role, scheduler address,
+// cluster size, tables, timeouts) and their conversion to JobOptions.
+// Only main()-level code includes this; libraries take JobOptions.
+#ifndef EDDY_SCHEDULER_JOB_FLAGS_H_
+#define EDDY_SCHEDULER_JOB_FLAGS_H_
+
+#include "common/status.h"
+#include "scheduler/launcher.h"
+
+namespace eddy::scheduler {
+
+// Builds JobOptions from the parsed flags; errors say which flag to fix.
+StatusOr<JobOptions> JobOptionsFromFlags();
+
+}  // namespace eddy::scheduler
+
+#endif  // EDDY_SCHEDULER_JOB_FLAGS_H_

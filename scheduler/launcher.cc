@@ -1,0 +1,215 @@
+#include "scheduler/launcher.h"
+
+#include <mpi.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <thread>
+
+namespace eddy::scheduler {
+namespace {
+
+// Runs a worker's program against a connected client, then finishes.
+Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options, const WorkerProgram& program) {
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::Client> client, worker::Client::Connect(context, options));
+  StatusOr<std::string> report = program.run(*client);
+  if (!report.ok()) {
+    Status s = report.status().WithContext("worker " + std::to_string(client->worker_id()));
+    // Tell the scheduler so the whole job ends instead of waiting for this worker.
+    if (client->health().ok()) client->Abort(s);
+    return s;
+  }
+  return client->Finish(*report);
+}
+
+Status RunScheduler(SchedulerNode& node, const WorkerProgram& program) {
+  RETURN_IF_ERROR(node.Run());
+  if (program.summarize) return program.summarize(node.worker_reports());
+  return OkStatus();
+}
+
+int ExitCode(const Status& s, const std::string& role) {
+  if (s.ok()) return 0;
+  LOG(ERROR) << role << " failed: " << s;
+  return 1;
+}
+
+int RunLocal(JobOptions& options, const WorkerProgram& program) {
+  zmq::context_t context;
+  SchedulerNode scheduler(context, options.scheduler_options);
+  StatusOr<std::string> endpoint = scheduler.Bind();
+  if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
+  LOG(INFO) << "local job: scheduler at " << *endpoint << ", " << options.scheduler_options.num_servers
+            << " server(s), " << options.scheduler_options.num_workers << " worker(s) as threads";
+  options.server_options.scheduler = *endpoint;
+  options.client_options.scheduler = *endpoint;
+  std::vector<std::unique_ptr<server::ServerNode>> servers;
+  std::vector<Status> server_status(options.scheduler_options.num_servers);
+  std::vector<Status> worker_status(options.scheduler_options.num_workers);
+  std::vector<std::jthread> threads;
+  for (int i = 0; i < options.scheduler_options.num_servers; ++i) {
+    servers.push_back(std::make_unique<server::ServerNode>(context, options.server_options));
+  }
+  for (int i = 0; i < options.scheduler_options.num_servers; ++i) {
+    threads.emplace_back([&, i] { server_status[i] = servers[i]->Run(); });
+  }
+  for (int i = 0; i < options.scheduler_options.num_workers; ++i) {
+    threads.emplace_back([&, i] { worker_status[i] = RunWorker(context, options.client_options, program); });
+  }
+  Status s = RunScheduler(scheduler, program);
+  if (!s.ok()) {
+    for (auto& server : servers) server->Stop();
+  }
+  threads.clear();  // joins
+  int code = ExitCode(s, "scheduler");
+  for (size_t i = 0; i < server_status.size(); ++i) {
+    if (s.ok()) code |= ExitCode(server_status[i], "server thread " + std::to_string(i));
+  }
+  for (size_t i = 0; i < worker_status.size(); ++i) {
+    if (s.ok()) code |= ExitCode(worker_status[i], "worker thread " + std::to_string(i));
+  }
+  return code;
+}
+
+int RunMpi(JobOptions& options, const WorkerProgram& program) {
+  int provided = 0;
+  MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const int num_servers = options.scheduler_options.num_servers;
+  const int num_workers = size - 1 - num_servers;
+  if (num_workers < 1 || num_servers < 1) {
+    if (rank == 0) {
+      LOG(ERROR) << "mpirun started " << size << " rank(s): rank 0 is the scheduler, ranks 1.." << num_servers
+                 << " the servers (--num_servers=" << num_servers
+                 << "), so no rank is left for a worker; use mpirun -np " << num_servers + 2 << " or more";
+    }
+    MPI_Finalize();
+    return 1;
+  }
+  options.scheduler_options.num_workers = num_workers;
+  zmq::context_t context;
+  // Rank 0 binds the scheduler and broadcasts its endpoint; data then moves over ZeroMQ.
+  std::unique_ptr<SchedulerNode> scheduler;
+  std::string endpoint;
+  int ok = 1;
+  if (rank == 0) {
+    scheduler = std::make_unique<SchedulerNode>(context, options.scheduler_options);
+    StatusOr<std::string> bound = scheduler->Bind();
+    if (bound.ok()) {
+      endpoint = *bound;
+    } else {
+      LOG(ERROR) << "scheduler: " << bound.status();
+      ok = 0;
+    }
+  }
+  MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  if (!ok) {
+    MPI_Finalize();
+    return 1;
+  }
+  int length = static_cast<int>(endpoint.size());
+  MPI_Bcast(&length, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  endpoint.resize(length);
+  MPI_Bcast(endpoint.data(), length, MPI_CHAR, 0, MPI_COMM_WORLD);
+
+  Status s;
+  std::string role;
+  if (rank == 0) {
+    role = "scheduler";
+    LOG(INFO) << "mpirun job: scheduler at " << endpoint << ", " << num_servers << " server(s), " << num_workers
+              << " worker(s)";
+    s = RunScheduler(*scheduler, program);
+  } else if (rank <= num_servers) {
+    role = "server " + std::to_string(rank - 1);
+    options.server_options.scheduler = endpoint;
+    options.server_options.requested_rank = rank - 1;
+    s = server::ServerNode(context, options.server_options).Run();
+  } else {
+    role = "worker " + std::to_string(rank - 1 - num_servers);
+    options.client_options.scheduler = endpoint;
+    options.client_options.requested_rank = rank - 1 - num_servers;
+    s = RunWorker(context, options.client_options, program);
+  }
+  if (!s.ok()) {
+    LOG(ERROR) << role << " (rank " << rank << ") failed: " << s;
+    google::FlushLogFiles(google::GLOG_INFO);
+    std::cerr.flush();
+    MPI_Abort(MPI_COMM_WORLD, 1);
+    return 1;
+  }
+  scheduler.reset();
+  MPI_Finalize();
+  return 0;
+}
+
+}  // namespace
+
+bool LaunchedByMpi() {
+  for (const char* var : {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"}) {
+    if (std::getenv(var) != nullptr) return true;
+  }
+  return false;
+}
+
+StatusOr<LaunchMode> ParseLaunchMode(const std::string& role, bool local) {
+  if (local && !role.empty() && role != "local") {
+    return InvalidArgumentError("--local and --role=" + role + " contradict each other: give one of them");
+  }
+  if (local || role == "local") return LaunchMode::kLocal;
+  if (role.empty()) return LaunchMode::kAuto;
+  if (role == "scheduler") return LaunchMode::kScheduler;
+  if (role == "server") return LaunchMode::kServer;
+  if (role == "worker") return LaunchMode::kWorker;
+  return InvalidArgumentError("unknown --role '" + role + "' (scheduler, server, worker or local)");
+}
+
+int RunJob(JobOptions options, const WorkerProgram& program) {
+  LaunchMode mode = options.mode;
+  if (mode == LaunchMode::kAuto) mode = LaunchedByMpi() ? LaunchMode::kMpi : LaunchMode::kLocal;
+  if ((mode == LaunchMode::kServer || mode == LaunchMode::kWorker) && options.scheduler.empty()) {
+    LOG(ERROR) << "a server or worker started with --role needs --scheduler=tcp://host:port";
+    return 1;
+  }
+  if (mode != LaunchMode::kServer && mode != LaunchMode::kWorker && !options.scheduler.empty()) {
+    LOG(ERROR) << "--scheduler is only for processes started with --role=server or --role=worker";
+    return 1;
+  }
+  if (mode != LaunchMode::kServer && mode != LaunchMode::kWorker) {
+    if (mode == LaunchMode::kMpi) options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
+    Status valid = ValidateSchedulerOptions(options.scheduler_options);
+    if (!valid.ok()) return ExitCode(valid, "configuration");
+  }
+  switch (mode) {
+    case LaunchMode::kMpi:
+      return RunMpi(options, program);
+    case LaunchMode::kLocal:
+      return RunLocal(options, program);
+    case LaunchMode::kScheduler: {
+      zmq::context_t context;
+      SchedulerNode node(context, options.scheduler_options);
+      StatusOr<std::string> endpoint = node.Bind();
+      if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
+      std::cout << "scheduler endpoint: " << *endpoint << std::endl;
+      LOG(INFO) << "scheduler listening at " << *endpoint << "; start servers and workers with --scheduler="
+                << *endpoint;
+      return ExitCode(RunScheduler(node, program), "scheduler");
+    }
+    case LaunchMode::kServer: {
+      zmq::context_t context;
+      options.server_options.scheduler = options.scheduler;
+      return ExitCode(server::ServerNode(context, options.server_options).Run(), "server");
+    }
+    case LaunchMode::kWorker: {
+      zmq::context_t context;
+      options.client_options.scheduler = options.scheduler;
+      return ExitCode(RunWorker(context, options.client_options, program), "worker");
+    }
+    case LaunchMode::kAuto:
+      break;
+  }
+  return 1;
+}
+
+}  // namespace eddy::scheduler

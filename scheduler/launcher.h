@@ -1,0 +1,58 @@
+// Launching a job: decides this process's role (from the MPI rank, from --role,
+// or every role as threads in local mode), bootstraps the scheduler address and
+// runs the role until the job ends.
+// Thread-safety: RunJob is called once, from main().
+#ifndef EDDY_SCHEDULER_LAUNCHER_H_
+#define EDDY_SCHEDULER_LAUNCHER_H_
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "scheduler/scheduler_node.h"
+#include "server/server_node.h"
+#include "worker/client.h"
+
+namespace eddy::scheduler {
+
+enum class LaunchMode {
+  kAuto,       // MPI if launched by mpirun, else local
+  kMpi,        // rank 0 scheduler, ranks 1..S servers, the rest workers
+  kLocal,      // every role as threads of this process
+  kScheduler,  // one role per process, joined through --scheduler
+  kServer,
+  kWorker,
+};
+
+struct JobOptions {
+  LaunchMode mode = LaunchMode::kAuto;
+  std::string scheduler;  // endpoint, for kServer / kWorker
+  SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
+  server::ServerOptions server_options;
+  worker::ClientOptions client_options;
+};
+
+// What the binary does on its workers, and how the scheduler sums it up.
+struct WorkerProgram {
+  // A worker's whole job; returns the report passed to `summarize`.
+  std::function<StatusOr<std::string>(worker::Client& client)> run;
+  // Runs on the scheduler once every worker has finished, with the reports by
+  // worker id; an error makes the scheduler exit non-zero. May be empty.
+  std::function<Status(const std::vector<std::string>& reports)> summarize;
+};
+
+// Parses a --role value ("", "local", "scheduler", "server", "worker").
+StatusOr<LaunchMode> ParseLaunchMode(const std::string& role, bool local);
+
+// True when this process was started by mpirun (Open MPI, or a PMI/PMIx launcher).
+bool LaunchedByMpi();
+
+// Runs this process's part of the job. Returns the process exit code: 0 when
+// the job finished normally, 1 otherwise (the reason is logged).
+int RunJob(JobOptions options, const WorkerProgram& program);
+
+}  // namespace eddy::scheduler
+
+#endif  // EDDY_SCHEDULER_LAUNCHER_H_

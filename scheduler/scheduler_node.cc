@@ -1,0 +1,270 @@
+#include "scheduler/scheduler_node.h"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "common/message.h"
+#include "common/table_config.h"
+
+namespace eddy::scheduler {
+namespace {
+
+std::string Seconds(SteadyClock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+}  // namespace
+
+Status ValidateSchedulerOptions(const SchedulerOptions& o) {
+  if (o.num_servers < 1) return InvalidArgumentError("--num_servers must be at least 1");
+  if (o.num_workers < 1) return InvalidArgumentError("--num_workers must be at least 1 (under mpirun: use more ranks than 1 + --num_servers)");
+  if (o.heartbeat_interval.count() <= 0) return InvalidArgumentError("--heartbeat_interval_ms must be > 0");
+  if (o.node_timeout <= o.heartbeat_interval) {
+    return InvalidArgumentError("--node_timeout_ms (" + std::to_string(o.node_timeout.count()) +
+                                ") must be larger than --heartbeat_interval_ms (" +
+                                std::to_string(o.heartbeat_interval.count()) + "), e.g. 5x");
+  }
+  if (o.server_shards == 0 || o.server_shards > 65536) return InvalidArgumentError("--server_shards must be in [1, 65536]");
+  if (o.tables.empty()) return InvalidArgumentError("no tables defined (--tables)");
+  for (const auto& t : o.tables) RETURN_IF_ERROR(ValidateTableConfig(t));
+  return OkStatus();
+}
+
+std::string SchedulerNode::Node::Name() const {
+  std::string s = role == proto::SERVER ? "server " : "worker ";
+  s += std::to_string(id) + " (" + info.host() + ":" + std::to_string(info.pid());
+  if (!info.endpoint().empty()) s += ", " + info.endpoint();
+  return s + ")";
+}
+
+SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
+    : context_(context), options_(std::move(options)) {}
+
+SchedulerNode::~SchedulerNode() = default;
+
+void SchedulerNode::Stop() {
+  stop_.store(true);
+  stop_waker_.Notify();
+}
+
+std::vector<std::string> SchedulerNode::worker_reports() const {
+  std::lock_guard lock(reports_mu_);
+  return reports_;
+}
+
+StatusOr<std::string> SchedulerNode::Bind() {
+  RETURN_IF_ERROR(ValidateSchedulerOptions(options_));
+  socket_ = std::make_unique<zmq::socket_t>(context_, zmq::socket_type::router);
+  ConfigureSocket(*socket_, /*linger_ms=*/2000, /*max_message_bytes=*/64 << 20);
+  ASSIGN_OR_RETURN(std::string bound, BindTcp(*socket_, options_.bind_host, options_.port));
+  endpoint_ = AdvertisedEndpoint(bound);
+  return endpoint_;
+}
+
+SchedulerNode::Node* SchedulerNode::FindNode(const std::string& routing_id) {
+  for (Node& n : nodes_) {
+    if (n.routing_id == routing_id) return &n;
+  }
+  return nullptr;
+}
+
+void SchedulerNode::SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message) {
+  Message m{MakeHeader(type), {}, {}};
+  m.header.set_status_message(message);
+  SendMessage(*socket_, m, routing_id, /*dont_wait=*/true).IgnoreError();
+}
+
+void SchedulerNode::Broadcast(proto::MsgType type, const std::string& message) {
+  for (const Node& n : nodes_) SendTo(n.routing_id, type, message);
+}
+
+void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Header& header) {
+  proto::NodeInfo info;
+  if (!info.ParseFromString(header.payload()) || (info.role() != proto::SERVER && info.role() != proto::WORKER)) {
+    LOG(WARNING) << "scheduler: ignored a malformed registration";
+    return;
+  }
+  if (FindNode(routing_id) != nullptr) return;  // duplicate
+  const bool server = info.role() == proto::SERVER;
+  const int expected = server ? options_.num_servers : options_.num_workers;
+  std::vector<bool> taken(expected, false);
+  int count = 0;
+  for (const Node& n : nodes_) {
+    if (n.role == info.role()) {
+      taken[n.id] = true;
+      ++count;
+    }
+  }
+  if (cluster_up_ || count >= expected) {
+    std::string why = std::string("the job already has its ") + std::to_string(expected) +
+                      (server ? " server(s)" : " worker(s)") + "; check --num_servers / --num_workers";
+    LOG(WARNING) << "scheduler: refused " << (server ? "a server" : "a worker") << " from " << info.host() << ":"
+                 << info.pid() << ": " << why;
+    SendTo(routing_id, proto::ABORT, why);
+    return;
+  }
+  Node node;
+  node.role = info.role();
+  node.info = info;
+  node.routing_id = routing_id;
+  node.last_seen = SteadyClock::now();
+  int want = info.requested_rank();
+  if (want >= 0 && want < expected && !taken[want]) {
+    node.id = want;
+  } else {
+    node.id = static_cast<int>(std::find(taken.begin(), taken.end(), false) - taken.begin());
+  }
+  LOG(INFO) << "scheduler: " << node.Name() << " registered";
+  nodes_.push_back(std::move(node));
+  if (static_cast<int>(nodes_.size()) == options_.num_servers + options_.num_workers) SendViews();
+}
+
+void SchedulerNode::SendViews() {
+  proto::ClusterView view;
+  std::vector<const Node*> servers, workers;
+  for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers).push_back(&n);
+  auto by_id = [](const Node* a, const Node* b) { return a->id < b->id; };
+  std::sort(servers.begin(), servers.end(), by_id);
+  std::sort(workers.begin(), workers.end(), by_id);
+  for (const Node* n : servers) {
+    auto* e = view.add_servers();
+    e->set_id(n->id);
+    *e->mutable_info() = n->info;
+  }
+  for (const Node* n : workers) {
+    auto* e = view.add_workers();
+    e->set_id(n->id);
+    *e->mutable_info() = n->info;
+  }
+  for (const auto& t : options_.tables) *view.add_tables() = t;
+  view.set_heartbeat_interval_ms(static_cast<int32_t>(options_.heartbeat_interval.count()));
+  view.set_node_timeout_ms(static_cast<int32_t>(options_.node_timeout.count()));
+  view.set_server_shards(options_.server_shards);
+  view.set_max_request_keys(options_.max_request_keys);
+  const auto now = SteadyClock::now();
+  for (Node& n : nodes_) {
+    view.set_your_id(n.id);
+    Message m{MakeHeader(proto::CLUSTER_VIEW), {}, {}};
+    m.header.set_payload(view.SerializeAsString());
+    SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();
+    n.last_seen = now;
+  }
+  cluster_up_ = true;
+  {
+    std::lock_guard lock(reports_mu_);
+    reports_.assign(options_.num_workers, std::string());
+  }
+  LOG(INFO) << "scheduler: cluster up with " << options_.num_servers << " server(s) and " << options_.num_workers
+            << " worker(s)";
+}
+
+Status SchedulerNode::Run() {
+  if (!socket_) RETURN_IF_ERROR(Bind().status());
+  const auto started = SteadyClock::now();
+  const auto registration_deadline = started + options_.registration_timeout;
+  auto next_check = started + options_.heartbeat_interval;
+  std::string routing_id;
+  while (true) {
+    if (stop_.load()) {
+      Broadcast(proto::ABORT, "scheduler stopped");
+      return CancelledError("scheduler stopped");
+    }
+    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 2, std::chrono::milliseconds(PollTimeoutMs(next_check, 1000)));
+    } catch (const zmq::error_t& e) {
+      return UnavailableError(std::string("poll failed: ") + e.what());
+    }
+    if (items[1].revents & ZMQ_POLLIN) stop_waker_.Drain();
+    while (items[0].revents & ZMQ_POLLIN) {
+      routing_id.clear();
+      StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
+      if (!msg.ok()) {
+        LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
+        if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+          SendTo(routing_id, proto::ABORT, msg.status().message());
+        }
+      } else {
+        const proto::Header& h = msg->header;
+        Node* node = FindNode(routing_id);
+        if (node != nullptr) node->last_seen = SteadyClock::now();
+        switch (h.type()) {
+          case proto::REGISTER:
+            OnRegister(routing_id, h);
+            break;
+          case proto::HEARTBEAT:
+            if (node != nullptr) SendTo(routing_id, proto::HEARTBEAT);
+            break;
+          case proto::BARRIER: {
+            if (node == nullptr || node->role != proto::WORKER) break;
+            auto& waiting = barriers_[h.table()];
+            waiting.push_back(routing_id);
+            if (static_cast<int>(waiting.size()) == options_.num_workers) {
+              for (const std::string& r : waiting) SendTo(r, proto::BARRIER_RELEASE);
+              barriers_.erase(h.table());
+            }
+            break;
+          }
+          case proto::WORKER_DONE: {
+            if (node == nullptr || node->role != proto::WORKER || node->done) break;
+            node->done = true;
+            node->report = h.payload();
+            {
+              std::lock_guard lock(reports_mu_);
+              reports_[node->id] = h.payload();
+            }
+            LOG(INFO) << "scheduler: " << node->Name() << " finished";
+            int done = 0;
+            for (const Node& n : nodes_) done += n.role == proto::WORKER && n.done;
+            if (done == options_.num_workers) {
+              Broadcast(proto::SHUTDOWN, "job finished");
+              LOG(INFO) << "scheduler: every worker finished; job done in " << Seconds(SteadyClock::now() - started);
+              return OkStatus();
+            }
+            break;
+          }
+          case proto::ABORT: {
+            if (node == nullptr) break;
+            std::string why = node->Name() + " failed: " + h.status_message();
+            LOG(ERROR) << "scheduler: " << why << "; aborting the job";
+            Broadcast(proto::ABORT, why);
+            return AbortedError(why);
+          }
+          default:
+            LOG(WARNING) << "scheduler: ignored unexpected " << MsgTypeName(h.type()) << " message";
+        }
+      }
+      if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
+    }
+    const auto now = SteadyClock::now();
+    if (now < next_check) continue;
+    next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval, std::chrono::milliseconds(250));
+    if (!cluster_up_) {
+      if (now > registration_deadline) {
+        int servers = 0, workers = 0;
+        for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers)++;
+        std::string why = "only " + std::to_string(servers) + " of " + std::to_string(options_.num_servers) +
+                          " server(s) and " + std::to_string(workers) + " of " + std::to_string(options_.num_workers) +
+                          " worker(s) registered within " + Seconds(options_.registration_timeout) +
+                          "; start the missing nodes with --scheduler=" + endpoint_;
+        LOG(ERROR) << "scheduler: " << why;
+        Broadcast(proto::ABORT, why);
+        return DeadlineExceededError(why);
+      }
+      continue;
+    }
+    for (const Node& n : nodes_) {
+      if (now - n.last_seen > options_.node_timeout) {
+        std::string why = n.Name() + " stopped answering: no heartbeat for " + Seconds(now - n.last_seen) +
+                          " (limit " + Seconds(options_.node_timeout) + ", --node_timeout_ms); aborting the job";
+        LOG(ERROR) << "scheduler: " << why;
+        Broadcast(proto::ABORT, why);
+        return UnavailableError(why);
+      }
+    }
+  }
+}
+
+}  // namespace eddy::scheduler

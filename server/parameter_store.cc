@@ -1,0 +1,164 @@
+#include "server/parameter_store.h"
+
+#include "common/partition.h"
+#include "common/table_config.h"
+
+namespace eddy::server {
+
+ParameterStore::ParameterStore(ParameterStoreOptions options)
+    : options_(options), pool_(std::max(1, options.num_threads)) {}
+
+Status ParameterStore::AddTable(const proto::TableConfig& table) {
+  RETURN_IF_ERROR(ValidateTableConfig(table));
+  if (sparse_.count(table.name()) || dense_.count(table.name())) {
+    return InvalidArgumentError("table '" + table.name() + "' is defined twice");
+  }
+  if (table.dense()) {
+    uint64_t count = DenseElementCount(table);
+    uint64_t begin = DenseSliceBegin(count, options_.server_id, options_.num_servers);
+    uint64_t end = DenseSliceBegin(count, options_.server_id + 1, options_.num_servers);
+    ASSIGN_OR_RETURN(auto tensor, DenseTensor::Create(table, begin, end));
+    dense_.emplace(table.name(), std::move(tensor));
+  } else {
+    ASSIGN_OR_RETURN(auto t, EmbeddingTable::Create(table, options_.num_shards));
+    sparse_.emplace(table.name(), std::move(t));
+  }
+  return OkStatus();
+}
+
+EmbeddingTable* ParameterStore::sparse_table(const std::string& name) {
+  auto it = sparse_.find(name);
+  return it == sparse_.end() ? nullptr : it->second.get();
+}
+
+DenseTensor* ParameterStore::dense_tensor(const std::string& name) {
+  auto it = dense_.find(name);
+  return it == dense_.end() ? nullptr : it->second.get();
+}
+
+ParameterStoreStats ParameterStore::stats() const {
+  return {requests_.load(), errors_.load(), keys_.load()};
+}
+
+Message ParameterStore::Handle(const Message& request) {
+  requests_.fetch_add(1, std::memory_order_relaxed);
+  const proto::Header& h = request.header;
+  Message reply{MakeHeader(proto::REPLY, h.request_id()), {}, {}};
+  reply.header.set_sender(static_cast<int32_t>(options_.server_id));
+  reply.header.set_table(h.table());
+  StatusOr<Buffer> values = Status(StatusCode::kInternal, "unset");
+  switch (h.type()) {
+    case proto::PUSH:
+    case proto::PULL:
+    case proto::PUSH_PULL: {
+      auto it = sparse_.find(h.table());
+      if (it == sparse_.end()) {
+        values = NotFoundError(dense_.count(h.table()) ? "'" + h.table() + "' is a dense tensor, not a sparse table"
+                                                        : "unknown table '" + h.table() + "'");
+      } else {
+        values = HandleSparse(request, it->second.get());
+      }
+      break;
+    }
+    case proto::PUSH_DENSE:
+    case proto::PULL_DENSE: {
+      auto it = dense_.find(h.table());
+      if (it == dense_.end()) {
+        values = NotFoundError(sparse_.count(h.table()) ? "'" + h.table() + "' is a sparse table, not a dense tensor"
+                                                         : "unknown dense tensor '" + h.table() + "'");
+      } else {
+        values = HandleDense(request, it->second.get());
+      }
+      break;
+    }
+    default:
+      values = UnimplementedError("a server does not handle message type " + std::string(MsgTypeName(h.type())) +
+                                  " (" + std::to_string(static_cast<int>(h.type())) + ")");
+  }
+  if (!values.ok()) {
+    errors_.fetch_add(1, std::memory_order_relaxed);
+    SetStatus(values.status(), &reply.header);
+    return reply;
+  }
+  if (!values->empty()) {
+    reply.values = std::move(values).value();
+    reply.header.set_dtype(proto::FLOAT32);
+    reply.header.set_value_count(reply.values.size() / sizeof(float));
+  }
+  return reply;
+}
+
+StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingTable* table) {
+  const proto::Header& h = request.header;
+  const bool has_values = h.type() != proto::PULL;
+  if (h.num_keys() == 0) return InvalidArgumentError("empty request: no keys");
+  if (h.num_keys() > options_.max_request_keys) {
+    return ResourceExhaustedError("request has " + std::to_string(h.num_keys()) + " keys, the limit is " +
+                                  std::to_string(options_.max_request_keys) + " (split it)");
+  }
+  if (has_values && h.value_dim() != table->dim()) {
+    return InvalidArgumentError("table '" + h.table() + "' has dim " + std::to_string(table->dim()) +
+                                ", request has value_dim " + std::to_string(h.value_dim()));
+  }
+  if (has_values && h.dtype() != proto::FLOAT32) return InvalidArgumentError("values must be FLOAT32");
+  RETURN_IF_ERROR(ValidateFrames(request));
+  Buffer keys_buf = request.keys.Aligned(alignof(uint64_t));
+  std::span<const uint64_t> keys = keys_buf.As<uint64_t>();
+  if (options_.num_servers > 1) {
+    for (uint64_t k : keys) {
+      uint32_t owner = ServerOfKey(k, options_.num_servers);
+      if (owner != options_.server_id) {
+        return InvalidArgumentError("key " + std::to_string(k) + " belongs to server " + std::to_string(owner) +
+                                    ", not to server " + std::to_string(options_.server_id) +
+                                    " (client and server disagree on the number of servers?)");
+      }
+    }
+  }
+  keys_.fetch_add(keys.size(), std::memory_order_relaxed);
+  const size_t n_values = keys.size() * table->dim();
+  Buffer grads_buf;
+  if (has_values) grads_buf = request.values.Aligned(alignof(float));
+  switch (h.type()) {
+    case proto::PUSH:
+      table->Push(keys, grads_buf.As<float>().data(), &pool_);
+      return Buffer();
+    case proto::PULL: {
+      Buffer out = Buffer::Allocate(n_values * sizeof(float));
+      table->Pull(keys, out.MutableAs<float>().data(), &pool_);
+      return out;
+    }
+    default: {
+      Buffer out = Buffer::Allocate(n_values * sizeof(float));
+      table->PushPull(keys, grads_buf.As<float>().data(), out.MutableAs<float>().data(), &pool_);
+      return out;
+    }
+  }
+}
+
+StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor* tensor) {
+  const proto::Header& h = request.header;
+  if (h.num_keys() != 0) return InvalidArgumentError("dense requests carry no keys");
+  if (h.offset() != tensor->begin()) {
+    return InvalidArgumentError("dense slice of '" + h.table() + "' on server " + std::to_string(options_.server_id) +
+                                " starts at " + std::to_string(tensor->begin()) + ", request says " +
+                                std::to_string(h.offset()) + " (client and server disagree on the number of servers?)");
+  }
+  if (h.type() == proto::PUSH_DENSE) {
+    if (h.value_count() != tensor->size()) {
+      return InvalidArgumentError("dense slice of '" + h.table() + "' has " + std::to_string(tensor->size()) +
+                                  " elements, request has " + std::to_string(h.value_count()));
+    }
+    if (h.dtype() != proto::FLOAT32) return InvalidArgumentError("values must be FLOAT32");
+  }
+  RETURN_IF_ERROR(ValidateFrames(request));
+  if (h.type() == proto::PUSH_DENSE) {
+    Buffer grads = request.values.Aligned(alignof(float));
+    tensor->Push(grads.As<float>().data(), &pool_);
+    return Buffer();
+  }
+  Buffer out = Buffer::Allocate(tensor->size() * sizeof(float));
+  tensor->Pull(out.MutableAs<float>().data(), &pool_);
+  return out;
+}
+
+}  // namespace eddy::server

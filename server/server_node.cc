@@ -1,0 +1,151 @@
+#include "server/server_node.h"
+
+#include "common/message.h"
+#include "common/scheduler_link.h"
+
+namespace eddy::server {
+
+ServerNode::ServerNode(zmq::context_t& context, ServerOptions options)
+    : context_(context), options_(std::move(options)) {}
+
+ServerNode::~ServerNode() = default;
+
+void ServerNode::Stop() {
+  stop_.store(true);
+  stop_waker_.Notify();
+}
+
+std::string ServerNode::endpoint() const {
+  std::lock_guard lock(mu_);
+  return endpoint_;
+}
+
+bool ServerNode::WaitUntilServing(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  serving_cv_.wait_for(lock, timeout, [&] { return serving_ || ended_; });
+  return serving_;
+}
+
+ServerStats ServerNode::stats() const {
+  ServerStats s;
+  if (ParameterStore* store = store_ptr_.load()) {
+    ParameterStoreStats ps = store->stats();
+    s.requests = ps.requests;
+    s.error_replies = ps.errors;
+  }
+  s.dropped_messages = dropped_.load();
+  return s;
+}
+
+Status ServerNode::Run() {
+  Status s = RunInternal();
+  {
+    std::lock_guard lock(mu_);
+    serving_ = false;
+    ended_ = true;
+  }
+  serving_cv_.notify_all();
+  return s;
+}
+
+Status ServerNode::RunInternal() {
+  zmq::socket_t router(context_, zmq::socket_type::router);
+  ConfigureSocket(router, /*linger_ms=*/1000, options_.max_message_bytes);
+  router.set(zmq::sockopt::router_mandatory, 0);
+  ASSIGN_OR_RETURN(std::string bound, BindTcp(router, options_.bind_host, options_.port));
+  const std::string advertised = AdvertisedEndpoint(bound);
+  {
+    std::lock_guard lock(mu_);
+    endpoint_ = advertised;
+  }
+
+  SchedulerLinkOptions link_options;
+  link_options.scheduler_endpoint = options_.scheduler;
+  link_options.registration_timeout = options_.registration_timeout;
+  link_options.self.set_role(proto::SERVER);
+  link_options.self.set_endpoint(advertised);
+  link_options.self.set_host(HostName());
+  link_options.self.set_pid(ProcessId());
+  link_options.self.set_requested_rank(options_.requested_rank);
+  SchedulerLink link(context_, link_options);
+  ASSIGN_OR_RETURN(proto::ClusterView view, link.Register(&stop_waker_));
+  server_id_.store(view.your_id());
+
+  ParameterStoreOptions store_options;
+  store_options.server_id = static_cast<uint32_t>(view.your_id());
+  store_options.num_servers = static_cast<uint32_t>(view.servers_size());
+  if (view.server_shards() > 0) store_options.num_shards = view.server_shards();
+  if (view.max_request_keys() > 0) store_options.max_request_keys = view.max_request_keys();
+  store_options.num_threads = options_.num_threads;
+  store_ = std::make_unique<ParameterStore>(store_options);
+  for (const proto::TableConfig& table : view.tables()) {
+    RETURN_IF_ERROR(store_->AddTable(table).WithContext("server " + std::to_string(view.your_id())));
+  }
+  store_ptr_.store(store_.get());
+  {
+    std::lock_guard lock(mu_);
+    serving_ = true;
+  }
+  serving_cv_.notify_all();
+  LOG(INFO) << "server " << view.your_id() << " serving " << view.tables_size() << " table(s) at " << advertised;
+  return Serve(router, link);
+}
+
+Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
+  std::string routing_id;
+  while (true) {
+    if (stop_.load()) return CancelledError("server stopped");
+    zmq::pollitem_t items[3] = {{router.handle(), 0, ZMQ_POLLIN, 0},
+                                {link.socket().handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
+    try {
+      zmq::poll(items, 3, std::chrono::milliseconds(PollTimeoutMs(link.next_tick(), 1000)));
+    } catch (const zmq::error_t& e) {
+      return UnavailableError(std::string("poll failed: ") + e.what());
+    }
+    if (items[2].revents & ZMQ_POLLIN) stop_waker_.Drain();
+    if (items[1].revents & ZMQ_POLLIN) {
+      StatusOr<Message> msg = link.Receive();
+      if (!msg.ok()) {
+        LOG(WARNING) << "bad control message from the scheduler: " << msg.status();
+      } else if (msg->header.type() == proto::SHUTDOWN) {
+        LOG(INFO) << "server " << server_id_.load() << ": shutdown requested by the scheduler";
+        return OkStatus();
+      } else if (msg->header.type() == proto::ABORT) {
+        return AbortedError("job aborted by the scheduler: " + msg->header.status_message());
+      }
+    }
+    // Serve what is queued, but come back to the control socket now and then.
+    for (int i = 0; i < 64 && (items[0].revents & ZMQ_POLLIN); ++i) {
+      routing_id.clear();
+      StatusOr<Message> request = RecvMessage(router, &routing_id);
+      if (!request.ok()) {
+        uint64_t n = dropped_.fetch_add(1) + 1;
+        if (n <= 10 || n % 1000 == 0) {
+          LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse (" << n
+                       << " so far): " << request.status();
+        }
+        if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+          Message reply{MakeHeader(proto::REPLY), {}, {}};
+          SetStatus(request.status(), &reply.header);
+          SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+        }
+      } else {
+        Message reply = store_->Handle(*request);
+        if (!reply.header.status_message().empty()) {
+          uint64_t n = store_->stats().errors;
+          if (n <= 10 || n % 1000 == 0) {
+            LOG(WARNING) << "server " << server_id_.load() << ": refused a " << MsgTypeName(request->header.type())
+                         << " request (" << n << " so far): " << reply.header.status_message();
+          }
+        }
+        Status sent = SendMessage(router, reply, routing_id, /*dont_wait=*/true);
+        if (!sent.ok()) VLOG(1) << "reply not sent: " << sent;
+      }
+      if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
+    }
+    RETURN_IF_ERROR(link.Tick(SteadyClock::now()));
+  }
+}
+
+}  // namespace eddy::server

@@ -1,0 +1,536 @@
+#include "worker/client.h"
+
+#include <cstring>
+
+#include "common/partition.h"
+#include "common/scheduler_link.h"
+#include "common/table_config.h"
+
+namespace eddy::worker {
+
+// ---------------------------------------------------------------- Op
+
+Status Op::Wait(std::optional<std::chrono::milliseconds> timeout) {
+  std::unique_lock lock(mu_);
+  if (!timeout) {
+    cv_.wait(lock, [&] { return done_; });
+  } else if (!cv_.wait_for(lock, *timeout, [&] { return done_; })) {
+    return DeadlineExceededError("operation not complete after " + std::to_string(timeout->count()) + " ms");
+  }
+  return status_;
+}
+
+bool Op::done() const {
+  std::lock_guard lock(mu_);
+  return done_;
+}
+
+std::span<const float> Op::values() const {
+  std::lock_guard lock(mu_);
+  if (!done_ || !status_.ok()) return {};
+  return result_.As<float>();
+}
+
+Buffer Op::values_buffer() const {
+  std::lock_guard lock(mu_);
+  if (!done_ || !status_.ok()) return {};
+  return result_;
+}
+
+void Op::Complete(const Status& status) {
+  Callback cb;
+  {
+    std::lock_guard lock(mu_);
+    if (completing_) return;
+    completing_ = true;
+    status_ = status;
+    if (!status.ok()) result_ = Buffer();
+    cb = std::move(callback_);
+  }
+  // The callback runs before waiters wake: when Wait() returns, it has run.
+  if (cb) cb(status);
+  {
+    std::lock_guard lock(mu_);
+    done_ = true;
+  }
+  cv_.notify_all();
+}
+
+// ---------------------------------------------------------------- Client
+
+Client::Client(zmq::context_t& context, ClientOptions options)
+    : context_(context), options_(std::move(options)) {}
+
+Client::~Client() {
+  {
+    std::lock_guard lock(queue_mu_);
+    stopping_ = true;
+  }
+  waker_.Notify();
+  if (io_thread_.joinable()) io_thread_.join();
+  // The I/O thread has failed whatever was pending on its way out.
+}
+
+StatusOr<std::unique_ptr<Client>> Client::Connect(zmq::context_t& context, ClientOptions options) {
+  std::unique_ptr<Client> client(new Client(context, std::move(options)));
+  SchedulerLinkOptions link_options;
+  link_options.scheduler_endpoint = client->options_.scheduler;
+  link_options.registration_timeout = client->options_.registration_timeout;
+  link_options.self.set_role(proto::WORKER);
+  link_options.self.set_host(HostName());
+  link_options.self.set_pid(ProcessId());
+  link_options.self.set_requested_rank(client->options_.requested_rank);
+  client->link_ = std::make_unique<SchedulerLink>(context, link_options);
+  ASSIGN_OR_RETURN(client->view_, client->link_->Register(nullptr));
+  client->worker_id_ = client->view_.your_id();
+  for (const proto::NodeEntry& server : client->view_.servers()) {
+    zmq::socket_t s(context, zmq::socket_type::dealer);
+    ConfigureSocket(s, /*linger_ms=*/0, client->options_.max_message_bytes);
+    RETURN_IF_ERROR(eddy::Connect(s, server.info().endpoint()));
+    client->servers_.push_back(std::move(s));
+  }
+  Client* raw = client.get();
+  client->io_thread_ = std::jthread([raw] { raw->IoLoop(); });
+  return client;
+}
+
+const proto::TableConfig* Client::table(std::string_view name) const {
+  for (const proto::TableConfig& t : view_.tables()) {
+    if (t.name() == name) return &t;
+  }
+  return nullptr;
+}
+
+Status Client::health() const {
+  std::lock_guard lock(queue_mu_);
+  return health_;
+}
+
+std::string Client::ServerName(uint32_t server) const {
+  if (server >= static_cast<uint32_t>(view_.servers_size())) return "scheduler";
+  return "server " + std::to_string(server) + " (" + view_.servers(static_cast<int>(server)).info().endpoint() + ")";
+}
+
+OpPtr Client::Failed(const Status& status, Callback callback) {
+  auto op = std::make_shared<Op>();
+  op->callback_ = std::move(callback);
+  op->Complete(status);
+  return op;
+}
+
+OpPtr Client::Pull(std::string_view table, Buffer keys, Callback callback) {
+  return Sparse(proto::PULL, table, std::move(keys), Buffer(), std::move(callback));
+}
+OpPtr Client::Push(std::string_view table, Buffer keys, Buffer grads, Callback callback) {
+  return Sparse(proto::PUSH, table, std::move(keys), std::move(grads), std::move(callback));
+}
+OpPtr Client::PushPull(std::string_view table, Buffer keys, Buffer grads, Callback callback) {
+  return Sparse(proto::PUSH_PULL, table, std::move(keys), std::move(grads), std::move(callback));
+}
+OpPtr Client::Pull(std::string_view table, std::span<const uint64_t> keys, Callback callback) {
+  return Pull(table, Buffer::CopyOf(keys), std::move(callback));
+}
+OpPtr Client::Push(std::string_view table, std::span<const uint64_t> keys, std::span<const float> grads,
+                   Callback callback) {
+  return Push(table, Buffer::CopyOf(keys), Buffer::CopyOf(grads), std::move(callback));
+}
+
+OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer keys, Buffer grads,
+                     Callback callback) {
+  const proto::TableConfig* table = this->table(table_name);
+  if (table == nullptr) return Failed(NotFoundError("unknown table '" + std::string(table_name) + "'"), std::move(callback));
+  if (table->dense()) {
+    return Failed(InvalidArgumentError("'" + table->name() + "' is a dense tensor: use PushDense/PullDense"),
+                  std::move(callback));
+  }
+  const uint32_t dim = table->dim();
+  if (keys.size() % sizeof(uint64_t) != 0) {
+    return Failed(InvalidArgumentError("key buffer size is not a multiple of 8 bytes"), std::move(callback));
+  }
+  keys = keys.Aligned(alignof(uint64_t));
+  const size_t n = keys.size() / sizeof(uint64_t);
+  const bool has_grads = type != proto::PULL;
+  if (has_grads) {
+    if (grads.size() != n * dim * sizeof(float)) {
+      return Failed(InvalidArgumentError("table '" + table->name() + "' has dim " + std::to_string(dim) + ": " +
+                                         std::to_string(n) + " keys need " + std::to_string(n * dim) +
+                                         " gradient floats, got " + std::to_string(grads.size() / sizeof(float))),
+                    std::move(callback));
+    }
+    grads = grads.Aligned(alignof(float));
+  }
+  auto op = std::make_shared<Op>();
+  op->callback_ = std::move(callback);
+  op->dim_ = dim;
+  if (n == 0) {
+    op->Complete(OkStatus());
+    return op;
+  }
+  const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
+  std::span<const uint64_t> key_span = keys.As<uint64_t>();
+  auto make_message = [&](Buffer part_keys, Buffer part_grads) {
+    Message m{MakeHeader(type, next_request_id_.fetch_add(1)), std::move(part_keys), std::move(part_grads)};
+    m.header.set_table(table->name());
+    m.header.set_sender(worker_id_);
+    m.header.set_num_keys(m.keys.size() / sizeof(uint64_t));
+    m.header.set_value_dim(dim);
+    if (has_grads) m.header.set_dtype(proto::FLOAT32);
+    return m;
+  };
+
+  std::vector<uint32_t> owner(n);
+  std::vector<uint32_t> counts(num_servers, 0);
+  for (size_t i = 0; i < n; ++i) {
+    owner[i] = num_servers == 1 ? 0 : ServerOfKey(key_span[i], num_servers);
+    ++counts[owner[i]];
+  }
+  std::vector<Part> parts;
+  if (counts[owner[0]] == n) {
+    // One server owns every key: send the caller's buffers as they are.
+    op->remaining_parts_ = 1;
+    op->expected_values_.push_back(type == proto::PUSH ? 0 : n * dim);
+    parts.push_back(Part{owner[0], make_message(std::move(keys), std::move(grads)), op, 0});
+  } else {
+    op->scatter_ = type != proto::PUSH;
+    if (op->scatter_) op->result_ = Buffer::Allocate(n * dim * sizeof(float));
+    std::vector<uint32_t> part_of_server(num_servers, kControl);
+    std::vector<Buffer> part_keys, part_grads;
+    std::vector<uint32_t> part_server;
+    for (uint32_t s = 0; s < num_servers; ++s) {
+      if (counts[s] == 0) continue;
+      part_of_server[s] = static_cast<uint32_t>(part_server.size());
+      part_server.push_back(s);
+      part_keys.push_back(Buffer::Allocate(counts[s] * sizeof(uint64_t)));
+      if (has_grads) part_grads.push_back(Buffer::Allocate(counts[s] * dim * sizeof(float)));
+      op->positions_.emplace_back();
+      if (op->scatter_) op->positions_.back().reserve(counts[s]);
+      op->expected_values_.push_back(type == proto::PUSH ? 0 : counts[s] * dim);
+    }
+    std::vector<size_t> fill(part_server.size(), 0);
+    const float* g = has_grads ? grads.As<float>().data() : nullptr;
+    for (size_t i = 0; i < n; ++i) {
+      uint32_t p = part_of_server[owner[i]];
+      size_t j = fill[p]++;
+      part_keys[p].MutableAs<uint64_t>()[j] = key_span[i];
+      if (has_grads) std::memcpy(part_grads[p].MutableAs<float>().data() + j * dim, g + i * dim, dim * sizeof(float));
+      if (op->scatter_) op->positions_[p].push_back(static_cast<uint32_t>(i));
+    }
+    op->remaining_parts_ = static_cast<int>(part_server.size());
+    for (uint32_t p = 0; p < part_server.size(); ++p) {
+      parts.push_back(Part{part_server[p], make_message(std::move(part_keys[p]), has_grads ? std::move(part_grads[p]) : Buffer()),
+                           op, p});
+    }
+  }
+  Enqueue(std::move(parts));
+  return op;
+}
+
+OpPtr Client::PushDense(std::string_view name, Buffer grads, Callback callback) {
+  const proto::TableConfig* t = table(name);
+  if (t == nullptr || !t->dense()) {
+    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"), std::move(callback));
+  }
+  const uint64_t count = DenseElementCount(*t);
+  if (grads.size() != count * sizeof(float)) {
+    return Failed(InvalidArgumentError("dense tensor '" + t->name() + "' has " + std::to_string(count) +
+                                       " elements, got " + std::to_string(grads.size() / sizeof(float)) + " gradients"),
+                  std::move(callback));
+  }
+  grads = grads.Aligned(alignof(float));
+  auto op = std::make_shared<Op>();
+  op->callback_ = std::move(callback);
+  const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
+  std::vector<Part> parts;
+  for (uint32_t s = 0; s < num_servers; ++s) {
+    uint64_t begin = DenseSliceBegin(count, s, num_servers), end = DenseSliceBegin(count, s + 1, num_servers);
+    if (begin == end) continue;
+    Message m{MakeHeader(proto::PUSH_DENSE, next_request_id_.fetch_add(1)), {},
+              grads.Slice(begin * sizeof(float), (end - begin) * sizeof(float))};
+    m.header.set_table(t->name());
+    m.header.set_sender(worker_id_);
+    m.header.set_offset(begin);
+    m.header.set_value_count(end - begin);
+    m.header.set_dtype(proto::FLOAT32);
+    op->expected_values_.push_back(0);
+    parts.push_back(Part{s, std::move(m), op, static_cast<uint32_t>(parts.size())});
+  }
+  op->remaining_parts_ = static_cast<int>(parts.size());
+  Enqueue(std::move(parts));
+  return op;
+}
+
+OpPtr Client::PullDense(std::string_view name, Callback callback) {
+  const proto::TableConfig* t = table(name);
+  if (t == nullptr || !t->dense()) {
+    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"), std::move(callback));
+  }
+  const uint64_t count = DenseElementCount(*t);
+  auto op = std::make_shared<Op>();
+  op->callback_ = std::move(callback);
+  const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
+  std::vector<Part> parts;
+  for (uint32_t s = 0; s < num_servers; ++s) {
+    uint64_t begin = DenseSliceBegin(count, s, num_servers), end = DenseSliceBegin(count, s + 1, num_servers);
+    if (begin == end) continue;
+    Message m{MakeHeader(proto::PULL_DENSE, next_request_id_.fetch_add(1)), {}, {}};
+    m.header.set_table(t->name());
+    m.header.set_sender(worker_id_);
+    m.header.set_offset(begin);
+    op->offsets_.push_back(begin);
+    op->expected_values_.push_back(end - begin);
+    parts.push_back(Part{s, std::move(m), op, static_cast<uint32_t>(parts.size())});
+  }
+  op->scatter_ = parts.size() > 1;
+  if (op->scatter_) op->result_ = Buffer::Allocate(count * sizeof(float));
+  op->remaining_parts_ = static_cast<int>(parts.size());
+  Enqueue(std::move(parts));
+  return op;
+}
+
+OpPtr Client::ControlOp(proto::MsgType type, std::string payload, std::string name) {
+  auto op = std::make_shared<Op>();
+  op->remaining_parts_ = 1;
+  Message m{MakeHeader(type), {}, {}};
+  m.header.set_payload(std::move(payload));
+  m.header.set_table(std::move(name));
+  std::vector<Part> parts;
+  parts.push_back(Part{kControl, std::move(m), op, 0});
+  Enqueue(std::move(parts));
+  return op;
+}
+
+Status Client::Barrier(const std::string& name) { return ControlOp(proto::BARRIER, {}, name)->Wait(); }
+
+void Client::Abort(const Status& why) {
+  auto op = std::make_shared<Op>();
+  Message m{MakeHeader(proto::ABORT), {}, {}};
+  m.header.set_status_message(why.ToString());
+  std::vector<Part> parts;
+  parts.push_back(Part{kControl, std::move(m), op, 0});
+  Enqueue(std::move(parts));
+  op->Wait(std::chrono::milliseconds(5000)).IgnoreError();
+}
+
+Status Client::Finish(const std::string& report) { return ControlOp(proto::WORKER_DONE, report, {})->Wait(); }
+
+void Client::Enqueue(std::vector<Part> parts) {
+  Status refused;
+  {
+    std::lock_guard lock(queue_mu_);
+    if (!health_.ok()) {
+      refused = health_;
+    } else if (stopping_) {
+      refused = CancelledError("client is shutting down");
+    } else {
+      for (Part& p : parts) queue_.push_back(std::move(p));
+    }
+  }
+  if (!refused.ok()) {
+    for (Part& p : parts) p.op->Complete(refused);
+    return;
+  }
+  waker_.Notify();
+}
+
+void Client::SendQueued() {
+  std::vector<Part> batch;
+  {
+    std::lock_guard lock(queue_mu_);
+    batch.swap(queue_);
+  }
+  const auto deadline = SteadyClock::now() + options_.request_timeout;
+  for (Part& part : batch) {
+    if (part.server == kControl) {
+      const proto::MsgType type = part.message.header.type();
+      if (type == proto::BARRIER) {
+        barrier_ops_.push_back(part.op);
+      } else if (type == proto::WORKER_DONE) {
+        finish_op_ = part.op;
+      }
+      part.message.header.set_sender(worker_id_);
+      Status s = SendMessage(link_->socket(), part.message);
+      if (!s.ok() || type == proto::ABORT) part.op->Complete(s.WithContext("sending to the scheduler"));
+      continue;
+    }
+    if (part.op->done()) continue;  // another part already failed
+    const uint64_t id = part.message.header.request_id();
+    pending_[id] = Pending{part.op, part.part_index, part.server, deadline};
+    Status s = SendMessage(servers_[part.server], part.message);
+    if (!s.ok()) {
+      pending_.erase(id);
+      part.op->Complete(s.WithContext("sending to " + ServerName(part.server)));
+    }
+  }
+}
+
+void Client::OnReply(uint32_t server, Message reply) {
+  auto it = pending_.find(reply.header.request_id());
+  if (it == pending_.end()) {
+    VLOG(1) << "late or unknown reply " << reply.header.request_id() << " from " << ServerName(server);
+    return;
+  }
+  Pending pending = std::move(it->second);
+  pending_.erase(it);
+  Op& op = *pending.op;
+  if (op.done()) return;
+  Status status = StatusFromHeader(reply.header);
+  if (!status.ok()) {
+    op.Complete(status.WithContext(ServerName(server)));
+    return;
+  }
+  Status frames = ValidateFrames(reply);
+  const uint64_t expected = op.expected_values_[pending.part_index];
+  if (frames.ok() && reply.header.value_count() != expected) {
+    frames = DataLossError("expected " + std::to_string(expected) + " values, got " +
+                           std::to_string(reply.header.value_count()));
+  }
+  if (!frames.ok()) {
+    op.Complete(frames.WithContext("malformed reply from " + ServerName(server)));
+    return;
+  }
+  if (expected > 0) {
+    Buffer values = reply.values.Aligned(alignof(float));
+    const float* src = values.As<float>().data();
+    if (!op.scatter_) {
+      op.result_ = std::move(values);
+    } else if (!op.positions_.empty()) {
+      float* dst = op.result_.MutableAs<float>().data();
+      const size_t dim = op.dim_;
+      const auto& pos = op.positions_[pending.part_index];
+      for (size_t j = 0; j < pos.size(); ++j) std::memcpy(dst + pos[j] * dim, src + j * dim, dim * sizeof(float));
+    } else {
+      float* dst = op.result_.MutableAs<float>().data() + op.offsets_[pending.part_index];
+      std::memcpy(dst, src, expected * sizeof(float));
+    }
+  }
+  if (--op.remaining_parts_ == 0) op.Complete(OkStatus());
+}
+
+void Client::OnControl(Message msg) {
+  switch (msg.header.type()) {
+    case proto::BARRIER_RELEASE: {
+      std::vector<OpPtr> released;
+      released.swap(barrier_ops_);
+      for (auto& op : released) op->Complete(OkStatus());
+      break;
+    }
+    case proto::SHUTDOWN: {
+      if (finish_op_) finish_op_->Complete(OkStatus());
+      FailAll(CancelledError("the scheduler ended the job"));
+      std::lock_guard lock(queue_mu_);
+      if (health_.ok()) health_ = CancelledError("the job has ended");
+      break;
+    }
+    case proto::ABORT: {
+      Status s = AbortedError("job aborted by the scheduler: " + msg.header.status_message());
+      LOG(ERROR) << "worker " << worker_id_ << ": " << s.message();
+      {
+        std::lock_guard lock(queue_mu_);
+        health_ = s;
+      }
+      FailAll(s);
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void Client::FailAll(const Status& status) {
+  std::vector<Part> queued;
+  {
+    std::lock_guard lock(queue_mu_);
+    queued.swap(queue_);
+  }
+  for (Part& p : queued) p.op->Complete(status);
+  auto pending = std::move(pending_);
+  pending_.clear();
+  for (auto& [id, p] : pending) p.op->Complete(status);
+  for (auto& op : barrier_ops_) op->Complete(status);
+  barrier_ops_.clear();
+  if (finish_op_) finish_op_->Complete(status);
+}
+
+void Client::IoLoop() {
+  const size_t num_servers = servers_.size();
+  std::vector<zmq::pollitem_t> items(num_servers + 2);
+  auto next_timeout_check = SteadyClock::now();
+  while (true) {
+    items[0] = {nullptr, waker_.fd(), ZMQ_POLLIN, 0};
+    items[1] = {link_->socket().handle(), 0, ZMQ_POLLIN, 0};
+    for (size_t s = 0; s < num_servers; ++s) items[2 + s] = {servers_[s].handle(), 0, ZMQ_POLLIN, 0};
+    try {
+      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(PollTimeoutMs(link_->next_tick(), 200)));
+    } catch (const zmq::error_t& e) {
+      FailAll(UnavailableError(std::string("poll failed: ") + e.what()));
+      return;
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      waker_.Drain();
+      bool stopping;
+      {
+        std::lock_guard lock(queue_mu_);
+        stopping = stopping_;
+      }
+      if (stopping) {
+        FailAll(CancelledError("client destroyed"));
+        return;
+      }
+      SendQueued();
+    }
+    for (size_t s = 0; s < num_servers; ++s) {
+      if (!(items[2 + s].revents & ZMQ_POLLIN)) continue;
+      while (true) {
+        zmq::pollitem_t one = {servers_[s].handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&one, 1, std::chrono::milliseconds(0)) == 0) break;
+        StatusOr<Message> reply = RecvMessage(servers_[s]);
+        if (!reply.ok()) {
+          LOG(WARNING) << "dropped an unparsable reply from " << ServerName(static_cast<uint32_t>(s)) << ": "
+                       << reply.status();
+          continue;
+        }
+        OnReply(static_cast<uint32_t>(s), std::move(reply).value());
+      }
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      while (true) {
+        zmq::pollitem_t one = {link_->socket().handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&one, 1, std::chrono::milliseconds(0)) == 0) break;
+        StatusOr<Message> msg = link_->Receive();
+        if (msg.ok()) OnControl(std::move(msg).value());
+      }
+    }
+    const auto now = SteadyClock::now();
+    bool ended;
+    {
+      std::lock_guard lock(queue_mu_);
+      ended = !health_.ok();
+    }
+    if (!ended) {
+      Status alive = link_->Tick(now);
+      if (!alive.ok()) {
+        LOG(ERROR) << "worker " << worker_id_ << ": " << alive.message();
+        {
+          std::lock_guard lock(queue_mu_);
+          health_ = alive;
+        }
+        FailAll(alive);
+      }
+    }
+    if (now >= next_timeout_check) {
+      next_timeout_check = now + std::chrono::milliseconds(100);
+      std::vector<uint64_t> expired;
+      for (auto& [id, p] : pending_) {
+        if (now >= p.deadline) expired.push_back(id);
+      }
+      for (uint64_t id : expired) {
+        Pending p = std::move(pending_[id]);
+        pending_.erase(id);
+        p.op->Complete(DeadlineExceededError(ServerName(p.server) + " did not answer request " + std::to_string(id) +
+                                             " within " + std::to_string(options_.request_timeout.count()) + " ms"));
+      }
+    }
+  }
+}
+
+}  // namespace eddy::worker

@@ -1,0 +1,185 @@
+// Client: a worker's asynchronous connection to the servers (data plane) and the
+// scheduler (control plane). Push/Pull split a request by key over the servers,
+// send the parts without waiting, and reassemble pulled values in the order of
+// the caller's keys. Many operations may be in flight at once.
+// Thread-safety: all public methods may be called from any thread. One internal
+// I/O thread owns every socket; callbacks run on it and must be short.
+#ifndef EDDY_WORKER_CLIENT_H_
+#define EDDY_WORKER_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/buffer.h"
+#include "common/message.h"
+#include "common/net.h"
+#include "common/status.h"
+
+namespace eddy {
+class SchedulerLink;
+}  // namespace eddy
+
+namespace eddy::worker {
+
+struct ClientOptions {
+  std::string scheduler;  // tcp://host:port
+  int requested_rank = -1;  // worker id wanted (MPI launch), -1: any
+  // An operation not answered within this time fails with DeadlineExceeded.
+  std::chrono::milliseconds request_timeout{30'000};
+  std::chrono::milliseconds registration_timeout{120'000};
+  int64_t max_message_bytes = int64_t{1} << 30;
+};
+
+// Called once when an operation completes, on the client's I/O thread (or on
+// the calling thread when the call fails before anything is sent), before
+// Wait() returns.
+using Callback = std::function<void(const Status&)>;
+
+// The handle of one asynchronous operation.
+// Thread-safety: Wait() and the accessors may be called from any thread.
+class Op {
+ public:
+  // Blocks until the operation completes and returns its status. With a timeout,
+  // returns DeadlineExceeded if it has not completed by then (it goes on).
+  Status Wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
+  bool done() const;
+  // Pulled values: for sparse pulls keys.size() * dim floats in the order of the
+  // request's keys; for dense pulls the whole tensor. Empty before success.
+  std::span<const float> values() const;
+  Buffer values_buffer() const;
+
+ private:
+  friend class Client;
+  void Complete(const Status& status);  // first call wins
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool completing_ = false;  // Complete() was called
+  bool done_ = false;        // and the callback has run
+  Status status_;
+  Callback callback_;
+  // Filled by the I/O thread before completion.
+  int remaining_parts_ = 0;
+  Buffer result_;
+  bool scatter_ = false;  // parts' values go to positions_ (sparse) or offsets_ (dense)
+  uint32_t dim_ = 0;
+  std::vector<std::vector<uint32_t>> positions_;  // per part: original key positions
+  std::vector<uint64_t> offsets_;                 // per part: first dense element
+  std::vector<uint64_t> expected_values_;         // per part: values expected in the reply
+};
+
+using OpPtr = std::shared_ptr<Op>;
+
+class Client {
+ public:
+  // Registers with the scheduler (blocks until the whole cluster has joined),
+  // connects to every server and starts the I/O thread. `context` must outlive
+  // the client.
+  static StatusOr<std::unique_ptr<Client>> Connect(zmq::context_t& context, ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  int worker_id() const { return worker_id_; }
+  int num_workers() const { return view_.workers_size(); }
+  int num_servers() const { return view_.servers_size(); }
+  const proto::ClusterView& view() const { return view_; }
+  // The table definition, or nullptr if the job has no such table.
+  const proto::TableConfig* table(std::string_view name) const;
+
+  // Sparse tables. `keys` is a Buffer of uint64 ids and `grads` of keys*dim
+  // floats; both are sent without copying when one server owns all keys (do not
+  // modify them until the operation completes). Errors (unknown table, wrong
+  // sizes, a server's error reply, a timeout, an aborted job) complete the Op
+  // with a status; nothing throws. A failed push may have been applied on some
+  // of the servers it was split over.
+  OpPtr Pull(std::string_view table, Buffer keys, Callback callback = {});
+  OpPtr Push(std::string_view table, Buffer keys, Buffer grads, Callback callback = {});
+  // Push, then pull the updated values of the same keys in one round trip.
+  OpPtr PushPull(std::string_view table, Buffer keys, Buffer grads, Callback callback = {});
+  // Copying conveniences.
+  OpPtr Pull(std::string_view table, std::span<const uint64_t> keys, Callback callback = {});
+  OpPtr Push(std::string_view table, std::span<const uint64_t> keys, std::span<const float> grads,
+             Callback callback = {});
+
+  // Dense tensors: grads holds every element of the tensor.
+  OpPtr PushDense(std::string_view name, Buffer grads, Callback callback = {});
+  OpPtr PullDense(std::string_view name, Callback callback = {});
+
+  // Blocks until every worker has reached the barrier `name`.
+  Status Barrier(const std::string& name = "workers");
+  // Tells the scheduler this worker is done (with its report) and blocks until
+  // the scheduler ends the job. OK when the job ended normally.
+  Status Finish(const std::string& report);
+
+  // Tells the scheduler this worker failed (the job is aborted). Does not block.
+  void Abort(const Status& why);
+
+  // OK while the job runs; the reason once it was aborted or lost.
+  Status health() const;
+
+ private:
+  struct Part {
+    uint32_t server;  // kControl for messages to the scheduler
+    Message message;
+    OpPtr op;
+    uint32_t part_index;
+  };
+  struct Pending {
+    OpPtr op;
+    uint32_t part_index;
+    uint32_t server;
+    SteadyClock::time_point deadline;
+  };
+  static constexpr uint32_t kControl = ~0u;
+
+  Client(zmq::context_t& context, ClientOptions options);
+  OpPtr Sparse(proto::MsgType type, std::string_view table, Buffer keys, Buffer grads, Callback callback);
+  OpPtr Failed(const Status& status, Callback callback);
+  OpPtr ControlOp(proto::MsgType type, std::string payload, std::string name);
+  void Enqueue(std::vector<Part> parts);
+  void IoLoop();
+  void SendQueued();
+  void OnReply(uint32_t server, Message reply);
+  void OnControl(Message msg);
+  void FailAll(const Status& status);
+  std::string ServerName(uint32_t server) const;
+
+  zmq::context_t& context_;
+  ClientOptions options_;
+  proto::ClusterView view_;
+  int worker_id_ = -1;
+  std::unique_ptr<SchedulerLink> link_;      // owned by the I/O thread after Connect
+  std::vector<zmq::socket_t> servers_;             // owned by the I/O thread after Connect
+  Waker waker_;
+
+  mutable std::mutex queue_mu_;
+  std::vector<Part> queue_;     // guarded by queue_mu_
+  bool stopping_ = false;       // guarded by queue_mu_
+  Status health_;               // guarded by queue_mu_
+  std::atomic<uint64_t> next_request_id_{1};
+
+  // I/O-thread state.
+  std::unordered_map<uint64_t, Pending> pending_;
+  std::vector<OpPtr> barrier_ops_;
+  OpPtr finish_op_;
+  std::jthread io_thread_;
+};
+
+}  // namespace eddy::worker
+
+#endif  // EDDY_WORKER_CLIENT_H_
