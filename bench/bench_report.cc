@@ -13,11 +13,11 @@ void PutDouble(std::string* out, double v) { out->append(reinterpret_cast<const 
 void PutFloats(std::string* out, const std::vector<float>& v) {
   uint64_t n = v.size();
   out->append(reinterpret_cast<const char*>(&n), sizeof(n));
-  out->append(reinterpret_cast<const char*>(v.data()), n * sizeof(float));
+  if (n > 0) out->append(reinterpret_cast<const char*>(v.data()), n * sizeof(float));
 }
 bool GetBytes(const std::string& in, size_t* pos, void* dst, size_t n) {
   if (in.size() - *pos < n) return false;
-  std::memcpy(dst, in.data() + *pos, n);
+  if (n > 0) std::memcpy(dst, in.data() + *pos, n);
   *pos += n;
   return true;
 }

@@ -42,7 +42,7 @@ struct Report {
     auto put_vec = [&](const auto& v) {
       uint64_t n = v.size();
       out.append(reinterpret_cast<const char*>(&n), 8);
-      out.append(reinterpret_cast<const char*>(v.data()), n * sizeof(v[0]));
+      if (n > 0) out.append(reinterpret_cast<const char*>(v.data()), n * sizeof(v[0]));
     };
     put_vec(acked);
     out.append(reinterpret_cast<const char*>(&dense_acked), 4);
@@ -56,7 +56,7 @@ struct Report {
     size_t pos = 0;
     auto get = [&](void* dst, size_t n) {
       if (in.size() - pos < n) return false;
-      std::memcpy(dst, in.data() + pos, n);
+      if (n > 0) std::memcpy(dst, in.data() + pos, n);
       pos += n;
       return true;
     };
