@@ -24,6 +24,8 @@ class Buffer {
 
   // A new zero-initialised buffer of `size` bytes, 64-byte aligned.
   static Buffer Allocate(size_t size);
+  // The same without zeroing: for buffers the caller overwrites entirely.
+  static Buffer AllocateUninitialized(size_t size);
   // A new buffer holding a copy of `bytes`.
   static Buffer CopyOf(const void* data, size_t size);
   template <typename T>

@@ -183,6 +183,9 @@ Status ValidateTableConfig(const proto::TableConfig& t) {
   }
   if (!(o.learning_rate() > 0)) return InvalidArgumentError(ctx + ": lr must be > 0");
   if (o.l1() < 0 || o.l2() < 0) return InvalidArgumentError(ctx + ": l1 and l2 must be >= 0");
+  if (o.l1() > 0 && o.kind() != "ftrl") {
+    return InvalidArgumentError(ctx + ": l1 is only supported by opt=ftrl (its proximal step gives exact zeros)");
+  }
   if (o.kind() == "adam" && (o.beta1() < 0 || o.beta1() >= 1 || o.beta2() < 0 || o.beta2() >= 1)) {
     return InvalidArgumentError(ctx + ": adam needs 0 <= beta1, beta2 < 1");
   }

@@ -123,12 +123,12 @@ StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingT
       table->Push(keys, grads_buf.As<float>().data(), &pool_);
       return Buffer();
     case proto::PULL: {
-      Buffer out = Buffer::Allocate(n_values * sizeof(float));
+      Buffer out = Buffer::AllocateUninitialized(n_values * sizeof(float));
       table->Pull(keys, out.MutableAs<float>().data(), &pool_);
       return out;
     }
     default: {
-      Buffer out = Buffer::Allocate(n_values * sizeof(float));
+      Buffer out = Buffer::AllocateUninitialized(n_values * sizeof(float));
       table->PushPull(keys, grads_buf.As<float>().data(), out.MutableAs<float>().data(), &pool_);
       return out;
     }
@@ -156,7 +156,7 @@ StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor
     tensor->Push(grads.As<float>().data(), &pool_);
     return Buffer();
   }
-  Buffer out = Buffer::Allocate(tensor->size() * sizeof(float));
+  Buffer out = Buffer::AllocateUninitialized(tensor->size() * sizeof(float));
   tensor->Pull(out.MutableAs<float>().data(), &pool_);
   return out;
 }

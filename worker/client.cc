@@ -192,7 +192,7 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
     parts.push_back(Part{owner[0], make_message(std::move(keys), std::move(grads)), op, 0});
   } else {
     op->scatter_ = type != proto::PUSH;
-    if (op->scatter_) op->result_ = Buffer::Allocate(n * dim * sizeof(float));
+    if (op->scatter_) op->result_ = Buffer::AllocateUninitialized(n * dim * sizeof(float));
     std::vector<uint32_t> part_of_server(num_servers, kControl);
     std::vector<Buffer> part_keys, part_grads;
     std::vector<uint32_t> part_server;
@@ -200,8 +200,8 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
       if (counts[s] == 0) continue;
       part_of_server[s] = static_cast<uint32_t>(part_server.size());
       part_server.push_back(s);
-      part_keys.push_back(Buffer::Allocate(counts[s] * sizeof(uint64_t)));
-      if (has_grads) part_grads.push_back(Buffer::Allocate(counts[s] * dim * sizeof(float)));
+      part_keys.push_back(Buffer::AllocateUninitialized(counts[s] * sizeof(uint64_t)));
+      if (has_grads) part_grads.push_back(Buffer::AllocateUninitialized(counts[s] * dim * sizeof(float)));
       op->positions_.emplace_back();
       if (op->scatter_) op->positions_.back().reserve(counts[s]);
       op->expected_values_.push_back(type == proto::PUSH ? 0 : counts[s] * dim);
@@ -281,7 +281,7 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
     parts.push_back(Part{s, std::move(m), op, static_cast<uint32_t>(parts.size())});
   }
   op->scatter_ = parts.size() > 1;
-  if (op->scatter_) op->result_ = Buffer::Allocate(count * sizeof(float));
+  if (op->scatter_) op->result_ = Buffer::AllocateUninitialized(count * sizeof(float));
   op->remaining_parts_ = static_cast<int>(parts.size());
   Enqueue(std::move(parts));
   return op;

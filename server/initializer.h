@@ -1,0 +1,44 @@
+// Initializer: deterministic initial values for parameters. A value depends only
+// on (seed, key, element index) for sparse rows and on (seed, global element
+// index) for dense tensors, never on the order of first access or on how the
+// keys are spread over servers and shards.
+// Thread-safety: immutable after construction; all methods are const.
+#ifndef EDDY_SERVER_INITIALIZER_H_
+#define EDDY_SERVER_INITIALIZER_H_
+
+#include <cstddef>
+#include <cstdint>
+
+#include "common/proto/eddy.pb.h"
+
+namespace eddy::server {
+
+// zeros | uniform on (-scale, scale) | normal(0, scale^2), from a counter-based
+// generator (SplitMix64 of seed, key and index; Box-Muller for normal, one
+// (cos, sin) pair per two consecutive elements).
+class Initializer {
+ public:
+  // Requires a config accepted by eddy::ValidateTableConfig (an unknown kind
+  // gives zeros).
+  explicit Initializer(const proto::InitializerConfig& config);
+
+  // Writes the `dim` initial weights of sparse row `key` to w.
+  void FillRow(uint64_t key, float* w, size_t dim) const;
+  // Writes elements [first_element, first_element + n) of a dense tensor to w.
+  void FillDense(uint64_t first_element, float* w, size_t n) const;
+
+ private:
+  enum class Kind { kZeros, kUniform, kNormal };
+
+  // Writes elements [first, first + n) of the stream starting at `stream`.
+  void Fill(uint64_t stream, uint64_t first, float* w, size_t n) const;
+
+  Kind kind_;
+  double scale_;
+  uint64_t row_salt_;    // mixed into a key to start its row's stream
+  uint64_t dense_base_;  // start of the dense tensors' stream
+};
+
+}  // namespace eddy::server
+
+#endif  // EDDY_SERVER_INITIALIZER_H_
