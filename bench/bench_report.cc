@@ -9,7 +9,9 @@
 namespace eddy::bench {
 namespace {
 
-void PutDouble(std::string* out, double v) { out->append(reinterpret_cast<const char*>(&v), sizeof(v)); }
+void PutDouble(std::string* out, double v) {
+  out->append(reinterpret_cast<const char*>(&v), sizeof(v));
+}
 void PutFloats(std::string* out, const std::vector<float>& v) {
   uint64_t n = v.size();
   out->append(reinterpret_cast<const char*>(&n), sizeof(n));
@@ -43,7 +45,8 @@ StatusOr<WorkerReport> WorkerReport::Parse(const std::string& bytes) {
   WorkerReport r;
   size_t pos = 0;
   if (!GetBytes(bytes, &pos, &r.sparse_seconds, sizeof(double)) ||
-      !GetBytes(bytes, &pos, &r.dense_seconds, sizeof(double)) || !GetFloats(bytes, &pos, &r.sparse_latency_us) ||
+      !GetBytes(bytes, &pos, &r.dense_seconds, sizeof(double)) ||
+      !GetFloats(bytes, &pos, &r.sparse_latency_us) ||
       !GetFloats(bytes, &pos, &r.dense_latency_us) || pos != bytes.size()) {
     return InvalidArgumentError("truncated or malformed benchmark report");
   }
@@ -66,21 +69,23 @@ void Summary::Add(const WorkerReport& r) {
   dense_.insert(dense_.end(), r.dense_latency_us.begin(), r.dense_latency_us.end());
 }
 
-std::string Summary::Line(const std::string& config, uint64_t keys_per_request, int dim, uint64_t dense_elements,
-                          bool fused) const {
+std::string Summary::Line(const std::string& config, uint64_t keys_per_request, int dim,
+                          uint64_t dense_elements, bool fused) const {
   std::string line = "eddy_bench " + config;
   char buf[512];
   if (!sparse_.empty()) {
     // Bytes on the wire per request: keys both ways (once when fused) and values both ways.
     const double bytes = keys_per_request * ((fused ? 8.0 : 16.0) + 8.0 * dim);
-    std::snprintf(buf, sizeof(buf), " | sparse: %.0f req/s, %.2f M keys/s, %.0f MB/s, p50 %.2f ms, p99 %.2f ms",
+    std::snprintf(buf, sizeof(buf),
+                  " | sparse: %.0f req/s, %.2f M keys/s, %.0f MB/s, p50 %.2f ms, p99 %.2f ms",
                   sparse_rate_, sparse_rate_ * keys_per_request / 1e6, sparse_rate_ * bytes / 1e6,
                   Percentile(sparse_, 0.5) / 1e3, Percentile(sparse_, 0.99) / 1e3);
     line += buf;
   }
   if (!dense_.empty()) {
     const double bytes = 2.0 * dense_elements * sizeof(float);
-    std::snprintf(buf, sizeof(buf), " | dense %.1f MiB: %.0f req/s, %.2f GB/s, p50 %.2f ms, p99 %.2f ms",
+    std::snprintf(buf, sizeof(buf),
+                  " | dense %.1f MiB: %.0f req/s, %.2f GB/s, p50 %.2f ms, p99 %.2f ms",
                   dense_elements * 4.0 / (1 << 20), dense_rate_, dense_rate_ * bytes / 1e9,
                   Percentile(dense_, 0.5) / 1e3, Percentile(dense_, 0.99) / 1e3);
     line += buf;

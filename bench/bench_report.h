@@ -28,8 +28,8 @@ class Summary {
  public:
   void Add(const WorkerReport& report);
   // e.g. "sparse <config>: 812 req/s, 8.12 M keys/s, 1169 MB/s, p50 1.20 ms, p99 1.90 ms"
-  std::string Line(const std::string& config, uint64_t keys_per_request, int dim, uint64_t dense_elements,
-                   bool fused) const;
+  std::string Line(const std::string& config, uint64_t keys_per_request, int dim,
+                   uint64_t dense_elements, bool fused) const;
 
  private:
   double sparse_rate_ = 0, dense_rate_ = 0;  // requests/s summed over workers

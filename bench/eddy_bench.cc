@@ -22,8 +22,10 @@
 #include "scheduler/job_flags.h"
 
 DEFINE_string(preset, "",
-              "A named workload: 'pslite' = the reference workload (1M-id vocabulary, 10,000 distinct ids per "
-              "request, dim 16, uniform, AdaGrad, 1 request in flight, 2 s warm-up, 10 s measured). Flags given "
+              "A named workload: 'pslite' = the reference workload (1M-id vocabulary, 10,000 "
+              "distinct ids per "
+              "request, dim 16, uniform, AdaGrad, 1 request in flight, 2 s warm-up, 10 s "
+              "measured). Flags given "
               "explicitly override the preset.");
 DEFINE_string(mode, "sparse", "What to measure: sparse, dense or both.");
 DEFINE_uint64(vocab, 1000000, "Number of distinct 64-bit ids requests draw from.");
@@ -62,7 +64,8 @@ std::vector<Buffer> DrawRequests(const Workload& w, int worker, size_t count) {
   if (w.zipf) {
     cdf.resize(w.vocab);
     double sum = 0;
-    for (uint64_t i = 0; i < w.vocab; ++i) cdf[i] = (sum += 1.0 / std::pow(double(i + 1), w.zipf_s));
+    for (uint64_t i = 0; i < w.vocab; ++i)
+      cdf[i] = (sum += 1.0 / std::pow(double(i + 1), w.zipf_s));
     for (double& c : cdf) c /= sum;
   }
   std::uniform_int_distribution<uint64_t> uniform(0, w.vocab - 1);
@@ -75,7 +78,8 @@ std::vector<Buffer> DrawRequests(const Workload& w, int worker, size_t count) {
     auto out = keys.MutableAs<uint64_t>();
     size_t n = 0;
     while (n < w.keys_per_request) {
-      uint64_t index = w.zipf ? std::lower_bound(cdf.begin(), cdf.end(), unit(rng)) - cdf.begin() : uniform(rng);
+      uint64_t index =
+          w.zipf ? std::lower_bound(cdf.begin(), cdf.end(), unit(rng)) - cdf.begin() : uniform(rng);
       if (index >= w.vocab) index = w.vocab - 1;
       if (!seen.insert(index).second) continue;
       out[n++] = MixKey(index ^ (w.seed << 40));  // the vocabulary: random-looking 64-bit ids
@@ -95,8 +99,10 @@ StatusOr<std::string> RunSparse(worker::Client& client, const Workload& w, Worke
     for (float& g : grads.MutableAs<float>()) g = normal(rng);
   }
   const auto start = SteadyClock::now();
-  const auto measure_from = start + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(w.warmup_s));
-  const auto end = measure_from + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(w.duration_s));
+  const auto measure_from = start + std::chrono::duration_cast<SteadyClock::duration>(
+                                        std::chrono::duration<double>(w.warmup_s));
+  const auto end = measure_from + std::chrono::duration_cast<SteadyClock::duration>(
+                                      std::chrono::duration<double>(w.duration_s));
   std::vector<std::vector<float>> latencies(w.inflight);
   std::vector<Status> status(w.inflight);
   {
@@ -128,7 +134,8 @@ StatusOr<std::string> RunSparse(worker::Client& client, const Workload& w, Worke
     }
   }
   for (const Status& s : status) RETURN_IF_ERROR(s);
-  for (auto& l : latencies) report->sparse_latency_us.insert(report->sparse_latency_us.end(), l.begin(), l.end());
+  for (auto& l : latencies)
+    report->sparse_latency_us.insert(report->sparse_latency_us.end(), l.begin(), l.end());
   report->sparse_seconds = w.duration_s;
   return std::string();
 }
@@ -137,15 +144,18 @@ Status RunDense(worker::Client& client, const Workload& w, WorkerReport* report)
   Buffer grads = Buffer::Allocate(w.dense_elements * sizeof(float));
   for (float& g : grads.MutableAs<float>()) g = 0.001f;
   const auto start = SteadyClock::now();
-  const auto measure_from = start + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(w.warmup_s));
-  const auto end = measure_from + std::chrono::duration_cast<SteadyClock::duration>(std::chrono::duration<double>(w.duration_s));
+  const auto measure_from = start + std::chrono::duration_cast<SteadyClock::duration>(
+                                        std::chrono::duration<double>(w.warmup_s));
+  const auto end = measure_from + std::chrono::duration_cast<SteadyClock::duration>(
+                                      std::chrono::duration<double>(w.duration_s));
   while (true) {
     const auto t0 = SteadyClock::now();
     if (t0 >= end) break;
     RETURN_IF_ERROR(client.PushDense("dense", grads)->Wait());
     auto pull = client.PullDense("dense");
     RETURN_IF_ERROR(pull->Wait());
-    if (pull->values().size() != w.dense_elements) return InternalError("dense pull returned a wrong size");
+    if (pull->values().size() != w.dense_elements)
+      return InternalError("dense pull returned a wrong size");
     const auto t1 = SteadyClock::now();
     if (t0 >= measure_from && t1 <= end) {
       report->dense_latency_us.push_back(std::chrono::duration<float, std::micro>(t1 - t0).count());
@@ -202,15 +212,19 @@ int main(int argc, char** argv) {
     return 1;
   }
   if (w.dim < 1 || w.inflight < 1 || w.duration_s <= 0 || w.warmup_s < 0 || w.dense_elements == 0) {
-    LOG(ERROR) << "--dim, --inflight, --duration_s and --dense_mb must be positive, --warmup_s non-negative";
+    LOG(ERROR) << "--dim, --inflight, --duration_s and --dense_mb must be positive, --warmup_s "
+                  "non-negative";
     return 1;
   }
   if (!bench::IsDefault("tables")) {
-    LOG(ERROR) << "eddy_bench defines its own tables from --dim, --optimizer and --dense_mb; do not pass --tables";
+    LOG(ERROR) << "eddy_bench defines its own tables from --dim, --optimizer and --dense_mb; do "
+                  "not pass --tables";
     return 1;
   }
-  std::string tables = "emb:dim=" + std::to_string(w.dim) + ",opt=" + FLAGS_optimizer + ",init=normal,init_scale=0.01";
-  if (w.mode != "sparse") tables += ";dense:shape=" + std::to_string(w.dense_elements) + ",opt=" + FLAGS_optimizer;
+  std::string tables = "emb:dim=" + std::to_string(w.dim) + ",opt=" + FLAGS_optimizer +
+                       ",init=normal,init_scale=0.01";
+  if (w.mode != "sparse")
+    tables += ";dense:shape=" + std::to_string(w.dense_elements) + ",opt=" + FLAGS_optimizer;
   gflags::SetCommandLineOption("tables", tables.c_str());
 
   StatusOr<scheduler::JobOptions> options = scheduler::JobOptionsFromFlags();
@@ -232,12 +246,17 @@ int main(int argc, char** argv) {
       ASSIGN_OR_RETURN(bench::WorkerReport report, bench::WorkerReport::Parse(r));
       summary.Add(report);
     }
+    char zipf_buf[32];
+    std::snprintf(zipf_buf, sizeof(zipf_buf), "(%.2f)", w.zipf_s);
+    const std::string zipf_label = zipf_buf;
     char config[256];
-    std::snprintf(config, sizeof(config), "servers=%d workers=%zu keys/req=%llu dim=%d dist=%s%s inflight=%d opt=%s%s",
-                  num_servers, reports.size(), static_cast<unsigned long long>(w.keys_per_request), w.dim,
-                  w.zipf ? "zipf" : "uniform", w.zipf ? ("(" + std::to_string(w.zipf_s) + ")").c_str() : "",
-                  w.inflight, FLAGS_optimizer.c_str(), w.fused ? " fused" : "");
-    std::printf("%s\n", summary.Line(config, w.keys_per_request, w.dim, w.dense_elements, w.fused).c_str());
+    std::snprintf(config, sizeof(config),
+                  "servers=%d workers=%zu keys/req=%llu dim=%d dist=%s%s inflight=%d opt=%s%s",
+                  num_servers, reports.size(), static_cast<unsigned long long>(w.keys_per_request),
+                  w.dim, w.zipf ? "zipf" : "uniform", w.zipf ? zipf_label.c_str() : "", w.inflight,
+                  FLAGS_optimizer.c_str(), w.fused ? " fused" : "");
+    std::printf("%s\n",
+                summary.Line(config, w.keys_per_request, w.dim, w.dense_elements, w.fused).c_str());
     std::fflush(stdout);
     return OkStatus();
   };

@@ -144,7 +144,8 @@ void SetStatus(const Status& status, proto::Header* header) {
 Status StatusFromHeader(const proto::Header& header) {
   if (header.status_code() == 0) return OkStatus();
   int code = header.status_code();
-  if (code < 0 || code > static_cast<int>(StatusCode::kCancelled)) code = static_cast<int>(StatusCode::kInternal);
+  if (code < 0 || code > static_cast<int>(StatusCode::kCancelled))
+    code = static_cast<int>(StatusCode::kInternal);
   return Status(static_cast<StatusCode>(code), header.status_message());
 }
 

@@ -7,7 +7,6 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
-
 #include <zmq.hpp>
 
 #include "common/buffer.h"

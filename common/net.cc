@@ -9,20 +9,23 @@
 namespace eddy {
 
 StatusOr<std::string> BindTcp(zmq::socket_t& socket, std::string_view host, int port) {
-  std::string endpoint = "tcp://" + std::string(host) + ":" + (port == 0 ? std::string("*") : std::to_string(port));
+  std::string endpoint =
+      "tcp://" + std::string(host) + ":" + (port == 0 ? std::string("*") : std::to_string(port));
   try {
     socket.bind(endpoint);
     return socket.get(zmq::sockopt::last_endpoint);
   } catch (const zmq::error_t& e) {
-    return UnavailableError("cannot bind " + endpoint + ": " + e.what() +
-                            (port != 0 ? " (is the port in use? pass port 0 for an ephemeral one)" : ""));
+    return UnavailableError(
+        "cannot bind " + endpoint + ": " + e.what() +
+        (port != 0 ? " (is the port in use? pass port 0 for an ephemeral one)" : ""));
   }
 }
 
 std::string AdvertisedEndpoint(const std::string& endpoint) {
   for (std::string_view wildcard : {"0.0.0.0", "*"}) {
     std::string pattern = "tcp://" + std::string(wildcard) + ":";
-    if (endpoint.rfind(pattern, 0) == 0) return "tcp://" + HostName() + ":" + endpoint.substr(pattern.size());
+    if (endpoint.rfind(pattern, 0) == 0)
+      return "tcp://" + HostName() + ":" + endpoint.substr(pattern.size());
   }
   return endpoint;
 }
@@ -52,9 +55,7 @@ std::string HostName() {
 
 int ProcessId() { return static_cast<int>(getpid()); }
 
-Waker::Waker() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
-  PCHECK(fd_ >= 0) << "eventfd";
-}
+Waker::Waker() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) { PCHECK(fd_ >= 0) << "eventfd"; }
 
 Waker::~Waker() { close(fd_); }
 
@@ -71,7 +72,8 @@ void Waker::Drain() {
 }
 
 long PollTimeoutMs(SteadyClock::time_point deadline, long cap_ms) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
   if (ms < 0) return 0;
   return ms > cap_ms ? cap_ms : ms + 1;
 }

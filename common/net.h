@@ -8,7 +8,6 @@
 #include <chrono>
 #include <string>
 #include <string_view>
-
 #include <zmq.hpp>
 
 #include "common/status.h"

@@ -27,7 +27,8 @@ StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
     if (stop && (items[1].revents & ZMQ_POLLIN)) return CancelledError("stopped while registering");
     if (items[0].revents & ZMQ_POLLIN) {
       StatusOr<Message> msg = RecvMessage(socket_);
-      if (!msg.ok()) return msg.status().WithContext("bad answer from scheduler " + options_.scheduler_endpoint);
+      if (!msg.ok())
+        return msg.status().WithContext("bad answer from scheduler " + options_.scheduler_endpoint);
       if (msg->header.type() == proto::ABORT) {
         return AbortedError("scheduler refused registration: " + msg->header.status_message());
       }
@@ -37,8 +38,10 @@ StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
         return InvalidArgumentError("scheduler sent an unparsable cluster view");
       }
       node_id_ = view.your_id();
-      if (view.heartbeat_interval_ms() > 0) heartbeat_interval_ = std::chrono::milliseconds(view.heartbeat_interval_ms());
-      if (view.node_timeout_ms() > 0) node_timeout_ = std::chrono::milliseconds(view.node_timeout_ms());
+      if (view.heartbeat_interval_ms() > 0)
+        heartbeat_interval_ = std::chrono::milliseconds(view.heartbeat_interval_ms());
+      if (view.node_timeout_ms() > 0)
+        node_timeout_ = std::chrono::milliseconds(view.node_timeout_ms());
       last_heard_ = SteadyClock::now();
       next_heartbeat_ = last_heard_ + heartbeat_interval_;
       return view;
@@ -54,9 +57,11 @@ StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
 
 Status SchedulerLink::Tick(SteadyClock::time_point now) {
   if (now - last_heard_ > node_timeout_) {
-    return UnavailableError("scheduler at " + options_.scheduler_endpoint + " stopped answering for " +
-                            std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count()) +
-                            " ms");
+    return UnavailableError(
+        "scheduler at " + options_.scheduler_endpoint + " stopped answering for " +
+        std::to_string(
+            std::chrono::duration_cast<std::chrono::milliseconds>(now - last_heard_).count()) +
+        " ms");
   }
   if (now >= next_heartbeat_) {
     RETURN_IF_ERROR(Send(proto::HEARTBEAT));

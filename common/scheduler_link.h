@@ -6,7 +6,6 @@
 
 #include <chrono>
 #include <string>
-
 #include <zmq.hpp>
 
 #include "common/message.h"

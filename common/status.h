@@ -3,14 +3,14 @@
 #ifndef EDDY_COMMON_STATUS_H_
 #define EDDY_COMMON_STATUS_H_
 
+#include <glog/logging.h>
+
 #include <optional>
 #include <ostream>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <variant>
-
-#include <glog/logging.h>
 
 namespace eddy {
 
@@ -54,17 +54,27 @@ class [[nodiscard]] Status {
 };
 
 inline Status OkStatus() { return Status(); }
-inline Status InvalidArgumentError(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgumentError(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFoundError(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status FailedPreconditionError(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+inline Status FailedPreconditionError(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
 inline Status OutOfRangeError(std::string m) { return {StatusCode::kOutOfRange, std::move(m)}; }
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
-inline Status DeadlineExceededError(std::string m) { return {StatusCode::kDeadlineExceeded, std::move(m)}; }
+inline Status DeadlineExceededError(std::string m) {
+  return {StatusCode::kDeadlineExceeded, std::move(m)};
+}
 inline Status AbortedError(std::string m) { return {StatusCode::kAborted, std::move(m)}; }
 inline Status DataLossError(std::string m) { return {StatusCode::kDataLoss, std::move(m)}; }
-inline Status ResourceExhaustedError(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
+inline Status ResourceExhaustedError(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
-inline Status UnimplementedError(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
+inline Status UnimplementedError(std::string m) {
+  return {StatusCode::kUnimplemented, std::move(m)};
+}
 inline Status CancelledError(std::string m) { return {StatusCode::kCancelled, std::move(m)}; }
 
 std::ostream& operator<<(std::ostream& os, const Status& s);
@@ -108,10 +118,10 @@ class [[nodiscard]] StatusOr {
 #define EDDY_CONCAT_(a, b) EDDY_CONCAT_INNER_(a, b)
 
 // Returns from the current function if `expr` yields a non-OK Status.
-#define RETURN_IF_ERROR(expr)                         \
-  do {                                                \
-    ::eddy::Status eddy_status_ = (expr);             \
-    if (!eddy_status_.ok()) return eddy_status_;      \
+#define RETURN_IF_ERROR(expr)                    \
+  do {                                           \
+    ::eddy::Status eddy_status_ = (expr);        \
+    if (!eddy_status_.ok()) return eddy_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, Foo())`: unwraps a StatusOr or returns its status.

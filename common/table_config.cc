@@ -21,8 +21,10 @@ std::vector<std::string_view> Split(std::string_view s, char sep) {
 }
 
 std::string_view Trim(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n')) s.remove_suffix(1);
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t' || s.front() == '\n'))
+    s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\n'))
+    s.remove_suffix(1);
   return s;
 }
 
@@ -129,8 +131,10 @@ StatusOr<std::vector<proto::TableConfig>> ParseTableSpecs(std::string_view spec)
     if (entry.empty()) continue;
     size_t colon = entry.find(':');
     std::string name(Trim(entry.substr(0, colon)));
-    if (name.empty()) return InvalidArgumentError("table spec '" + std::string(entry) + "' has no name");
-    if (!names.insert(name).second) return InvalidArgumentError("table '" + name + "' is defined twice");
+    if (name.empty())
+      return InvalidArgumentError("table spec '" + std::string(entry) + "' has no name");
+    if (!names.insert(name).second)
+      return InvalidArgumentError("table '" + name + "' is defined twice");
     proto::TableConfig t;
     t.set_name(name);
     t.mutable_optimizer()->set_kind("adagrad");
@@ -144,7 +148,8 @@ StatusOr<std::vector<proto::TableConfig>> ParseTableSpecs(std::string_view spec)
         if (kv.empty()) continue;
         size_t eq = kv.find('=');
         if (eq == std::string_view::npos) {
-          return InvalidArgumentError("table '" + name + "': '" + std::string(kv) + "' is not key=value");
+          return InvalidArgumentError("table '" + name + "': '" + std::string(kv) +
+                                      "' is not key=value");
         }
         kvs.emplace_back(Trim(kv.substr(0, eq)), Trim(kv.substr(eq + 1)));
       }
@@ -158,7 +163,8 @@ StatusOr<std::vector<proto::TableConfig>> ParseTableSpecs(std::string_view spec)
     RETURN_IF_ERROR(ValidateTableConfig(t));
     tables.push_back(std::move(t));
   }
-  if (tables.empty()) return InvalidArgumentError("no table defined in '" + std::string(spec) + "'");
+  if (tables.empty())
+    return InvalidArgumentError("no table defined in '" + std::string(spec) + "'");
   return tables;
 }
 
@@ -173,18 +179,22 @@ Status ValidateTableConfig(const proto::TableConfig& t) {
     if (DenseElementCount(t) > (uint64_t{1} << 32)) {
       return InvalidArgumentError(ctx + ": dense tensor larger than 2^32 elements");
     }
-    if (t.dim() != 0) return InvalidArgumentError(ctx + ": give either dim= (sparse) or shape= (dense), not both");
+    if (t.dim() != 0)
+      return InvalidArgumentError(ctx + ": give either dim= (sparse) or shape= (dense), not both");
   } else if (t.dim() == 0) {
-    return InvalidArgumentError(ctx + ": sparse table needs dim=N with N >= 1 (or shape= for a dense tensor)");
+    return InvalidArgumentError(
+        ctx + ": sparse table needs dim=N with N >= 1 (or shape= for a dense tensor)");
   }
   const auto& o = t.optimizer();
   if (o.kind() != "sgd" && o.kind() != "adagrad" && o.kind() != "adam" && o.kind() != "ftrl") {
-    return InvalidArgumentError(ctx + ": unknown optimizer '" + o.kind() + "' (sgd, adagrad, adam, ftrl)");
+    return InvalidArgumentError(ctx + ": unknown optimizer '" + o.kind() +
+                                "' (sgd, adagrad, adam, ftrl)");
   }
   if (!(o.learning_rate() > 0)) return InvalidArgumentError(ctx + ": lr must be > 0");
   if (o.l1() < 0 || o.l2() < 0) return InvalidArgumentError(ctx + ": l1 and l2 must be >= 0");
   if (o.l1() > 0 && o.kind() != "ftrl") {
-    return InvalidArgumentError(ctx + ": l1 is only supported by opt=ftrl (its proximal step gives exact zeros)");
+    return InvalidArgumentError(
+        ctx + ": l1 is only supported by opt=ftrl (its proximal step gives exact zeros)");
   }
   if (o.kind() == "adam" && (o.beta1() < 0 || o.beta1() >= 1 || o.beta2() < 0 || o.beta2() >= 1)) {
     return InvalidArgumentError(ctx + ": adam needs 0 <= beta1, beta2 < 1");
@@ -192,7 +202,8 @@ Status ValidateTableConfig(const proto::TableConfig& t) {
   if (o.initial_accumulator() < 0) return InvalidArgumentError(ctx + ": acc must be >= 0");
   const auto& init = t.initializer();
   if (init.kind() != "zeros" && init.kind() != "uniform" && init.kind() != "normal") {
-    return InvalidArgumentError(ctx + ": unknown initializer '" + init.kind() + "' (zeros, uniform, normal)");
+    return InvalidArgumentError(ctx + ": unknown initializer '" + init.kind() +
+                                "' (zeros, uniform, normal)");
   }
   if (init.scale() < 0) return InvalidArgumentError(ctx + ": init_scale must be >= 0");
   return OkStatus();

@@ -36,10 +36,10 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable_any start_cv_;
   std::condition_variable done_cv_;
-  uint64_t generation_ = 0;            // guarded by mu_
-  int active_ = 0;                     // workers still inside the current loop; guarded by mu_
+  uint64_t generation_ = 0;  // guarded by mu_
+  int active_ = 0;           // workers still inside the current loop; guarded by mu_
   const std::function<void(size_t)>* fn_ = nullptr;  // guarded by mu_
-  size_t n_ = 0;                       // guarded by mu_
+  size_t n_ = 0;                                     // guarded by mu_
   std::atomic<size_t> next_{0};
   std::vector<std::jthread> threads_;
 };

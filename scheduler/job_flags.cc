@@ -4,31 +4,41 @@
 
 #include "common/table_config.h"
 
-DEFINE_string(role, "",
-              "Role of this process: scheduler, server, worker or local. Empty: the MPI rank decides under "
-              "mpirun (rank 0 scheduler, ranks 1..num_servers servers, the rest workers), otherwise local.");
-DEFINE_bool(local, false, "Run the scheduler, the servers and the workers as threads of this process.");
-DEFINE_string(scheduler, "", "Scheduler endpoint (tcp://host:port) for --role=server and --role=worker.");
-DEFINE_string(bind, "127.0.0.1", "Interface the scheduler and the servers listen on (0.0.0.0 for all).");
+DEFINE_string(
+    role, "",
+    "Role of this process: scheduler, server, worker or local. Empty: the MPI rank decides under "
+    "mpirun (rank 0 scheduler, ranks 1..num_servers servers, the rest workers), otherwise local.");
+DEFINE_bool(local, false,
+            "Run the scheduler, the servers and the workers as threads of this process.");
+DEFINE_string(scheduler, "",
+              "Scheduler endpoint (tcp://host:port) for --role=server and --role=worker.");
+DEFINE_string(bind, "127.0.0.1",
+              "Interface the scheduler and the servers listen on (0.0.0.0 for all).");
 DEFINE_int32(port, 0, "Scheduler port (--role=scheduler); 0 picks a free one and prints it.");
 DEFINE_int32(server_port, 0, "Server data port (--role=server); 0 picks a free one.");
 DEFINE_int32(num_servers, 1, "Number of server processes (threads in local mode).");
-DEFINE_int32(num_workers, 1,
-             "Number of workers (local mode and --role launches). Under mpirun it is the ranks left after "
-             "the scheduler and the servers.");
+DEFINE_int32(
+    num_workers, 1,
+    "Number of workers (local mode and --role launches). Under mpirun it is the ranks left after "
+    "the scheduler and the servers.");
 DEFINE_string(tables, "emb:dim=16,opt=adagrad,lr=0.05",
-              "Tables of the job, ';'-separated: name:dim=N,... (sparse) or name:shape=AxB,... (dense); keys: "
-              "opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta, init=zeros|uniform|normal, "
+              "Tables of the job, ';'-separated: name:dim=N,... (sparse) or name:shape=AxB,... "
+              "(dense); keys: "
+              "opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta, "
+              "init=zeros|uniform|normal, "
               "init_scale, seed.");
 DEFINE_int32(server_threads, 2, "Threads each server uses to apply a request.");
 DEFINE_int32(server_shards, 64, "Internal shards per sparse table on each server.");
 DEFINE_int32(heartbeat_interval_ms, 1000, "Interval between heartbeats of every node.");
-DEFINE_int32(node_timeout_ms, 10000,
-             "A node silent for this long is declared dead: the scheduler names it and ends the job.");
-DEFINE_int32(registration_timeout_s, 120, "How long the scheduler waits for every node to register.");
+DEFINE_int32(
+    node_timeout_ms, 10000,
+    "A node silent for this long is declared dead: the scheduler names it and ends the job.");
+DEFINE_int32(registration_timeout_s, 120,
+             "How long the scheduler waits for every node to register.");
 DEFINE_int32(request_timeout_ms, 30000, "A push or pull not answered within this time fails.");
 DEFINE_uint64(max_request_keys, 1 << 24, "Largest number of keys a server accepts in one request.");
-DEFINE_int32(max_message_mb, 1024, "Largest message a socket accepts, in MiB; larger ones are dropped.");
+DEFINE_int32(max_message_mb, 1024,
+             "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
 namespace eddy::scheduler {
 
@@ -36,16 +46,22 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   JobOptions o;
   ASSIGN_OR_RETURN(o.mode, ParseLaunchMode(FLAGS_role, FLAGS_local));
   o.scheduler = FLAGS_scheduler;
-  if (FLAGS_port < 0 || FLAGS_port > 65535) return InvalidArgumentError("--port must be in [0, 65535]");
-  if (FLAGS_server_port < 0 || FLAGS_server_port > 65535) return InvalidArgumentError("--server_port must be in [0, 65535]");
+  if (FLAGS_port < 0 || FLAGS_port > 65535)
+    return InvalidArgumentError("--port must be in [0, 65535]");
+  if (FLAGS_server_port < 0 || FLAGS_server_port > 65535)
+    return InvalidArgumentError("--server_port must be in [0, 65535]");
   if (FLAGS_server_port != 0 && o.mode != LaunchMode::kServer) {
-    return InvalidArgumentError("--server_port only applies to --role=server (other launches start several servers)");
+    return InvalidArgumentError(
+        "--server_port only applies to --role=server (other launches start several servers)");
   }
-  if (FLAGS_server_threads < 1 || FLAGS_server_threads > 256) return InvalidArgumentError("--server_threads must be in [1, 256]");
-  if (FLAGS_request_timeout_ms <= 0) return InvalidArgumentError("--request_timeout_ms must be > 0");
+  if (FLAGS_server_threads < 1 || FLAGS_server_threads > 256)
+    return InvalidArgumentError("--server_threads must be in [1, 256]");
+  if (FLAGS_request_timeout_ms <= 0)
+    return InvalidArgumentError("--request_timeout_ms must be > 0");
   if (FLAGS_max_message_mb <= 0) return InvalidArgumentError("--max_message_mb must be > 0");
   if (FLAGS_max_request_keys == 0) return InvalidArgumentError("--max_request_keys must be > 0");
-  if (FLAGS_registration_timeout_s <= 0) return InvalidArgumentError("--registration_timeout_s must be > 0");
+  if (FLAGS_registration_timeout_s <= 0)
+    return InvalidArgumentError("--registration_timeout_s must be > 0");
 
   SchedulerOptions& s = o.scheduler_options;
   s.bind_host = FLAGS_bind;

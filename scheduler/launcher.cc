@@ -10,8 +10,10 @@ namespace eddy::scheduler {
 namespace {
 
 // Runs a worker's program against a connected client, then finishes.
-Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options, const WorkerProgram& program) {
-  ASSIGN_OR_RETURN(std::unique_ptr<worker::Client> client, worker::Client::Connect(context, options));
+Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
+                 const WorkerProgram& program) {
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::Client> client,
+                   worker::Client::Connect(context, options));
   StatusOr<std::string> report = program.run(*client);
   if (!report.ok()) {
     Status s = report.status().WithContext("worker " + std::to_string(client->worker_id()));
@@ -39,8 +41,9 @@ int RunLocal(JobOptions& options, const WorkerProgram& program) {
   SchedulerNode scheduler(context, options.scheduler_options);
   StatusOr<std::string> endpoint = scheduler.Bind();
   if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
-  LOG(INFO) << "local job: scheduler at " << *endpoint << ", " << options.scheduler_options.num_servers
-            << " server(s), " << options.scheduler_options.num_workers << " worker(s) as threads";
+  LOG(INFO) << "local job: scheduler at " << *endpoint << ", "
+            << options.scheduler_options.num_servers << " server(s), "
+            << options.scheduler_options.num_workers << " worker(s) as threads";
   options.server_options.scheduler = *endpoint;
   options.client_options.scheduler = *endpoint;
   std::vector<std::unique_ptr<server::ServerNode>> servers;
@@ -54,7 +57,8 @@ int RunLocal(JobOptions& options, const WorkerProgram& program) {
     threads.emplace_back([&, i] { server_status[i] = servers[i]->Run(); });
   }
   for (int i = 0; i < options.scheduler_options.num_workers; ++i) {
-    threads.emplace_back([&, i] { worker_status[i] = RunWorker(context, options.client_options, program); });
+    threads.emplace_back(
+        [&, i] { worker_status[i] = RunWorker(context, options.client_options, program); });
   }
   Status s = RunScheduler(scheduler, program);
   if (!s.ok()) {
@@ -81,9 +85,10 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
   const int num_workers = size - 1 - num_servers;
   if (num_workers < 1 || num_servers < 1) {
     if (rank == 0) {
-      LOG(ERROR) << "mpirun started " << size << " rank(s): rank 0 is the scheduler, ranks 1.." << num_servers
-                 << " the servers (--num_servers=" << num_servers
-                 << "), so no rank is left for a worker; use mpirun -np " << num_servers + 2 << " or more";
+      LOG(ERROR) << "mpirun started " << size << " rank(s): rank 0 is the scheduler, ranks 1.."
+                 << num_servers << " the servers (--num_servers=" << num_servers
+                 << "), so no rank is left for a worker; use mpirun -np " << num_servers + 2
+                 << " or more";
     }
     MPI_Finalize();
     return 1;
@@ -118,8 +123,8 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
   std::string role;
   if (rank == 0) {
     role = "scheduler";
-    LOG(INFO) << "mpirun job: scheduler at " << endpoint << ", " << num_servers << " server(s), " << num_workers
-              << " worker(s)";
+    LOG(INFO) << "mpirun job: scheduler at " << endpoint << ", " << num_servers << " server(s), "
+              << num_workers << " worker(s)";
     s = RunScheduler(*scheduler, program);
   } else if (rank <= num_servers) {
     role = "server " + std::to_string(rank - 1);
@@ -155,7 +160,8 @@ bool LaunchedByMpi() {
 
 StatusOr<LaunchMode> ParseLaunchMode(const std::string& role, bool local) {
   if (local && !role.empty() && role != "local") {
-    return InvalidArgumentError("--local and --role=" + role + " contradict each other: give one of them");
+    return InvalidArgumentError("--local and --role=" + role +
+                                " contradict each other: give one of them");
   }
   if (local || role == "local") return LaunchMode::kLocal;
   if (role.empty()) return LaunchMode::kAuto;
@@ -177,7 +183,8 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
     return 1;
   }
   if (mode != LaunchMode::kServer && mode != LaunchMode::kWorker) {
-    if (mode == LaunchMode::kMpi) options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
+    if (mode == LaunchMode::kMpi)
+      options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
     Status valid = ValidateSchedulerOptions(options.scheduler_options);
     if (!valid.ok()) return ExitCode(valid, "configuration");
   }
@@ -192,8 +199,8 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
       StatusOr<std::string> endpoint = node.Bind();
       if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
       std::cout << "scheduler endpoint: " << *endpoint << std::endl;
-      LOG(INFO) << "scheduler listening at " << *endpoint << "; start servers and workers with --scheduler="
-                << *endpoint;
+      LOG(INFO) << "scheduler listening at " << *endpoint
+                << "; start servers and workers with --scheduler=" << *endpoint;
       return ExitCode(RunScheduler(node, program), "scheduler");
     }
     case LaunchMode::kServer: {

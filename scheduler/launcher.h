@@ -28,7 +28,7 @@ enum class LaunchMode {
 
 struct JobOptions {
   LaunchMode mode = LaunchMode::kAuto;
-  std::string scheduler;  // endpoint, for kServer / kWorker
+  std::string scheduler;               // endpoint, for kServer / kWorker
   SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
   server::ServerOptions server_options;
   worker::ClientOptions client_options;

@@ -19,14 +19,18 @@ std::string Seconds(SteadyClock::duration d) {
 
 Status ValidateSchedulerOptions(const SchedulerOptions& o) {
   if (o.num_servers < 1) return InvalidArgumentError("--num_servers must be at least 1");
-  if (o.num_workers < 1) return InvalidArgumentError("--num_workers must be at least 1 (under mpirun: use more ranks than 1 + --num_servers)");
-  if (o.heartbeat_interval.count() <= 0) return InvalidArgumentError("--heartbeat_interval_ms must be > 0");
+  if (o.num_workers < 1)
+    return InvalidArgumentError(
+        "--num_workers must be at least 1 (under mpirun: use more ranks than 1 + --num_servers)");
+  if (o.heartbeat_interval.count() <= 0)
+    return InvalidArgumentError("--heartbeat_interval_ms must be > 0");
   if (o.node_timeout <= o.heartbeat_interval) {
     return InvalidArgumentError("--node_timeout_ms (" + std::to_string(o.node_timeout.count()) +
                                 ") must be larger than --heartbeat_interval_ms (" +
                                 std::to_string(o.heartbeat_interval.count()) + "), e.g. 5x");
   }
-  if (o.server_shards == 0 || o.server_shards > 65536) return InvalidArgumentError("--server_shards must be in [1, 65536]");
+  if (o.server_shards == 0 || o.server_shards > 65536)
+    return InvalidArgumentError("--server_shards must be in [1, 65536]");
   if (o.tables.empty()) return InvalidArgumentError("no tables defined (--tables)");
   for (const auto& t : o.tables) RETURN_IF_ERROR(ValidateTableConfig(t));
   return OkStatus();
@@ -50,7 +54,7 @@ void SchedulerNode::Stop() {
 }
 
 std::vector<std::string> SchedulerNode::worker_reports() const {
-  std::lock_guard lock(reports_mu_);
+  MutexLock lock(&reports_mu_);
   return reports_;
 }
 
@@ -70,7 +74,8 @@ SchedulerNode::Node* SchedulerNode::FindNode(const std::string& routing_id) {
   return nullptr;
 }
 
-void SchedulerNode::SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message) {
+void SchedulerNode::SendTo(const std::string& routing_id, proto::MsgType type,
+                           const std::string& message) {
   Message m{MakeHeader(type), {}, {}};
   m.header.set_status_message(message);
   SendMessage(*socket_, m, routing_id, /*dont_wait=*/true).IgnoreError();
@@ -82,7 +87,8 @@ void SchedulerNode::Broadcast(proto::MsgType type, const std::string& message) {
 
 void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Header& header) {
   proto::NodeInfo info;
-  if (!info.ParseFromString(header.payload()) || (info.role() != proto::SERVER && info.role() != proto::WORKER)) {
+  if (!info.ParseFromString(header.payload()) ||
+      (info.role() != proto::SERVER && info.role() != proto::WORKER)) {
     LOG(WARNING) << "scheduler: ignored a malformed registration";
     return;
   }
@@ -99,9 +105,10 @@ void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Heade
   }
   if (cluster_up_ || count >= expected) {
     std::string why = std::string("the job already has its ") + std::to_string(expected) +
-                      (server ? " server(s)" : " worker(s)") + "; check --num_servers / --num_workers";
-    LOG(WARNING) << "scheduler: refused " << (server ? "a server" : "a worker") << " from " << info.host() << ":"
-                 << info.pid() << ": " << why;
+                      (server ? " server(s)" : " worker(s)") +
+                      "; check --num_servers / --num_workers";
+    LOG(WARNING) << "scheduler: refused " << (server ? "a server" : "a worker") << " from "
+                 << info.host() << ":" << info.pid() << ": " << why;
     SendTo(routing_id, proto::ABORT, why);
     return;
   }
@@ -153,11 +160,11 @@ void SchedulerNode::SendViews() {
   }
   cluster_up_ = true;
   {
-    std::lock_guard lock(reports_mu_);
+    MutexLock lock(&reports_mu_);
     reports_.assign(options_.num_workers, std::string());
   }
-  LOG(INFO) << "scheduler: cluster up with " << options_.num_servers << " server(s) and " << options_.num_workers
-            << " worker(s)";
+  LOG(INFO) << "scheduler: cluster up with " << options_.num_servers << " server(s) and "
+            << options_.num_workers << " worker(s)";
 }
 
 Status SchedulerNode::Run() {
@@ -171,7 +178,8 @@ Status SchedulerNode::Run() {
       Broadcast(proto::ABORT, "scheduler stopped");
       return CancelledError("scheduler stopped");
     }
-    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0}, {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
+    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
+                                {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
     try {
       zmq::poll(items, 2, std::chrono::milliseconds(PollTimeoutMs(next_check, 1000)));
     } catch (const zmq::error_t& e) {
@@ -212,7 +220,7 @@ Status SchedulerNode::Run() {
             node->done = true;
             node->report = h.payload();
             {
-              std::lock_guard lock(reports_mu_);
+              MutexLock lock(&reports_mu_);
               reports_[node->id] = h.payload();
             }
             LOG(INFO) << "scheduler: " << node->Name() << " finished";
@@ -220,7 +228,8 @@ Status SchedulerNode::Run() {
             for (const Node& n : nodes_) done += n.role == proto::WORKER && n.done;
             if (done == options_.num_workers) {
               Broadcast(proto::SHUTDOWN, "job finished");
-              LOG(INFO) << "scheduler: every worker finished; job done in " << Seconds(SteadyClock::now() - started);
+              LOG(INFO) << "scheduler: every worker finished; job done in "
+                        << Seconds(SteadyClock::now() - started);
               return OkStatus();
             }
             break;
@@ -240,13 +249,15 @@ Status SchedulerNode::Run() {
     }
     const auto now = SteadyClock::now();
     if (now < next_check) continue;
-    next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval, std::chrono::milliseconds(250));
+    next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval,
+                                                       std::chrono::milliseconds(250));
     if (!cluster_up_) {
       if (now > registration_deadline) {
         int servers = 0, workers = 0;
         for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers)++;
-        std::string why = "only " + std::to_string(servers) + " of " + std::to_string(options_.num_servers) +
-                          " server(s) and " + std::to_string(workers) + " of " + std::to_string(options_.num_workers) +
+        std::string why = "only " + std::to_string(servers) + " of " +
+                          std::to_string(options_.num_servers) + " server(s) and " +
+                          std::to_string(workers) + " of " + std::to_string(options_.num_workers) +
                           " worker(s) registered within " + Seconds(options_.registration_timeout) +
                           "; start the missing nodes with --scheduler=" + endpoint_;
         LOG(ERROR) << "scheduler: " << why;
@@ -257,8 +268,9 @@ Status SchedulerNode::Run() {
     }
     for (const Node& n : nodes_) {
       if (now - n.last_seen > options_.node_timeout) {
-        std::string why = n.Name() + " stopped answering: no heartbeat for " + Seconds(now - n.last_seen) +
-                          " (limit " + Seconds(options_.node_timeout) + ", --node_timeout_ms); aborting the job";
+        std::string why = n.Name() + " stopped answering: no heartbeat for " +
+                          Seconds(now - n.last_seen) + " (limit " + Seconds(options_.node_timeout) +
+                          ", --node_timeout_ms); aborting the job";
         LOG(ERROR) << "scheduler: " << why;
         Broadcast(proto::ABORT, why);
         return UnavailableError(why);

@@ -11,12 +11,11 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
-
 #include <zmq.hpp>
 
+#include "common/mutex.h"
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
@@ -84,8 +83,8 @@ class SchedulerNode {
   std::vector<Node> nodes_;  // event-loop thread only
   bool cluster_up_ = false;
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
-  mutable std::mutex reports_mu_;
-  std::vector<std::string> reports_;  // guarded by reports_mu_
+  mutable Mutex reports_mu_;
+  std::vector<std::string> reports_ GUARDED_BY(reports_mu_);
 };
 
 }  // namespace eddy::scheduler

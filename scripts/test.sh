@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test: sets the machine up if needed (scripts/setup.sh), runs the
 # suite on the Release build, then builds and runs it under ASan+UBSan, and the
-# concurrency tests under TSan.
+# concurrency tests under TSan, and checks the lock annotations with clang.
 #   scripts/test.sh             # everything (~15 min on 2 cores from scratch)
 #   QUICK=1 scripts/test.sh     # Release suite only
 set -euo pipefail
@@ -33,4 +33,10 @@ if [ ! -f build-tsan/build.ninja ]; then
 fi
 cmake --build build-tsan -j "$JOBS" --target eddy_concurrency_tests
 (cd build-tsan && ctest --output-on-failure -j "$JOBS" --timeout 900 -L concurrency -LE no_sanitizer)
+echo "=== clang -Wthread-safety check of the libraries"
+if [ ! -f build-clang/build.ninja ]; then
+  CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Debug \
+    -DCMAKE_CXX_FLAGS="-Wthread-safety -Werror=thread-safety"
+fi
+cmake --build build-clang -j "$JOBS" --target eddy_scheduler eddy_testing
 echo "=== all suites passed"

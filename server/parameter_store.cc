@@ -53,8 +53,9 @@ Message ParameterStore::Handle(const Message& request) {
     case proto::PUSH_PULL: {
       auto it = sparse_.find(h.table());
       if (it == sparse_.end()) {
-        values = NotFoundError(dense_.count(h.table()) ? "'" + h.table() + "' is a dense tensor, not a sparse table"
-                                                        : "unknown table '" + h.table() + "'");
+        values = NotFoundError(dense_.count(h.table())
+                                   ? "'" + h.table() + "' is a dense tensor, not a sparse table"
+                                   : "unknown table '" + h.table() + "'");
       } else {
         values = HandleSparse(request, it->second.get());
       }
@@ -64,16 +65,18 @@ Message ParameterStore::Handle(const Message& request) {
     case proto::PULL_DENSE: {
       auto it = dense_.find(h.table());
       if (it == dense_.end()) {
-        values = NotFoundError(sparse_.count(h.table()) ? "'" + h.table() + "' is a sparse table, not a dense tensor"
-                                                         : "unknown dense tensor '" + h.table() + "'");
+        values = NotFoundError(sparse_.count(h.table())
+                                   ? "'" + h.table() + "' is a sparse table, not a dense tensor"
+                                   : "unknown dense tensor '" + h.table() + "'");
       } else {
         values = HandleDense(request, it->second.get());
       }
       break;
     }
     default:
-      values = UnimplementedError("a server does not handle message type " + std::string(MsgTypeName(h.type())) +
-                                  " (" + std::to_string(static_cast<int>(h.type())) + ")");
+      values = UnimplementedError("a server does not handle message type " +
+                                  std::string(MsgTypeName(h.type())) + " (" +
+                                  std::to_string(static_cast<int>(h.type())) + ")");
   }
   if (!values.ok()) {
     errors_.fetch_add(1, std::memory_order_relaxed);
@@ -93,14 +96,17 @@ StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingT
   const bool has_values = h.type() != proto::PULL;
   if (h.num_keys() == 0) return InvalidArgumentError("empty request: no keys");
   if (h.num_keys() > options_.max_request_keys) {
-    return ResourceExhaustedError("request has " + std::to_string(h.num_keys()) + " keys, the limit is " +
+    return ResourceExhaustedError("request has " + std::to_string(h.num_keys()) +
+                                  " keys, the limit is " +
                                   std::to_string(options_.max_request_keys) + " (split it)");
   }
   if (has_values && h.value_dim() != table->dim()) {
-    return InvalidArgumentError("table '" + h.table() + "' has dim " + std::to_string(table->dim()) +
-                                ", request has value_dim " + std::to_string(h.value_dim()));
+    return InvalidArgumentError("table '" + h.table() + "' has dim " +
+                                std::to_string(table->dim()) + ", request has value_dim " +
+                                std::to_string(h.value_dim()));
   }
-  if (has_values && h.dtype() != proto::FLOAT32) return InvalidArgumentError("values must be FLOAT32");
+  if (has_values && h.dtype() != proto::FLOAT32)
+    return InvalidArgumentError("values must be FLOAT32");
   RETURN_IF_ERROR(ValidateFrames(request));
   Buffer keys_buf = request.keys.Aligned(alignof(uint64_t));
   std::span<const uint64_t> keys = keys_buf.As<uint64_t>();
@@ -108,8 +114,9 @@ StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingT
     for (uint64_t k : keys) {
       uint32_t owner = ServerOfKey(k, options_.num_servers);
       if (owner != options_.server_id) {
-        return InvalidArgumentError("key " + std::to_string(k) + " belongs to server " + std::to_string(owner) +
-                                    ", not to server " + std::to_string(options_.server_id) +
+        return InvalidArgumentError("key " + std::to_string(k) + " belongs to server " +
+                                    std::to_string(owner) + ", not to server " +
+                                    std::to_string(options_.server_id) +
                                     " (client and server disagree on the number of servers?)");
       }
     }
@@ -139,14 +146,16 @@ StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor
   const proto::Header& h = request.header;
   if (h.num_keys() != 0) return InvalidArgumentError("dense requests carry no keys");
   if (h.offset() != tensor->begin()) {
-    return InvalidArgumentError("dense slice of '" + h.table() + "' on server " + std::to_string(options_.server_id) +
-                                " starts at " + std::to_string(tensor->begin()) + ", request says " +
-                                std::to_string(h.offset()) + " (client and server disagree on the number of servers?)");
+    return InvalidArgumentError(
+        "dense slice of '" + h.table() + "' on server " + std::to_string(options_.server_id) +
+        " starts at " + std::to_string(tensor->begin()) + ", request says " +
+        std::to_string(h.offset()) + " (client and server disagree on the number of servers?)");
   }
   if (h.type() == proto::PUSH_DENSE) {
     if (h.value_count() != tensor->size()) {
-      return InvalidArgumentError("dense slice of '" + h.table() + "' has " + std::to_string(tensor->size()) +
-                                  " elements, request has " + std::to_string(h.value_count()));
+      return InvalidArgumentError("dense slice of '" + h.table() + "' has " +
+                                  std::to_string(tensor->size()) + " elements, request has " +
+                                  std::to_string(h.value_count()));
     }
     if (h.dtype() != proto::FLOAT32) return InvalidArgumentError("values must be FLOAT32");
   }

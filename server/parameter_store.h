@@ -22,8 +22,8 @@ namespace eddy::server {
 struct ParameterStoreOptions {
   uint32_t server_id = 0;
   uint32_t num_servers = 1;
-  uint32_t num_shards = 64;       // shards per sparse table on this server
-  int num_threads = 2;            // threads applying one request
+  uint32_t num_shards = 64;  // shards per sparse table on this server
+  int num_threads = 2;       // threads applying one request
   uint64_t max_request_keys = 1 << 24;
 };
 

@@ -16,13 +16,16 @@ void ServerNode::Stop() {
 }
 
 std::string ServerNode::endpoint() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return endpoint_;
 }
 
 bool ServerNode::WaitUntilServing(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  serving_cv_.wait_for(lock, timeout, [&] { return serving_ || ended_; });
+  MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!serving_ && !ended_) {
+    if (!serving_cv_.WaitUntil(&mu_, deadline)) break;
+  }
   return serving_;
 }
 
@@ -40,11 +43,11 @@ ServerStats ServerNode::stats() const {
 Status ServerNode::Run() {
   Status s = RunInternal();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     serving_ = false;
     ended_ = true;
   }
-  serving_cv_.notify_all();
+  serving_cv_.NotifyAll();
   return s;
 }
 
@@ -55,7 +58,7 @@ Status ServerNode::RunInternal() {
   ASSIGN_OR_RETURN(std::string bound, BindTcp(router, options_.bind_host, options_.port));
   const std::string advertised = AdvertisedEndpoint(bound);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     endpoint_ = advertised;
   }
 
@@ -79,15 +82,17 @@ Status ServerNode::RunInternal() {
   store_options.num_threads = options_.num_threads;
   store_ = std::make_unique<ParameterStore>(store_options);
   for (const proto::TableConfig& table : view.tables()) {
-    RETURN_IF_ERROR(store_->AddTable(table).WithContext("server " + std::to_string(view.your_id())));
+    RETURN_IF_ERROR(
+        store_->AddTable(table).WithContext("server " + std::to_string(view.your_id())));
   }
   store_ptr_.store(store_.get());
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     serving_ = true;
   }
-  serving_cv_.notify_all();
-  LOG(INFO) << "server " << view.your_id() << " serving " << view.tables_size() << " table(s) at " << advertised;
+  serving_cv_.NotifyAll();
+  LOG(INFO) << "server " << view.your_id() << " serving " << view.tables_size() << " table(s) at "
+            << advertised;
   return Serve(router, link);
 }
 
@@ -122,8 +127,8 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
       if (!request.ok()) {
         uint64_t n = dropped_.fetch_add(1) + 1;
         if (n <= 10 || n % 1000 == 0) {
-          LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse (" << n
-                       << " so far): " << request.status();
+          LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse ("
+                       << n << " so far): " << request.status();
         }
         if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
           Message reply{MakeHeader(proto::REPLY), {}, {}};
@@ -135,8 +140,9 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
         if (!reply.header.status_message().empty()) {
           uint64_t n = store_->stats().errors;
           if (n <= 10 || n % 1000 == 0) {
-            LOG(WARNING) << "server " << server_id_.load() << ": refused a " << MsgTypeName(request->header.type())
-                         << " request (" << n << " so far): " << reply.header.status_message();
+            LOG(WARNING) << "server " << server_id_.load() << ": refused a "
+                         << MsgTypeName(request->header.type()) << " request (" << n
+                         << " so far): " << reply.header.status_message();
           }
         }
         Status sent = SendMessage(router, reply, routing_id, /*dont_wait=*/true);

@@ -7,13 +7,11 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <mutex>
 #include <memory>
 #include <string>
-
 #include <zmq.hpp>
 
+#include "common/mutex.h"
 #include "common/net.h"
 #include "common/status.h"
 #include "server/parameter_store.h"
@@ -25,11 +23,11 @@ class SchedulerLink;
 namespace eddy::server {
 
 struct ServerOptions {
-  std::string scheduler;                 // tcp://host:port of the scheduler
-  std::string bind_host = "127.0.0.1";   // interface for the data-plane socket
-  int port = 0;                          // 0: ephemeral
-  int num_threads = 2;                   // threads applying a request
-  int requested_rank = -1;               // server id wanted (MPI launch), -1: any
+  std::string scheduler;                // tcp://host:port of the scheduler
+  std::string bind_host = "127.0.0.1";  // interface for the data-plane socket
+  int port = 0;                         // 0: ephemeral
+  int num_threads = 2;                  // threads applying a request
+  int requested_rank = -1;              // server id wanted (MPI launch), -1: any
   int64_t max_message_bytes = int64_t{1} << 30;
   std::chrono::milliseconds registration_timeout{120'000};
 };
@@ -75,11 +73,11 @@ class ServerNode {
   std::atomic<uint64_t> dropped_{0};
   std::unique_ptr<ParameterStore> store_;  // created by Run() from the cluster view
   std::atomic<ParameterStore*> store_ptr_{nullptr};
-  mutable std::mutex mu_;
-  std::condition_variable serving_cv_;
-  std::string endpoint_;  // guarded by mu_
-  bool serving_ = false;  // guarded by mu_
-  bool ended_ = false;    // guarded by mu_
+  mutable Mutex mu_;
+  CondVar serving_cv_;
+  std::string endpoint_ GUARDED_BY(mu_);
+  bool serving_ GUARDED_BY(mu_) = false;
+  bool ended_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace eddy::server

@@ -11,28 +11,34 @@ namespace eddy::worker {
 // ---------------------------------------------------------------- Op
 
 Status Op::Wait(std::optional<std::chrono::milliseconds> timeout) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   if (!timeout) {
-    cv_.wait(lock, [&] { return done_; });
-  } else if (!cv_.wait_for(lock, *timeout, [&] { return done_; })) {
-    return DeadlineExceededError("operation not complete after " + std::to_string(timeout->count()) + " ms");
+    while (!done_) cv_.Wait(&mu_);
+    return status_;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + *timeout;
+  while (!done_) {
+    if (!cv_.WaitUntil(&mu_, deadline) && !done_) {
+      return DeadlineExceededError("operation not complete after " +
+                                   std::to_string(timeout->count()) + " ms");
+    }
   }
   return status_;
 }
 
 bool Op::done() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return done_;
 }
 
 std::span<const float> Op::values() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!done_ || !status_.ok()) return {};
   return result_.As<float>();
 }
 
 Buffer Op::values_buffer() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (!done_ || !status_.ok()) return {};
   return result_;
 }
@@ -40,7 +46,7 @@ Buffer Op::values_buffer() const {
 void Op::Complete(const Status& status) {
   Callback cb;
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     if (completing_) return;
     completing_ = true;
     status_ = status;
@@ -50,20 +56,19 @@ void Op::Complete(const Status& status) {
   // The callback runs before waiters wake: when Wait() returns, it has run.
   if (cb) cb(status);
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     done_ = true;
   }
-  cv_.notify_all();
+  cv_.NotifyAll();
 }
 
 // ---------------------------------------------------------------- Client
 
-Client::Client(zmq::context_t& context, ClientOptions options)
-    : context_(context), options_(std::move(options)) {}
+Client::Client(ClientOptions options) : options_(std::move(options)) {}
 
 Client::~Client() {
   {
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     stopping_ = true;
   }
   waker_.Notify();
@@ -72,7 +77,7 @@ Client::~Client() {
 }
 
 StatusOr<std::unique_ptr<Client>> Client::Connect(zmq::context_t& context, ClientOptions options) {
-  std::unique_ptr<Client> client(new Client(context, std::move(options)));
+  std::unique_ptr<Client> client(new Client(std::move(options)));
   SchedulerLinkOptions link_options;
   link_options.scheduler_endpoint = client->options_.scheduler;
   link_options.registration_timeout = client->options_.registration_timeout;
@@ -102,18 +107,18 @@ const proto::TableConfig* Client::table(std::string_view name) const {
 }
 
 Status Client::health() const {
-  std::lock_guard lock(queue_mu_);
+  MutexLock lock(&queue_mu_);
   return health_;
 }
 
 std::string Client::ServerName(uint32_t server) const {
   if (server >= static_cast<uint32_t>(view_.servers_size())) return "scheduler";
-  return "server " + std::to_string(server) + " (" + view_.servers(static_cast<int>(server)).info().endpoint() + ")";
+  return "server " + std::to_string(server) + " (" +
+         view_.servers(static_cast<int>(server)).info().endpoint() + ")";
 }
 
 OpPtr Client::Failed(const Status& status, Callback callback) {
-  auto op = std::make_shared<Op>();
-  op->callback_ = std::move(callback);
+  auto op = std::make_shared<Op>(std::move(callback));
   op->Complete(status);
   return op;
 }
@@ -130,37 +135,41 @@ OpPtr Client::PushPull(std::string_view table, Buffer keys, Buffer grads, Callba
 OpPtr Client::Pull(std::string_view table, std::span<const uint64_t> keys, Callback callback) {
   return Pull(table, Buffer::CopyOf(keys), std::move(callback));
 }
-OpPtr Client::Push(std::string_view table, std::span<const uint64_t> keys, std::span<const float> grads,
-                   Callback callback) {
+OpPtr Client::Push(std::string_view table, std::span<const uint64_t> keys,
+                   std::span<const float> grads, Callback callback) {
   return Push(table, Buffer::CopyOf(keys), Buffer::CopyOf(grads), std::move(callback));
 }
 
 OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer keys, Buffer grads,
                      Callback callback) {
   const proto::TableConfig* table = this->table(table_name);
-  if (table == nullptr) return Failed(NotFoundError("unknown table '" + std::string(table_name) + "'"), std::move(callback));
-  if (table->dense()) {
-    return Failed(InvalidArgumentError("'" + table->name() + "' is a dense tensor: use PushDense/PullDense"),
+  if (table == nullptr)
+    return Failed(NotFoundError("unknown table '" + std::string(table_name) + "'"),
                   std::move(callback));
+  if (table->dense()) {
+    return Failed(
+        InvalidArgumentError("'" + table->name() + "' is a dense tensor: use PushDense/PullDense"),
+        std::move(callback));
   }
   const uint32_t dim = table->dim();
   if (keys.size() % sizeof(uint64_t) != 0) {
-    return Failed(InvalidArgumentError("key buffer size is not a multiple of 8 bytes"), std::move(callback));
+    return Failed(InvalidArgumentError("key buffer size is not a multiple of 8 bytes"),
+                  std::move(callback));
   }
   keys = keys.Aligned(alignof(uint64_t));
   const size_t n = keys.size() / sizeof(uint64_t);
   const bool has_grads = type != proto::PULL;
   if (has_grads) {
     if (grads.size() != n * dim * sizeof(float)) {
-      return Failed(InvalidArgumentError("table '" + table->name() + "' has dim " + std::to_string(dim) + ": " +
-                                         std::to_string(n) + " keys need " + std::to_string(n * dim) +
-                                         " gradient floats, got " + std::to_string(grads.size() / sizeof(float))),
+      return Failed(InvalidArgumentError(
+                        "table '" + table->name() + "' has dim " + std::to_string(dim) + ": " +
+                        std::to_string(n) + " keys need " + std::to_string(n * dim) +
+                        " gradient floats, got " + std::to_string(grads.size() / sizeof(float))),
                     std::move(callback));
     }
     grads = grads.Aligned(alignof(float));
   }
-  auto op = std::make_shared<Op>();
-  op->callback_ = std::move(callback);
+  auto op = std::make_shared<Op>(std::move(callback));
   op->dim_ = dim;
   if (n == 0) {
     op->Complete(OkStatus());
@@ -169,7 +178,8 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
   const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
   std::span<const uint64_t> key_span = keys.As<uint64_t>();
   auto make_message = [&](Buffer part_keys, Buffer part_grads) {
-    Message m{MakeHeader(type, next_request_id_.fetch_add(1)), std::move(part_keys), std::move(part_grads)};
+    Message m{MakeHeader(type, next_request_id_.fetch_add(1)), std::move(part_keys),
+              std::move(part_grads)};
     m.header.set_table(table->name());
     m.header.set_sender(worker_id_);
     m.header.set_num_keys(m.keys.size() / sizeof(uint64_t));
@@ -201,7 +211,8 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
       part_of_server[s] = static_cast<uint32_t>(part_server.size());
       part_server.push_back(s);
       part_keys.push_back(Buffer::AllocateUninitialized(counts[s] * sizeof(uint64_t)));
-      if (has_grads) part_grads.push_back(Buffer::AllocateUninitialized(counts[s] * dim * sizeof(float)));
+      if (has_grads)
+        part_grads.push_back(Buffer::AllocateUninitialized(counts[s] * dim * sizeof(float)));
       op->positions_.emplace_back();
       if (op->scatter_) op->positions_.back().reserve(counts[s]);
       op->expected_values_.push_back(type == proto::PUSH ? 0 : counts[s] * dim);
@@ -212,13 +223,17 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
       uint32_t p = part_of_server[owner[i]];
       size_t j = fill[p]++;
       part_keys[p].MutableAs<uint64_t>()[j] = key_span[i];
-      if (has_grads) std::memcpy(part_grads[p].MutableAs<float>().data() + j * dim, g + i * dim, dim * sizeof(float));
+      if (has_grads)
+        std::memcpy(part_grads[p].MutableAs<float>().data() + j * dim, g + i * dim,
+                    dim * sizeof(float));
       if (op->scatter_) op->positions_[p].push_back(static_cast<uint32_t>(i));
     }
     op->remaining_parts_ = static_cast<int>(part_server.size());
     for (uint32_t p = 0; p < part_server.size(); ++p) {
-      parts.push_back(Part{part_server[p], make_message(std::move(part_keys[p]), has_grads ? std::move(part_grads[p]) : Buffer()),
-                           op, p});
+      parts.push_back(Part{
+          part_server[p],
+          make_message(std::move(part_keys[p]), has_grads ? std::move(part_grads[p]) : Buffer()),
+          op, p});
     }
   }
   Enqueue(std::move(parts));
@@ -228,23 +243,26 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
 OpPtr Client::PushDense(std::string_view name, Buffer grads, Callback callback) {
   const proto::TableConfig* t = table(name);
   if (t == nullptr || !t->dense()) {
-    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"), std::move(callback));
+    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"),
+                  std::move(callback));
   }
   const uint64_t count = DenseElementCount(*t);
   if (grads.size() != count * sizeof(float)) {
-    return Failed(InvalidArgumentError("dense tensor '" + t->name() + "' has " + std::to_string(count) +
-                                       " elements, got " + std::to_string(grads.size() / sizeof(float)) + " gradients"),
+    return Failed(InvalidArgumentError("dense tensor '" + t->name() + "' has " +
+                                       std::to_string(count) + " elements, got " +
+                                       std::to_string(grads.size() / sizeof(float)) + " gradients"),
                   std::move(callback));
   }
   grads = grads.Aligned(alignof(float));
-  auto op = std::make_shared<Op>();
-  op->callback_ = std::move(callback);
+  auto op = std::make_shared<Op>(std::move(callback));
   const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
   std::vector<Part> parts;
   for (uint32_t s = 0; s < num_servers; ++s) {
-    uint64_t begin = DenseSliceBegin(count, s, num_servers), end = DenseSliceBegin(count, s + 1, num_servers);
+    uint64_t begin = DenseSliceBegin(count, s, num_servers),
+             end = DenseSliceBegin(count, s + 1, num_servers);
     if (begin == end) continue;
-    Message m{MakeHeader(proto::PUSH_DENSE, next_request_id_.fetch_add(1)), {},
+    Message m{MakeHeader(proto::PUSH_DENSE, next_request_id_.fetch_add(1)),
+              {},
               grads.Slice(begin * sizeof(float), (end - begin) * sizeof(float))};
     m.header.set_table(t->name());
     m.header.set_sender(worker_id_);
@@ -262,15 +280,16 @@ OpPtr Client::PushDense(std::string_view name, Buffer grads, Callback callback) 
 OpPtr Client::PullDense(std::string_view name, Callback callback) {
   const proto::TableConfig* t = table(name);
   if (t == nullptr || !t->dense()) {
-    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"), std::move(callback));
+    return Failed(NotFoundError("no dense tensor named '" + std::string(name) + "'"),
+                  std::move(callback));
   }
   const uint64_t count = DenseElementCount(*t);
-  auto op = std::make_shared<Op>();
-  op->callback_ = std::move(callback);
+  auto op = std::make_shared<Op>(std::move(callback));
   const uint32_t num_servers = static_cast<uint32_t>(servers_.size());
   std::vector<Part> parts;
   for (uint32_t s = 0; s < num_servers; ++s) {
-    uint64_t begin = DenseSliceBegin(count, s, num_servers), end = DenseSliceBegin(count, s + 1, num_servers);
+    uint64_t begin = DenseSliceBegin(count, s, num_servers),
+             end = DenseSliceBegin(count, s + 1, num_servers);
     if (begin == end) continue;
     Message m{MakeHeader(proto::PULL_DENSE, next_request_id_.fetch_add(1)), {}, {}};
     m.header.set_table(t->name());
@@ -299,7 +318,9 @@ OpPtr Client::ControlOp(proto::MsgType type, std::string payload, std::string na
   return op;
 }
 
-Status Client::Barrier(const std::string& name) { return ControlOp(proto::BARRIER, {}, name)->Wait(); }
+Status Client::Barrier(const std::string& name) {
+  return ControlOp(proto::BARRIER, {}, name)->Wait();
+}
 
 void Client::Abort(const Status& why) {
   auto op = std::make_shared<Op>();
@@ -311,12 +332,14 @@ void Client::Abort(const Status& why) {
   op->Wait(std::chrono::milliseconds(5000)).IgnoreError();
 }
 
-Status Client::Finish(const std::string& report) { return ControlOp(proto::WORKER_DONE, report, {})->Wait(); }
+Status Client::Finish(const std::string& report) {
+  return ControlOp(proto::WORKER_DONE, report, {})->Wait();
+}
 
 void Client::Enqueue(std::vector<Part> parts) {
   Status refused;
   {
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     if (!health_.ok()) {
       refused = health_;
     } else if (stopping_) {
@@ -335,7 +358,7 @@ void Client::Enqueue(std::vector<Part> parts) {
 void Client::SendQueued() {
   std::vector<Part> batch;
   {
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     batch.swap(queue_);
   }
   const auto deadline = SteadyClock::now() + options_.request_timeout;
@@ -349,7 +372,8 @@ void Client::SendQueued() {
       }
       part.message.header.set_sender(worker_id_);
       Status s = SendMessage(link_->socket(), part.message);
-      if (!s.ok() || type == proto::ABORT) part.op->Complete(s.WithContext("sending to the scheduler"));
+      if (!s.ok() || type == proto::ABORT)
+        part.op->Complete(s.WithContext("sending to the scheduler"));
       continue;
     }
     if (part.op->done()) continue;  // another part already failed
@@ -366,7 +390,8 @@ void Client::SendQueued() {
 void Client::OnReply(uint32_t server, Message reply) {
   auto it = pending_.find(reply.header.request_id());
   if (it == pending_.end()) {
-    VLOG(1) << "late or unknown reply " << reply.header.request_id() << " from " << ServerName(server);
+    VLOG(1) << "late or unknown reply " << reply.header.request_id() << " from "
+            << ServerName(server);
     return;
   }
   Pending pending = std::move(it->second);
@@ -397,7 +422,8 @@ void Client::OnReply(uint32_t server, Message reply) {
       float* dst = op.result_.MutableAs<float>().data();
       const size_t dim = op.dim_;
       const auto& pos = op.positions_[pending.part_index];
-      for (size_t j = 0; j < pos.size(); ++j) std::memcpy(dst + pos[j] * dim, src + j * dim, dim * sizeof(float));
+      for (size_t j = 0; j < pos.size(); ++j)
+        std::memcpy(dst + pos[j] * dim, src + j * dim, dim * sizeof(float));
     } else {
       float* dst = op.result_.MutableAs<float>().data() + op.offsets_[pending.part_index];
       std::memcpy(dst, src, expected * sizeof(float));
@@ -417,7 +443,7 @@ void Client::OnControl(Message msg) {
     case proto::SHUTDOWN: {
       if (finish_op_) finish_op_->Complete(OkStatus());
       FailAll(CancelledError("the scheduler ended the job"));
-      std::lock_guard lock(queue_mu_);
+      MutexLock lock(&queue_mu_);
       if (health_.ok()) health_ = CancelledError("the job has ended");
       break;
     }
@@ -425,7 +451,7 @@ void Client::OnControl(Message msg) {
       Status s = AbortedError("job aborted by the scheduler: " + msg.header.status_message());
       LOG(ERROR) << "worker " << worker_id_ << ": " << s.message();
       {
-        std::lock_guard lock(queue_mu_);
+        MutexLock lock(&queue_mu_);
         health_ = s;
       }
       FailAll(s);
@@ -439,7 +465,7 @@ void Client::OnControl(Message msg) {
 void Client::FailAll(const Status& status) {
   std::vector<Part> queued;
   {
-    std::lock_guard lock(queue_mu_);
+    MutexLock lock(&queue_mu_);
     queued.swap(queue_);
   }
   for (Part& p : queued) p.op->Complete(status);
@@ -458,9 +484,11 @@ void Client::IoLoop() {
   while (true) {
     items[0] = {nullptr, waker_.fd(), ZMQ_POLLIN, 0};
     items[1] = {link_->socket().handle(), 0, ZMQ_POLLIN, 0};
-    for (size_t s = 0; s < num_servers; ++s) items[2 + s] = {servers_[s].handle(), 0, ZMQ_POLLIN, 0};
+    for (size_t s = 0; s < num_servers; ++s)
+      items[2 + s] = {servers_[s].handle(), 0, ZMQ_POLLIN, 0};
     try {
-      zmq::poll(items.data(), items.size(), std::chrono::milliseconds(PollTimeoutMs(link_->next_tick(), 200)));
+      zmq::poll(items.data(), items.size(),
+                std::chrono::milliseconds(PollTimeoutMs(link_->next_tick(), 200)));
     } catch (const zmq::error_t& e) {
       FailAll(UnavailableError(std::string("poll failed: ") + e.what()));
       return;
@@ -469,7 +497,7 @@ void Client::IoLoop() {
       waker_.Drain();
       bool stopping;
       {
-        std::lock_guard lock(queue_mu_);
+        MutexLock lock(&queue_mu_);
         stopping = stopping_;
       }
       if (stopping) {
@@ -485,8 +513,8 @@ void Client::IoLoop() {
         if (zmq::poll(&one, 1, std::chrono::milliseconds(0)) == 0) break;
         StatusOr<Message> reply = RecvMessage(servers_[s]);
         if (!reply.ok()) {
-          LOG(WARNING) << "dropped an unparsable reply from " << ServerName(static_cast<uint32_t>(s)) << ": "
-                       << reply.status();
+          LOG(WARNING) << "dropped an unparsable reply from "
+                       << ServerName(static_cast<uint32_t>(s)) << ": " << reply.status();
           continue;
         }
         OnReply(static_cast<uint32_t>(s), std::move(reply).value());
@@ -503,7 +531,7 @@ void Client::IoLoop() {
     const auto now = SteadyClock::now();
     bool ended;
     {
-      std::lock_guard lock(queue_mu_);
+      MutexLock lock(&queue_mu_);
       ended = !health_.ok();
     }
     if (!ended) {
@@ -511,7 +539,7 @@ void Client::IoLoop() {
       if (!alive.ok()) {
         LOG(ERROR) << "worker " << worker_id_ << ": " << alive.message();
         {
-          std::lock_guard lock(queue_mu_);
+          MutexLock lock(&queue_mu_);
           health_ = alive;
         }
         FailAll(alive);
@@ -526,8 +554,9 @@ void Client::IoLoop() {
       for (uint64_t id : expired) {
         Pending p = std::move(pending_[id]);
         pending_.erase(id);
-        p.op->Complete(DeadlineExceededError(ServerName(p.server) + " did not answer request " + std::to_string(id) +
-                                             " within " + std::to_string(options_.request_timeout.count()) + " ms"));
+        p.op->Complete(DeadlineExceededError(
+            ServerName(p.server) + " did not answer request " + std::to_string(id) + " within " +
+            std::to_string(options_.request_timeout.count()) + " ms"));
       }
     }
   }

@@ -9,11 +9,9 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
@@ -21,11 +19,11 @@
 #include <thread>
 #include <unordered_map>
 #include <vector>
-
 #include <zmq.hpp>
 
 #include "common/buffer.h"
 #include "common/message.h"
+#include "common/mutex.h"
 #include "common/net.h"
 #include "common/status.h"
 
@@ -36,7 +34,7 @@ class SchedulerLink;
 namespace eddy::worker {
 
 struct ClientOptions {
-  std::string scheduler;  // tcp://host:port
+  std::string scheduler;    // tcp://host:port
   int requested_rank = -1;  // worker id wanted (MPI launch), -1: any
   // An operation not answered within this time fails with DeadlineExceeded.
   std::chrono::milliseconds request_timeout{30'000};
@@ -53,6 +51,9 @@ using Callback = std::function<void(const Status&)>;
 // Thread-safety: Wait() and the accessors may be called from any thread.
 class Op {
  public:
+  // Ops are made by the Client; `callback` (may be empty) runs at completion.
+  explicit Op(Callback callback = {}) : callback_(std::move(callback)) {}
+
   // Blocks until the operation completes and returns its status. With a timeout,
   // returns DeadlineExceeded if it has not completed by then (it goes on).
   Status Wait(std::optional<std::chrono::milliseconds> timeout = std::nullopt);
@@ -66,12 +67,12 @@ class Op {
   friend class Client;
   void Complete(const Status& status);  // first call wins
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  bool completing_ = false;  // Complete() was called
-  bool done_ = false;        // and the callback has run
-  Status status_;
-  Callback callback_;
+  mutable Mutex mu_;
+  CondVar cv_;
+  bool completing_ GUARDED_BY(mu_) = false;  // Complete() was called
+  bool done_ GUARDED_BY(mu_) = false;        // and the callback has run
+  Status status_ GUARDED_BY(mu_);
+  Callback callback_ GUARDED_BY(mu_);
   // Filled by the I/O thread before completion.
   int remaining_parts_ = 0;
   Buffer result_;
@@ -147,8 +148,9 @@ class Client {
   };
   static constexpr uint32_t kControl = ~0u;
 
-  Client(zmq::context_t& context, ClientOptions options);
-  OpPtr Sparse(proto::MsgType type, std::string_view table, Buffer keys, Buffer grads, Callback callback);
+  explicit Client(ClientOptions options);
+  OpPtr Sparse(proto::MsgType type, std::string_view table, Buffer keys, Buffer grads,
+               Callback callback);
   OpPtr Failed(const Status& status, Callback callback);
   OpPtr ControlOp(proto::MsgType type, std::string payload, std::string name);
   void Enqueue(std::vector<Part> parts);
@@ -159,18 +161,17 @@ class Client {
   void FailAll(const Status& status);
   std::string ServerName(uint32_t server) const;
 
-  zmq::context_t& context_;
   ClientOptions options_;
   proto::ClusterView view_;
   int worker_id_ = -1;
-  std::unique_ptr<SchedulerLink> link_;      // owned by the I/O thread after Connect
-  std::vector<zmq::socket_t> servers_;             // owned by the I/O thread after Connect
+  std::unique_ptr<SchedulerLink> link_;  // owned by the I/O thread after Connect
+  std::vector<zmq::socket_t> servers_;   // owned by the I/O thread after Connect
   Waker waker_;
 
-  mutable std::mutex queue_mu_;
-  std::vector<Part> queue_;     // guarded by queue_mu_
-  bool stopping_ = false;       // guarded by queue_mu_
-  Status health_;               // guarded by queue_mu_
+  mutable Mutex queue_mu_;
+  std::vector<Part> queue_ GUARDED_BY(queue_mu_);
+  bool stopping_ GUARDED_BY(queue_mu_) = false;
+  Status health_ GUARDED_BY(queue_mu_);
   std::atomic<uint64_t> next_request_id_{1};
 
   // I/O-thread state.

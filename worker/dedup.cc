@@ -46,7 +46,8 @@ std::vector<float> SumByUnique(const UniqueKeys& unique, std::span<const float> 
   return sums;
 }
 
-void ExpandFromUnique(const UniqueKeys& unique, std::span<const float> unique_values, size_t dim, float* out) {
+void ExpandFromUnique(const UniqueKeys& unique, std::span<const float> unique_values, size_t dim,
+                      float* out) {
   for (size_t i = 0; i < unique.index.size(); ++i) {
     std::memcpy(out + i * dim, unique_values.data() + unique.index[i] * dim, dim * sizeof(float));
   }

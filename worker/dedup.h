@@ -12,8 +12,8 @@
 namespace eddy::worker {
 
 struct UniqueKeys {
-  std::vector<uint64_t> keys;    // distinct keys, in order of first appearance
-  std::vector<uint32_t> index;   // index[i]: position in `keys` of input key i
+  std::vector<uint64_t> keys;   // distinct keys, in order of first appearance
+  std::vector<uint32_t> index;  // index[i]: position in `keys` of input key i
 };
 
 // Deduplicates `keys` in O(n) expected time.
@@ -24,7 +24,8 @@ std::vector<float> SumByUnique(const UniqueKeys& unique, std::span<const float> 
 
 // Expands values pulled for the unique keys (dim floats each) back to one row
 // per input key: out must hold unique.index.size() * dim floats.
-void ExpandFromUnique(const UniqueKeys& unique, std::span<const float> unique_values, size_t dim, float* out);
+void ExpandFromUnique(const UniqueKeys& unique, std::span<const float> unique_values, size_t dim,
+                      float* out);
 
 }  // namespace eddy::worker
 

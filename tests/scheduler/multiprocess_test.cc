@@ -1,13 +1,12 @@
 // Multi-process tests: real scheduler, server and worker processes over loopback,
 // started with --role, and a job launched through mpirun.
+#include <gtest/gtest.h>
 #include <signal.h>
 
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "tests/testing/subprocess.h"
 
@@ -18,12 +17,13 @@ using testing::Subprocess;
 using namespace std::chrono_literals;
 
 const std::string kBin = EDDY_BIN_DIR;
-const std::vector<std::string> kMpiEnv = {"OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-                                          "OMPI_MCA_btl=self,tcp", "OMPI_MCA_btl_tcp_if_include=lo",
-                                          "OMPI_MCA_oob_tcp_if_include=lo", "OMPI_MCA_rmaps_base_oversubscribe=1",
-                                          // Open MPI's plugins are unloaded before LeakSanitizer runs:
-                                          // their process-lifetime allocations cannot be suppressed by name.
-                                          "ASAN_OPTIONS=detect_leaks=0"};
+const std::vector<std::string> kMpiEnv = {
+    "OMPI_ALLOW_RUN_AS_ROOT=1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1", "OMPI_MCA_btl=self,tcp",
+    "OMPI_MCA_btl_tcp_if_include=lo", "OMPI_MCA_oob_tcp_if_include=lo",
+    "OMPI_MCA_rmaps_base_oversubscribe=1",
+    // Open MPI's plugins are unloaded before LeakSanitizer runs:
+    // their process-lifetime allocations cannot be suppressed by name.
+    "ASAN_OPTIONS=detect_leaks=0"};
 
 std::vector<std::string> Args(std::string binary, std::vector<std::string> args) {
   args.insert(args.begin(), kBin + "/" + binary);
@@ -31,8 +31,8 @@ std::vector<std::string> Args(std::string binary, std::vector<std::string> args)
 }
 
 // Starts a scheduler with --role=scheduler and returns it with its endpoint.
-std::unique_ptr<Subprocess> StartScheduler(const std::string& binary, std::vector<std::string> flags,
-                                           std::string* endpoint) {
+std::unique_ptr<Subprocess> StartScheduler(const std::string& binary,
+                                           std::vector<std::string> flags, std::string* endpoint) {
   flags.push_back("--role=scheduler");
   auto p = std::make_unique<Subprocess>(Args(binary, flags));
   auto line = p->WaitForOutput("scheduler endpoint: ", 30s);
@@ -70,20 +70,31 @@ TEST(MultiProcessTest, EveryAcknowledgedPushIsAppliedExactlyOnce) {
 }
 
 TEST(MultiProcessTest, JobLaunchedThroughMpirun) {
-  std::vector<std::string> args = {"/usr/bin/mpirun", "--oversubscribe", "-np", "5",
-                                   kBin + "/eddy_check_job", "--num_servers=2", "--check_pushes=1000"};
+  std::vector<std::string> args = {
+      "/usr/bin/mpirun", "--oversubscribe",    "-np", "5", kBin + "/eddy_check_job",
+      "--num_servers=2", "--check_pushes=1000"};
   Subprocess mpirun(args, kMpiEnv);
   auto code = mpirun.WaitForExit(240s);
   ASSERT_TRUE(code.has_value()) << mpirun.output();
   EXPECT_EQ(*code, 0) << mpirun.output();
-  EXPECT_NE(mpirun.output().find("monotonicity violations: OK"), std::string::npos) << mpirun.output();
-  EXPECT_NE(mpirun.output().find("2 server(s) and 2 worker(s)"), std::string::npos) << mpirun.output();
+  EXPECT_NE(mpirun.output().find("monotonicity violations: OK"), std::string::npos)
+      << mpirun.output();
+  EXPECT_NE(mpirun.output().find("2 server(s) and 2 worker(s)"), std::string::npos)
+      << mpirun.output();
 }
 
 TEST(MultiProcessTest, BenchmarkRunsUnderMpirunAndPrintsOneSummary) {
-  std::vector<std::string> args = {"/usr/bin/mpirun", "--oversubscribe", "-np", "3", kBin + "/eddy_bench",
-                                   "--keys_per_request=1000", "--vocab=100000", "--warmup_s=0.2",
-                                   "--duration_s=1", "--mode=both", "--dense_mb=1"};
+  std::vector<std::string> args = {"/usr/bin/mpirun",
+                                   "--oversubscribe",
+                                   "-np",
+                                   "3",
+                                   kBin + "/eddy_bench",
+                                   "--keys_per_request=1000",
+                                   "--vocab=100000",
+                                   "--warmup_s=0.2",
+                                   "--duration_s=1",
+                                   "--mode=both",
+                                   "--dense_mb=1"};
   Subprocess mpirun(args, kMpiEnv);
   auto code = mpirun.WaitForExit(240s);
   ASSERT_TRUE(code.has_value()) << mpirun.output();
@@ -91,15 +102,18 @@ TEST(MultiProcessTest, BenchmarkRunsUnderMpirunAndPrintsOneSummary) {
   const std::string out = mpirun.output();
   auto first = out.find("eddy_bench servers=1 workers=1");
   ASSERT_NE(first, std::string::npos) << out;
-  EXPECT_EQ(out.find("eddy_bench servers=", first + 1), std::string::npos) << "more than one summary:\n" << out;
+  EXPECT_EQ(out.find("eddy_bench servers=", first + 1), std::string::npos)
+      << "more than one summary:\n"
+      << out;
   EXPECT_NE(out.find("M keys/s"), std::string::npos) << out;
   EXPECT_NE(out.find("GB/s"), std::string::npos) << out;
 }
 
 TEST(MultiProcessTest, KilledServerIsNamedAndTheJobFailsWithinTheBound) {
-  const std::vector<std::string> job = {"--num_servers=2", "--num_workers=1", "--heartbeat_interval_ms=100",
-                                        "--node_timeout_ms=1500", "--duration_s=120", "--warmup_s=0",
-                                        "--keys_per_request=100", "--vocab=10000"};
+  const std::vector<std::string> job = {
+      "--num_servers=2",        "--num_workers=1",  "--heartbeat_interval_ms=100",
+      "--node_timeout_ms=1500", "--duration_s=120", "--warmup_s=0",
+      "--keys_per_request=100", "--vocab=10000"};
   std::string endpoint;
   auto scheduler = StartScheduler("eddy_bench", job, &endpoint);
   ASSERT_FALSE(endpoint.empty());
@@ -126,7 +140,8 @@ TEST(MultiProcessTest, KilledServerIsNamedAndTheJobFailsWithinTheBound) {
   const auto killed_at = std::chrono::steady_clock::now();
   victim->Kill(SIGKILL);
   auto code = scheduler->WaitForExit(30s);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - killed_at).count();
   ASSERT_TRUE(code.has_value()) << scheduler->output();
   EXPECT_NE(*code, 0);
   // Detection within the timeout plus one check interval, with slack for a loaded machine.
@@ -158,7 +173,8 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
       {{"--role=leader"}, "unknown --role"},
       {{"--scheduler=tcp://127.0.0.1:1"}, "--scheduler is only for"},
       {{"--num_servers=0"}, "--num_servers must be at least 1"},
-      {{"--heartbeat_interval_ms=1000", "--node_timeout_ms=500"}, "must be larger than --heartbeat_interval_ms"},
+      {{"--heartbeat_interval_ms=1000", "--node_timeout_ms=500"},
+       "must be larger than --heartbeat_interval_ms"},
       {{"--mode=sideways"}, "--mode must be"},
       {{"--tables=x:dim=4"}, "do not pass --tables"},
   };
@@ -167,7 +183,8 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
     auto code = p.WaitForExit(30s);
     ASSERT_TRUE(code.has_value());
     EXPECT_EQ(*code, 1) << p.output();
-    EXPECT_NE(p.output().find(c.message), std::string::npos) << "flags " << c.flags[0] << ":\n" << p.output();
+    EXPECT_NE(p.output().find(c.message), std::string::npos) << "flags " << c.flags[0] << ":\n"
+                                                             << p.output();
   }
   Subprocess bad_table(Args("eddy_check_job", {"--server_shards=0"}));
   auto code = bad_table.WaitForExit(30s);
@@ -176,8 +193,8 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
 }
 
 TEST(MultiProcessTest, MpirunWithoutRoomForAWorkerExplainsWhat) {
-  std::vector<std::string> args = {"/usr/bin/mpirun", "--oversubscribe", "-np", "2", kBin + "/eddy_bench",
-                                   "--num_servers=1", "--duration_s=1"};
+  std::vector<std::string> args = {"/usr/bin/mpirun",    "--oversubscribe", "-np",           "2",
+                                   kBin + "/eddy_bench", "--num_servers=1", "--duration_s=1"};
   Subprocess mpirun(args, kMpiEnv);
   auto code = mpirun.WaitForExit(120s);
   ASSERT_TRUE(code.has_value()) << mpirun.output();

@@ -3,14 +3,13 @@
 // serving, and never changes stored values because of a bad request.
 #include "server/server_node.h"
 
-#include <sys/socket.h>
-#include <netinet/in.h>
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "common/message.h"
 #include "common/partition.h"
@@ -59,7 +58,8 @@ class ServerBadInputTest : public ::testing::Test {
   // Sends raw frames; returns the reply, or nullopt if none comes within 5 s.
   std::optional<Message> Exchange(const std::vector<std::string>& frames) {
     for (size_t i = 0; i < frames.size(); ++i) {
-      socket_->send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      socket_->send(zmq::buffer(frames[i]),
+                    i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
     return Receive();
   }
@@ -76,8 +76,8 @@ class ServerBadInputTest : public ::testing::Test {
     return std::move(m).value();
   }
 
-  Message Request(proto::MsgType type, const std::string& table, std::vector<uint64_t> keys, size_t floats,
-                  uint32_t dim = 4) {
+  Message Request(proto::MsgType type, const std::string& table, std::vector<uint64_t> keys,
+                  size_t floats, uint32_t dim = 4) {
     Message m{MakeHeader(type, ++id_), Buffer::CopyOf(std::span<const uint64_t>(keys)), {}};
     m.header.set_table(table);
     m.header.set_num_keys(keys.size());
@@ -114,16 +114,22 @@ TEST_F(ServerBadInputTest, ErrorRepliesForInvalidRequests) {
     StatusCode code;
   };
   std::vector<Case> cases;
-  cases.push_back({"unknown table", Request(proto::PUSH, "nope", keys0_, keys0_.size() * 4), StatusCode::kNotFound});
-  cases.push_back({"dense name on sparse op", Request(proto::PULL, "w", keys0_, 0), StatusCode::kNotFound});
-  cases.push_back({"short values", Request(proto::PUSH, "emb", keys0_, keys0_.size() * 4 - 1), StatusCode::kInvalidArgument});
-  cases.push_back({"wrong dim", Request(proto::PUSH, "emb", keys0_, keys0_.size() * 3, 3), StatusCode::kInvalidArgument});
+  cases.push_back({"unknown table", Request(proto::PUSH, "nope", keys0_, keys0_.size() * 4),
+                   StatusCode::kNotFound});
+  cases.push_back(
+      {"dense name on sparse op", Request(proto::PULL, "w", keys0_, 0), StatusCode::kNotFound});
+  cases.push_back({"short values", Request(proto::PUSH, "emb", keys0_, keys0_.size() * 4 - 1),
+                   StatusCode::kInvalidArgument});
+  cases.push_back({"wrong dim", Request(proto::PUSH, "emb", keys0_, keys0_.size() * 3, 3),
+                   StatusCode::kInvalidArgument});
   cases.push_back({"empty", Request(proto::PULL, "emb", {}, 0), StatusCode::kInvalidArgument});
-  cases.push_back({"oversized", Request(proto::PULL, "emb", std::vector<uint64_t>(1001, keys0_[0]), 0),
+  cases.push_back({"oversized",
+                   Request(proto::PULL, "emb", std::vector<uint64_t>(1001, keys0_[0]), 0),
                    StatusCode::kResourceExhausted});
   std::vector<uint64_t> mixed = keys0_;
   mixed.push_back(keys1_[0]);
-  cases.push_back({"wrong server", Request(proto::PUSH, "emb", mixed, mixed.size() * 4), StatusCode::kInvalidArgument});
+  cases.push_back({"wrong server", Request(proto::PUSH, "emb", mixed, mixed.size() * 4),
+                   StatusCode::kInvalidArgument});
   Message lying = Request(proto::PUSH, "emb", keys0_, keys0_.size() * 4);
   lying.header.set_num_keys(keys0_.size() + 1);
   cases.push_back({"num_keys disagrees with key frame", lying, StatusCode::kInvalidArgument});
@@ -180,16 +186,19 @@ TEST_F(ServerBadInputTest, GarbageFramesAreDroppedAndServingGoesOn) {
     if (count == 3) count = 4;  // three frames may parse by chance as a valid header; see below
     for (int f = 0; f < count; ++f) frames.push_back(random_bytes(rng() % 200));
     for (size_t i = 0; i < frames.size(); ++i) {
-      socket_->send(zmq::buffer(frames[i]), i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      socket_->send(zmq::buffer(frames[i]),
+                    i + 1 < frames.size() ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
     ++sent;
   }
   // Three frames with a random header: either a parse failure (dropped) or an error reply.
   int replies = 0;
   for (int round = 0; round < 200; ++round) {
-    std::vector<std::string> frames = {random_bytes(rng() % 64), random_bytes(rng() % 64), random_bytes(rng() % 64)};
+    std::vector<std::string> frames = {random_bytes(rng() % 64), random_bytes(rng() % 64),
+                                       random_bytes(rng() % 64)};
     for (size_t i = 0; i < 3; ++i) {
-      socket_->send(zmq::buffer(frames[i]), i < 2 ? zmq::send_flags::sndmore : zmq::send_flags::none);
+      socket_->send(zmq::buffer(frames[i]),
+                    i < 2 ? zmq::send_flags::sndmore : zmq::send_flags::none);
     }
   }
   // A valid request afterwards is answered: everything before it was handled.
@@ -198,7 +207,8 @@ TEST_F(ServerBadInputTest, GarbageFramesAreDroppedAndServingGoesOn) {
   while (true) {
     auto reply = Receive();
     ASSERT_TRUE(reply) << "server stopped answering";
-    if (reply->header.request_id() == ok.header.request_id() && reply->header.status_code() == 0) break;
+    if (reply->header.request_id() == ok.header.request_id() && reply->header.status_code() == 0)
+      break;
     EXPECT_NE(reply->header.status_code(), 0);
     ++replies;
   }

@@ -31,9 +31,9 @@ constexpr int kDim = 2;
 uint64_t KeyOf(int i) { return MixKey(static_cast<uint64_t>(i) * 7919 + 13); }
 
 struct Report {
-  std::vector<uint32_t> acked;   // per key: acknowledged pushes of this worker containing it
-  uint32_t dense_acked = 0;      // acknowledged dense pushes
-  uint32_t violations = 0;       // monotonicity / read-your-writes violations seen
+  std::vector<uint32_t> acked;      // per key: acknowledged pushes of this worker containing it
+  uint32_t dense_acked = 0;         // acknowledged dense pushes
+  uint32_t violations = 0;          // monotonicity / read-your-writes violations seen
   std::vector<float> final_sparse;  // worker 0: final values (first column) per key
   std::vector<float> final_dense;   // worker 0: final dense tensor
 
@@ -66,8 +66,8 @@ struct Report {
       v.resize(n);
       return get(v.data(), n * sizeof(v[0]));
     };
-    if (!get_vec(r.acked) || !get(&r.dense_acked, 4) || !get(&r.violations, 4) || !get_vec(r.final_sparse) ||
-        !get_vec(r.final_dense)) {
+    if (!get_vec(r.acked) || !get(&r.dense_acked, 4) || !get(&r.violations, 4) ||
+        !get_vec(r.final_sparse) || !get_vec(r.final_dense)) {
       return InvalidArgumentError("malformed check report");
     }
     return r;
@@ -88,7 +88,7 @@ StatusOr<std::string> RunWorker(worker::Client& client) {
 
   struct InFlight {
     worker::OpPtr op;
-    std::vector<int> key_index;  // pushes: keys it counts; pulls: keys it read
+    std::vector<int> key_index;   // pushes: keys it counts; pulls: keys it read
     std::vector<uint32_t> floor;  // pulls: acked counts when issued
     enum { kPush, kPull, kDense } kind;
   };
@@ -106,7 +106,8 @@ StatusOr<std::string> RunWorker(worker::Client& client) {
       for (size_t j = 0; j < f.key_index.size(); ++j) {
         const int k = f.key_index[j];
         const float value = v[j * kDim];
-        if (value < last_seen[k] || value < static_cast<float>(f.floor[j]) || v[j * kDim + 1] != value) {
+        if (value < last_seen[k] || value < static_cast<float>(f.floor[j]) ||
+            v[j * kDim + 1] != value) {
           violations.fetch_add(1);
           LOG(ERROR) << "key " << k << ": pulled " << value << ", before saw " << last_seen[k]
                      << ", acknowledged pushes " << f.floor[j];
@@ -125,7 +126,8 @@ StatusOr<std::string> RunWorker(worker::Client& client) {
     auto out = keys.MutableAs<uint64_t>();
     for (int j = 0; j < FLAGS_check_keys_per_push; ++j) {
       int k;
-      do k = pick(rng); while (used[k]);
+      do k = pick(rng);
+      while (used[k]);
       used[k] = 1;
       out[j] = KeyOf(k);
       push.key_index.push_back(k);
@@ -133,7 +135,8 @@ StatusOr<std::string> RunWorker(worker::Client& client) {
     push.op = client.Push("counts", keys, grads);
     window.push_back(std::move(push));
     if (p % 8 == 0) {
-      window.push_back(InFlight{client.PushDense("dense_counts", dense_grads), {}, {}, InFlight::kDense});
+      window.push_back(
+          InFlight{client.PushDense("dense_counts", dense_grads), {}, {}, InFlight::kDense});
     }
     if (p % 4 == 0) {
       InFlight pull;
@@ -186,7 +189,8 @@ Status Summarize(const std::vector<std::string>& raw) {
     pushes += expected;
     if (reports[0].final_sparse[k] != static_cast<float>(expected)) {
       if (++mismatches <= 5) {
-        LOG(ERROR) << "key " << k << ": stored " << reports[0].final_sparse[k] << ", acknowledged pushes " << expected;
+        LOG(ERROR) << "key " << k << ": stored " << reports[0].final_sparse[k]
+                   << ", acknowledged pushes " << expected;
       }
     }
   }
@@ -199,8 +203,8 @@ Status Summarize(const std::vector<std::string>& raw) {
   }
   std::string line = "check_job: " + std::to_string(pushes) + " key increments acknowledged over " +
                      std::to_string(FLAGS_check_keys) + " keys, " + std::to_string(dense_total) +
-                     " dense pushes, " + std::to_string(mismatches) + " mismatches, " + std::to_string(violations) +
-                     " monotonicity violations";
+                     " dense pushes, " + std::to_string(mismatches) + " mismatches, " +
+                     std::to_string(violations) + " monotonicity violations";
   if (mismatches != 0 || violations != 0) return DataLossError(line);
   std::printf("%s: OK\n", line.c_str());
   std::fflush(stdout);
@@ -211,12 +215,14 @@ Status Summarize(const std::vector<std::string>& raw) {
 }  // namespace eddy
 
 int main(int argc, char** argv) {
-  gflags::SetUsageMessage("Checks exactly-once application of acknowledged pushes on a real cluster.");
+  gflags::SetUsageMessage(
+      "Checks exactly-once application of acknowledged pushes on a real cluster.");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
-  std::string tables = "counts:dim=2,opt=sgd,lr=1;dense_counts:shape=" + std::to_string(FLAGS_check_dense) +
-                       ",opt=sgd,lr=1";
+  std::string tables =
+      "counts:dim=2,opt=sgd,lr=1;dense_counts:shape=" + std::to_string(FLAGS_check_dense) +
+      ",opt=sgd,lr=1";
   gflags::SetCommandLineOption("tables", tables.c_str());
   auto options = eddy::scheduler::JobOptionsFromFlags();
   if (!options.ok()) {

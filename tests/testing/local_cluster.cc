@@ -29,7 +29,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     c->servers_.push_back(std::make_unique<server::ServerNode>(c->context_, server_options));
   }
   for (int i = 0; i < options.num_servers; ++i) {
-    c->threads_.emplace_back([raw = c.get(), i] { raw->server_status_[i] = raw->servers_[i]->Run(); });
+    c->threads_.emplace_back(
+        [raw = c.get(), i] { raw->server_status_[i] = raw->servers_[i]->Run(); });
   }
   // Clients register concurrently: registration completes only when all have joined.
   worker::ClientOptions client_options;
@@ -53,7 +54,8 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
     c->clients_.push_back(std::move(client).value());
   }
   for (auto& server : c->servers_) {
-    if (!server->WaitUntilServing(std::chrono::seconds(30))) return UnavailableError("a server did not start");
+    if (!server->WaitUntilServing(std::chrono::seconds(30)))
+      return UnavailableError("a server did not start");
   }
   return c;
 }

@@ -1,10 +1,10 @@
 #include "tests/testing/subprocess.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 extern char** environ;
@@ -68,7 +68,8 @@ Subprocess::~Subprocess() {
   if (pidfd_ >= 0) close(pidfd_);
 }
 
-std::optional<std::string> Subprocess::WaitForOutput(const std::string& text, std::chrono::milliseconds timeout) {
+std::optional<std::string> Subprocess::WaitForOutput(const std::string& text,
+                                                     std::chrono::milliseconds timeout) {
   std::unique_lock lock(mu_);
   size_t at = std::string::npos;
   cv_.wait_for(lock, timeout, [&] {

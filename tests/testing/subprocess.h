@@ -28,7 +28,8 @@ class Subprocess {
 
   // Waits until the output contains `text`; returns the whole line holding it,
   // or nullopt on timeout or exit without it.
-  std::optional<std::string> WaitForOutput(const std::string& text, std::chrono::milliseconds timeout);
+  std::optional<std::string> WaitForOutput(const std::string& text,
+                                           std::chrono::milliseconds timeout);
   // Waits for the exit; returns the exit code (128+signal if killed), or nullopt on timeout.
   std::optional<int> WaitForExit(std::chrono::milliseconds timeout);
   void Kill(int signal);

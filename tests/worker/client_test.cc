@@ -2,11 +2,11 @@
 // clients as threads over loopback TCP).
 #include "worker/client.h"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <map>
 #include <random>
-
-#include <gtest/gtest.h>
 
 #include "common/partition.h"
 #include "tests/testing/local_cluster.h"
@@ -124,8 +124,8 @@ TEST_P(ClientTest, ManyConcurrentOperationsFromManyThreads) {
 INSTANTIATE_TEST_SUITE_P(ServersByWorkers, ClientTest,
                          ::testing::Values(std::pair{1, 1}, std::pair{2, 2}, std::pair{3, 1}),
                          [](const auto& info) {
-                           return std::to_string(info.param.first) + "servers" + std::to_string(info.param.second) +
-                                  "workers";
+                           return std::to_string(info.param.first) + "servers" +
+                                  std::to_string(info.param.second) + "workers";
                          });
 
 TEST(ClientErrorsTest, BadCallsReturnAStatusAndNeverCrash) {
@@ -139,7 +139,8 @@ TEST(ClientErrorsTest, BadCallsReturnAStatusAndNeverCrash) {
   std::vector<uint64_t> keys = {1, 2, 3};
   EXPECT_EQ(c.Pull("nope", keys)->Wait().code(), StatusCode::kNotFound);
   EXPECT_EQ(c.Pull("w", keys)->Wait().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(c.Push("emb", keys, std::vector<float>(5))->Wait().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(c.Push("emb", keys, std::vector<float>(5))->Wait().code(),
+            StatusCode::kInvalidArgument);
   EXPECT_EQ(c.PushDense("w", Buffer::Allocate(4 * 9))->Wait().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(c.PullDense("emb")->Wait().code(), StatusCode::kNotFound);
   EXPECT_EQ(c.Pull("emb", Buffer::Allocate(7))->Wait().code(), StatusCode::kInvalidArgument);

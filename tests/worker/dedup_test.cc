@@ -1,9 +1,9 @@
 #include "worker/dedup.h"
 
+#include <gtest/gtest.h>
+
 #include <map>
 #include <random>
-
-#include <gtest/gtest.h>
 
 namespace eddy::worker {
 namespace {
