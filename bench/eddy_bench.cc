@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       "  eddy_bench --preset=pslite                # local mode: every role as threads\n"
       "  mpirun -np 3 eddy_bench --preset=pslite   # scheduler, 1 server, 1 worker\n"
       "  eddy_bench --role=scheduler|server|worker --scheduler=tcp://host:port ...");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  eddy::scheduler::ParseFlags(&argc, &argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
 

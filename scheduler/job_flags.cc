@@ -2,7 +2,13 @@
 
 #include <gflags/gflags.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+
 #include "common/table_config.h"
+
+DECLARE_bool(help);  // defined by gflags
 
 DEFINE_string(
     role, "",
@@ -41,6 +47,36 @@ DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
 namespace eddy::scheduler {
+
+void ParseFlags(int* argc, char*** argv) {
+  gflags::ParseCommandLineNonHelpFlags(argc, argv, true);
+  if (FLAGS_help) {
+    std::printf("%s\n", gflags::ProgramUsage());
+    std::vector<gflags::CommandLineFlagInfo> flags;
+    gflags::GetAllFlags(&flags);
+    std::map<std::string, std::vector<const gflags::CommandLineFlagInfo*>> by_file;
+    // Eddy's flags are those defined in files of this source tree.
+    const std::string self = __FILE__;
+    const std::string root =
+        self.substr(0, self.size() - std::string("scheduler/job_flags.cc").size());
+    for (const auto& f : flags) {
+      if (f.filename.rfind(root, 0) == 0) by_file[f.filename.substr(root.size())].push_back(&f);
+    }
+    for (const auto& [file, list] : by_file) {
+      std::printf("\n  Flags from %s:\n", file.c_str());
+      for (const auto* f : list) {
+        std::printf("    --%s (%s) type: %s default: %s\n", f->name.c_str(), f->description.c_str(),
+                    f->type.c_str(),
+                    f->type == "string" ? ("\"" + f->default_value + "\"").c_str()
+                                        : f->default_value.c_str());
+      }
+    }
+    std::printf(
+        "\n  --flagfile=FILE reads flags from FILE; --helpfull lists the logging flags too.\n");
+    std::exit(0);
+  }
+  gflags::HandleCommandLineHelpFlags();
+}
 
 StatusOr<JobOptions> JobOptionsFromFlags() {
   JobOptions o;

@@ -9,6 +9,10 @@
 
 namespace eddy::scheduler {
 
+// Parses the command line like gflags::ParseCommandLineFlags, except that
+// --help lists only Eddy's own flags (--helpfull lists every library's too).
+void ParseFlags(int* argc, char*** argv);
+
 // Builds JobOptions from the parsed flags; errors say which flag to fix.
 StatusOr<JobOptions> JobOptionsFromFlags();
 

@@ -192,6 +192,19 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
   EXPECT_EQ(*code, 1) << bad_table.output();
 }
 
+TEST(MultiProcessTest, HelpListsEddysFlags) {
+  Subprocess p(Args("eddy_bench", {"--help"}));
+  auto code = p.WaitForExit(30s);
+  ASSERT_TRUE(code.has_value());
+  EXPECT_EQ(*code, 0);
+  const std::string out = p.output();
+  for (const char* flag :
+       {"--num_servers", "--tables", "--node_timeout_ms", "--preset", "--inflight"}) {
+    EXPECT_NE(out.find(flag), std::string::npos) << flag << " missing from --help:\n" << out;
+  }
+  EXPECT_EQ(out.find("--log_dir"), std::string::npos) << "library flags belong to --helpfull";
+}
+
 TEST(MultiProcessTest, MpirunWithoutRoomForAWorkerExplainsWhat) {
   std::vector<std::string> args = {"/usr/bin/mpirun",    "--oversubscribe", "-np",           "2",
                                    kBin + "/eddy_bench", "--num_servers=1", "--duration_s=1"};

@@ -217,7 +217,7 @@ Status Summarize(const std::vector<std::string>& raw) {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Checks exactly-once application of acknowledged pushes on a real cluster.");
-  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  eddy::scheduler::ParseFlags(&argc, &argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   std::string tables =
