@@ -43,6 +43,10 @@ DEFINE_int32(registration_timeout_s, 120,
              "How long the scheduler waits for every node to register.");
 DEFINE_int32(request_timeout_ms, 30000, "A push or pull not answered within this time fails.");
 DEFINE_uint64(max_request_keys, 1 << 24, "Largest number of keys a server accepts in one request.");
+DEFINE_int32(
+    staleness, -1,
+    "Staleness bound s: a pull made at clock c (mini-batches done) is answered once every "
+    "worker has finished clock c - s; 0 = synchronous pulls, -1 = unbounded (asynchronous).");
 DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
@@ -112,6 +116,7 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   s.registration_timeout = std::chrono::seconds(FLAGS_registration_timeout_s);
   s.server_shards = static_cast<uint32_t>(std::max(0, FLAGS_server_shards));
   s.max_request_keys = FLAGS_max_request_keys;
+  s.staleness = FLAGS_staleness;
 
   const int64_t max_bytes = int64_t{FLAGS_max_message_mb} << 20;
   o.server_options.bind_host = FLAGS_bind;

@@ -32,6 +32,10 @@ Status ValidateSchedulerOptions(const SchedulerOptions& o) {
   if (o.server_shards == 0 || o.server_shards > 65536)
     return InvalidArgumentError("--server_shards must be in [1, 65536]");
   if (o.tables.empty()) return InvalidArgumentError("no tables defined (--tables)");
+  if (o.staleness < -1) {
+    return InvalidArgumentError("--staleness must be >= 0 (bounded) or -1 (unbounded), not " +
+                                std::to_string(o.staleness));
+  }
   for (const auto& t : o.tables) RETURN_IF_ERROR(ValidateTableConfig(t));
   return OkStatus();
 }
@@ -150,6 +154,7 @@ void SchedulerNode::SendViews() {
   view.set_node_timeout_ms(static_cast<int32_t>(options_.node_timeout.count()));
   view.set_server_shards(options_.server_shards);
   view.set_max_request_keys(options_.max_request_keys);
+  view.set_staleness(options_.staleness);
   const auto now = SteadyClock::now();
   for (Node& n : nodes_) {
     view.set_your_id(n.id);

@@ -33,6 +33,9 @@ struct SchedulerOptions {
   std::chrono::milliseconds registration_timeout{120'000};
   uint32_t server_shards = 64;
   uint64_t max_request_keys = 1 << 24;
+  // Staleness bound: a pull at clock c waits until every worker finished clock
+  // c - staleness. -1: never waits (asynchronous).
+  int staleness = -1;
 };
 
 // Checks the options (counts, timeouts, tables) and says what to change.

@@ -36,6 +36,7 @@ ServerStats ServerNode::stats() const {
     s.requests = ps.requests;
     s.error_replies = ps.errors;
   }
+  s.error_replies += refused_.load();
   s.dropped_messages = dropped_.load();
   return s;
 }
@@ -86,6 +87,7 @@ Status ServerNode::RunInternal() {
         store_->AddTable(table).WithContext("server " + std::to_string(view.your_id())));
   }
   store_ptr_.store(store_.get());
+  gate_ = std::make_unique<StalenessGate>(view.workers_size(), view.staleness());
   {
     MutexLock lock(&mu_);
     serving_ = true;
@@ -94,6 +96,48 @@ Status ServerNode::RunInternal() {
   LOG(INFO) << "server " << view.your_id() << " serving " << view.tables_size() << " table(s) at "
             << advertised;
   return Serve(router, link);
+}
+
+void ServerNode::Answer(zmq::socket_t& router, const std::string& routing_id,
+                        const Message& request) {
+  Message reply = store_->Handle(request);
+  if (!reply.header.status_message().empty()) {
+    uint64_t n = store_->stats().errors;
+    if (n <= 10 || n % 1000 == 0) {
+      LOG(WARNING) << "server " << server_id_.load() << ": refused a "
+                   << MsgTypeName(request.header.type()) << " request (" << n
+                   << " so far): " << reply.header.status_message();
+    }
+  }
+  Status sent = SendMessage(router, reply, routing_id, /*dont_wait=*/true);
+  if (!sent.ok()) VLOG(1) << "reply not sent: " << sent;
+}
+
+void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request) {
+  const proto::MsgType type = request.header.type();
+  if (type == proto::CLOCK) {
+    Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
+    StatusOr<std::vector<StalenessGate::Held>> released =
+        gate_->Advance(request.header.sender(), request.header.clock());
+    if (!released.ok()) {
+      SetStatus(released.status(), &reply.header);
+      uint64_t n = refused_.fetch_add(1) + 1;
+      if (n <= 10 || n % 1000 == 0) {
+        LOG(WARNING) << "server " << server_id_.load() << ": refused a CLOCK (" << n
+                     << " so far): " << released.status().message();
+      }
+    }
+    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+    if (!released.ok()) return;
+    for (StalenessGate::Held& held : *released) Answer(router, held.routing_id, held.request);
+    return;
+  }
+  const bool is_pull = type == proto::PULL || type == proto::PUSH_PULL || type == proto::PULL_DENSE;
+  if (is_pull && !gate_->Admits(request.header.clock())) {
+    gate_->Hold(routing_id, std::move(request));
+    return;
+  }
+  Answer(router, routing_id, request);
 }
 
 Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
@@ -136,17 +180,7 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
           SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
         }
       } else {
-        Message reply = store_->Handle(*request);
-        if (!reply.header.status_message().empty()) {
-          uint64_t n = store_->stats().errors;
-          if (n <= 10 || n % 1000 == 0) {
-            LOG(WARNING) << "server " << server_id_.load() << ": refused a "
-                         << MsgTypeName(request->header.type()) << " request (" << n
-                         << " so far): " << reply.header.status_message();
-          }
-        }
-        Status sent = SendMessage(router, reply, routing_id, /*dont_wait=*/true);
-        if (!sent.ok()) VLOG(1) << "reply not sent: " << sent;
+        Dispatch(router, routing_id, std::move(request).value());
       }
       if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
     }

@@ -15,6 +15,7 @@
 #include "common/net.h"
 #include "common/status.h"
 #include "server/parameter_store.h"
+#include "server/staleness_gate.h"
 
 namespace eddy {
 class SchedulerLink;
@@ -64,6 +65,9 @@ class ServerNode {
  private:
   Status RunInternal();
   Status Serve(zmq::socket_t& router, SchedulerLink& link);
+  // Applies the staleness bound, then answers (or holds) one request.
+  void Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request);
+  void Answer(zmq::socket_t& router, const std::string& routing_id, const Message& request);
 
   zmq::context_t& context_;
   ServerOptions options_;
@@ -71,8 +75,10 @@ class ServerNode {
   std::atomic<bool> stop_{false};
   std::atomic<int> server_id_{-1};
   std::atomic<uint64_t> dropped_{0};
+  std::atomic<uint64_t> refused_{0};       // error replies given outside the store (CLOCK)
   std::unique_ptr<ParameterStore> store_;  // created by Run() from the cluster view
   std::atomic<ParameterStore*> store_ptr_{nullptr};
+  std::unique_ptr<StalenessGate> gate_;  // event-loop thread only
   mutable Mutex mu_;
   CondVar serving_cv_;
   std::string endpoint_ GUARDED_BY(mu_);

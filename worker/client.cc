@@ -183,6 +183,7 @@ OpPtr Client::Sparse(proto::MsgType type, std::string_view table_name, Buffer ke
     m.header.set_table(table->name());
     m.header.set_sender(worker_id_);
     m.header.set_num_keys(m.keys.size() / sizeof(uint64_t));
+    m.header.set_clock(clock_.load());
     m.header.set_value_dim(dim);
     if (has_grads) m.header.set_dtype(proto::FLOAT32);
     return m;
@@ -295,12 +296,29 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
     m.header.set_table(t->name());
     m.header.set_sender(worker_id_);
     m.header.set_offset(begin);
+    m.header.set_clock(clock_.load());
     op->offsets_.push_back(begin);
     op->expected_values_.push_back(end - begin);
     parts.push_back(Part{s, std::move(m), op, static_cast<uint32_t>(parts.size())});
   }
   op->scatter_ = parts.size() > 1;
   if (op->scatter_) op->result_ = Buffer::AllocateUninitialized(count * sizeof(float));
+  op->remaining_parts_ = static_cast<int>(parts.size());
+  Enqueue(std::move(parts));
+  return op;
+}
+
+OpPtr Client::Clock(Callback callback) {
+  auto op = std::make_shared<Op>(std::move(callback));
+  const int64_t finished = clock_.fetch_add(1) + 1;
+  std::vector<Part> parts;
+  for (uint32_t s = 0; s < servers_.size(); ++s) {
+    Message m{MakeHeader(proto::CLOCK, next_request_id_.fetch_add(1)), {}, {}};
+    m.header.set_sender(worker_id_);
+    m.header.set_clock(finished);
+    op->expected_values_.push_back(0);
+    parts.push_back(Part{s, std::move(m), op, s});
+  }
   op->remaining_parts_ = static_cast<int>(parts.size());
   Enqueue(std::move(parts));
   return op;

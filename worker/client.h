@@ -121,6 +121,14 @@ class Client {
   OpPtr PushDense(std::string_view name, Buffer grads, Callback callback = {});
   OpPtr PullDense(std::string_view name, Callback callback = {});
 
+  // Announces to every server that this worker finished its current clock (one
+  // mini-batch) and advances the clock its pulls carry. Under a staleness bound
+  // s (SchedulerOptions::staleness), a pull made at clock c is answered once
+  // every worker has finished clock c - s; without one, clocks cost nothing.
+  OpPtr Clock(Callback callback = {});
+  // Clocks this worker has finished.
+  int64_t clock() const { return clock_.load(); }
+
   // Blocks until every worker has reached the barrier `name`.
   Status Barrier(const std::string& name = "workers");
   // Tells the scheduler this worker is done (with its report) and blocks until
@@ -173,6 +181,7 @@ class Client {
   bool stopping_ GUARDED_BY(queue_mu_) = false;
   Status health_ GUARDED_BY(queue_mu_);
   std::atomic<uint64_t> next_request_id_{1};
+  std::atomic<int64_t> clock_{0};
 
   // I/O-thread state.
   std::unordered_map<uint64_t, Pending> pending_;

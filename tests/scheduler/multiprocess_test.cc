@@ -176,6 +176,7 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
       {{"--heartbeat_interval_ms=1000", "--node_timeout_ms=500"},
        "must be larger than --heartbeat_interval_ms"},
       {{"--mode=sideways"}, "--mode must be"},
+      {{"--staleness=-2"}, "--staleness must be"},
       {{"--tables=x:dim=4"}, "do not pass --tables"},
   };
   for (const Case& c : cases) {

@@ -141,6 +141,10 @@ TEST_F(ServerBadInputTest, ErrorRepliesForInvalidRequests) {
   Message unknown = Request(proto::PULL, "emb", keys0_, 0);
   unknown.header.set_type(static_cast<proto::MsgType>(77));
   cases.push_back({"unknown type", unknown, StatusCode::kUnimplemented});
+  Message clock = Request(proto::CLOCK, "", {}, 0);
+  clock.header.set_sender(99);
+  clock.header.set_clock(1);
+  cases.push_back({"clock from an unknown worker", clock, StatusCode::kInvalidArgument});
   Message dense_wrong = Request(proto::PUSH_DENSE, "w", {}, 3);
   cases.push_back({"dense wrong length", dense_wrong, StatusCode::kInvalidArgument});
   Message dense_offset = Request(proto::PUSH_DENSE, "w", {}, 5);

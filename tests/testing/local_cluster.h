@@ -29,6 +29,7 @@ struct LocalClusterOptions {
   std::chrono::milliseconds heartbeat_interval{200};
   std::chrono::milliseconds node_timeout{5000};
   std::chrono::milliseconds request_timeout{20'000};
+  int staleness = -1;
 };
 
 class LocalCluster {

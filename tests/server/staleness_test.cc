@@ -1,0 +1,132 @@
+// The staleness bound: the gate on its own, and a real cluster whose workers run
+// at randomly different speeds (many seeds) never see a pull answered early.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "server/staleness_gate.h"
+#include "tests/testing/local_cluster.h"
+
+namespace eddy::server {
+namespace {
+
+Message PullAt(int64_t clock) {
+  Message m{MakeHeader(proto::PULL, static_cast<uint64_t>(clock)), {}, {}};
+  m.header.set_clock(clock);
+  return m;
+}
+
+TEST(StalenessGateTest, UnboundedNeverHolds) {
+  StalenessGate gate(3, -1);
+  EXPECT_FALSE(gate.bounded());
+  EXPECT_TRUE(gate.Admits(1000000));
+}
+
+TEST(StalenessGateTest, HoldsUntilTheSlowestWorkerCatchesUp) {
+  StalenessGate gate(2, 1);
+  EXPECT_TRUE(gate.Admits(0));
+  EXPECT_TRUE(gate.Admits(1));
+  EXPECT_FALSE(gate.Admits(2));
+  gate.Hold("a", PullAt(2));
+  gate.Hold("b", PullAt(3));
+  auto r = gate.Advance(0, 5);
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(r->empty());  // worker 1 is still at clock 0
+  r = gate.Advance(1, 1);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].routing_id, "a");
+  r = gate.Advance(1, 2);
+  ASSERT_EQ(r->size(), 1u);
+  EXPECT_EQ((*r)[0].routing_id, "b");
+  EXPECT_EQ(gate.held(), 0u);
+  EXPECT_EQ(gate.min_clock(), 2);
+  // Clocks never go back.
+  r = gate.Advance(1, 1);
+  EXPECT_EQ(gate.min_clock(), 2);
+}
+
+TEST(StalenessGateTest, ZeroStalenessIsSynchronousAndReleasesInArrivalOrder) {
+  StalenessGate gate(2, 0);
+  EXPECT_TRUE(gate.Admits(0));
+  EXPECT_FALSE(gate.Admits(1));
+  gate.Hold("x", PullAt(1));
+  gate.Hold("y", PullAt(1));
+  ASSERT_TRUE(gate.Advance(0, 1).ok());
+  auto r = gate.Advance(1, 1);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].routing_id, "x");
+  EXPECT_EQ((*r)[1].routing_id, "y");
+}
+
+TEST(StalenessGateTest, UnknownWorkerIsAnError) {
+  StalenessGate gate(2, 0);
+  EXPECT_FALSE(gate.Advance(2, 1).ok());
+  EXPECT_FALSE(gate.Advance(-1, 1).ok());
+}
+
+// Workers run `clocks` iterations of pull -> (random delay) -> push -> clock. When
+// a pull made at clock c returns, every worker must have finished c - s clocks.
+void RunBoundedCluster(int staleness, uint64_t seed) {
+  testing::LocalClusterOptions o;
+  o.num_servers = 2;
+  o.num_workers = 3;
+  o.tables = "emb:dim=1,opt=sgd,lr=1;w:shape=8,opt=sgd,lr=1";
+  o.staleness = staleness;
+  auto cluster = testing::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  constexpr int kClocks = 12;
+  // finished[w] is raised before worker w announces the clock, so it is never
+  // behind what the servers know.
+  std::vector<std::atomic<int64_t>> finished(o.num_workers);
+  std::atomic<int> violations{0};
+  std::atomic<int> errors{0};
+  {
+    std::vector<std::jthread> workers;
+    for (int w = 0; w < o.num_workers; ++w) {
+      workers.emplace_back([&, w] {
+        worker::Client& client = (*cluster)->client(w);
+        std::mt19937_64 rng(seed * 31 + w);
+        std::vector<uint64_t> keys = {1, 2, 3, 4, 5, 6, 7, 8};
+        std::vector<float> grads(keys.size(), -1.0f);
+        std::mutex mu;
+        std::condition_variable cv;
+        for (int c = 0; c < kClocks; ++c) {
+          auto pull = (c % 2 == 0) ? client.Pull("emb", keys) : client.PullDense("w");
+          if (!pull->Wait().ok()) {
+            errors.fetch_add(1);
+            return;
+          }
+          int64_t slowest = finished[0].load();
+          for (auto& f : finished) slowest = std::min(slowest, f.load());
+          if (staleness >= 0 && slowest < c - staleness) violations.fetch_add(1);
+          // A random delay makes workers drift apart (waiting on a timeout, not
+          // synchronising on it).
+          std::unique_lock lock(mu);
+          cv.wait_for(lock, std::chrono::microseconds(rng() % 3000));
+          lock.unlock();
+          if (!client.Push("emb", keys, grads)->Wait().ok()) errors.fetch_add(1);
+          finished[w].store(c + 1);
+          if (!client.Clock()->Wait().ok()) errors.fetch_add(1);
+        }
+      });
+    }
+  }
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(violations.load(), 0) << "staleness " << staleness << " seed " << seed;
+  EXPECT_TRUE((*cluster)->Shutdown().ok());
+}
+
+TEST(StalenessBoundTest, NeverViolatedUnderRandomDelays) {
+  for (int staleness : {0, 1, 3}) {
+    for (uint64_t seed = 1; seed <= 4; ++seed) RunBoundedCluster(staleness, seed);
+  }
+}
+
+TEST(StalenessBoundTest, UnboundedJobsDoNotWait) { RunBoundedCluster(-1, 7); }
+
+}  // namespace
+}  // namespace eddy::server
