@@ -86,7 +86,38 @@ void SchedulerNode::SendTo(const std::string& routing_id, proto::MsgType type,
 }
 
 void SchedulerNode::Broadcast(proto::MsgType type, const std::string& message) {
-  for (const Node& n : nodes_) SendTo(n.routing_id, type, message);
+  for (const Node& n : nodes_) {
+    if (!n.lost) SendTo(n.routing_id, type, message);
+  }
+}
+
+int SchedulerNode::LiveWorkers() const {
+  int live = 0;
+  for (const Node& n : nodes_) live += n.role == proto::WORKER && !n.lost;
+  return live;
+}
+
+bool SchedulerNode::AllLiveWorkersDone() const {
+  for (const Node& n : nodes_) {
+    if (n.role == proto::WORKER && !n.lost && !n.done) return false;
+  }
+  return true;
+}
+
+void SchedulerNode::ReleaseCompleteBarriers() {
+  for (auto it = barriers_.begin(); it != barriers_.end();) {
+    std::vector<std::string>& waiting = it->second;
+    std::erase_if(waiting, [&](const std::string& r) {
+      const Node* n = FindNode(r);
+      return n == nullptr || n->lost;
+    });
+    if (static_cast<int>(waiting.size()) >= LiveWorkers()) {
+      for (const std::string& r : waiting) SendTo(r, proto::BARRIER_RELEASE);
+      it = barriers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Header& header) {
@@ -212,12 +243,8 @@ Status SchedulerNode::Run() {
             break;
           case proto::BARRIER: {
             if (node == nullptr || node->role != proto::WORKER) break;
-            auto& waiting = barriers_[h.table()];
-            waiting.push_back(routing_id);
-            if (static_cast<int>(waiting.size()) == options_.num_workers) {
-              for (const std::string& r : waiting) SendTo(r, proto::BARRIER_RELEASE);
-              barriers_.erase(h.table());
-            }
+            barriers_[h.table()].push_back(routing_id);
+            ReleaseCompleteBarriers();
             break;
           }
           case proto::WORKER_DONE: {
@@ -229,9 +256,7 @@ Status SchedulerNode::Run() {
               reports_[node->id] = h.payload();
             }
             LOG(INFO) << "scheduler: " << node->Name() << " finished";
-            int done = 0;
-            for (const Node& n : nodes_) done += n.role == proto::WORKER && n.done;
-            if (done == options_.num_workers) {
+            if (AllLiveWorkersDone()) {
               Broadcast(proto::SHUTDOWN, "job finished");
               LOG(INFO) << "scheduler: every worker finished; job done in "
                         << Seconds(SteadyClock::now() - started);
@@ -271,15 +296,35 @@ Status SchedulerNode::Run() {
       }
       continue;
     }
-    for (const Node& n : nodes_) {
-      if (now - n.last_seen > options_.node_timeout) {
-        std::string why = n.Name() + " stopped answering: no heartbeat for " +
-                          Seconds(now - n.last_seen) + " (limit " + Seconds(options_.node_timeout) +
-                          ", --node_timeout_ms); aborting the job";
-        LOG(ERROR) << "scheduler: " << why;
-        Broadcast(proto::ABORT, why);
-        return UnavailableError(why);
+    for (Node& n : nodes_) {
+      if (n.lost || now - n.last_seen <= options_.node_timeout) continue;
+      std::string why = n.Name() + " stopped answering: no heartbeat for " +
+                        Seconds(now - n.last_seen) + " (limit " + Seconds(options_.node_timeout) +
+                        ", --node_timeout_ms)";
+      if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
+        n.lost = true;
+        LOG(WARNING) << "scheduler: " << why << "; going on with " << LiveWorkers()
+                     << " live worker(s) (--tolerate_worker_failures)";
+        for (const Node& other : nodes_) {
+          if (other.lost) continue;
+          Message left{MakeHeader(proto::NODE_LEFT), {}, {}};
+          left.header.set_sender(n.id);
+          left.header.set_status_message(why);
+          SendMessage(*socket_, left, other.routing_id, /*dont_wait=*/true).IgnoreError();
+        }
+        ReleaseCompleteBarriers();
+        if (AllLiveWorkersDone()) {
+          Broadcast(proto::SHUTDOWN, "job finished");
+          LOG(INFO) << "scheduler: every live worker finished; job done in "
+                    << Seconds(SteadyClock::now() - started);
+          return OkStatus();
+        }
+        continue;
       }
+      why += "; aborting the job";
+      LOG(ERROR) << "scheduler: " << why;
+      Broadcast(proto::ABORT, why);
+      return UnavailableError(why);
     }
   }
 }

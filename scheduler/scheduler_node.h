@@ -36,6 +36,9 @@ struct SchedulerOptions {
   // Staleness bound: a pull at clock c waits until every worker finished clock
   // c - staleness. -1: never waits (asynchronous).
   int staleness = -1;
+  // When a worker is lost: false ends the job (the default); true goes on with
+  // the live workers (servers stop waiting for it under a staleness bound).
+  bool tolerate_worker_failures = false;
 };
 
 // Checks the options (counts, timeouts, tables) and says what to change.
@@ -67,12 +70,18 @@ class SchedulerNode {
     std::string routing_id;
     SteadyClock::time_point last_seen;
     bool done = false;
+    bool lost = false;  // stopped answering; tolerated (workers only)
     std::string report;
     std::string Name() const;
   };
 
   void OnRegister(const std::string& routing_id, const proto::Header& header);
   void SendViews();
+  int LiveWorkers() const;
+  // After a worker finished or was lost: releases complete barriers; returns
+  // true when every live worker has finished.
+  void ReleaseCompleteBarriers();
+  bool AllLiveWorkersDone() const;
   void Broadcast(proto::MsgType type, const std::string& message);
   void SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message = {});
   Node* FindNode(const std::string& routing_id);

@@ -160,6 +160,12 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
       } else if (msg->header.type() == proto::SHUTDOWN) {
         LOG(INFO) << "server " << server_id_.load() << ": shutdown requested by the scheduler";
         return OkStatus();
+      } else if (msg->header.type() == proto::NODE_LEFT) {
+        LOG(WARNING) << "server " << server_id_.load() << ": worker " << msg->header.sender()
+                     << " was lost; it no longer counts toward the staleness bound";
+        for (StalenessGate::Held& held : gate_->RemoveWorker(msg->header.sender())) {
+          Answer(router, held.routing_id, held.request);
+        }
       } else if (msg->header.type() == proto::ABORT) {
         return AbortedError("job aborted by the scheduler: " + msg->header.status_message());
       }

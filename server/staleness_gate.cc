@@ -1,6 +1,7 @@
 #include "server/staleness_gate.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace eddy::server {
 
@@ -20,7 +21,18 @@ StatusOr<std::vector<StalenessGate::Held>> StalenessGate::Advance(int worker, in
     return InvalidArgumentError("CLOCK from unknown worker " + std::to_string(worker));
   }
   clocks_[worker] = std::max(clocks_[worker], clock);
-  min_clock_ = *std::min_element(clocks_.begin(), clocks_.end());
+  return Release();
+}
+
+std::vector<StalenessGate::Held> StalenessGate::RemoveWorker(int worker) {
+  if (worker >= 0 && worker < static_cast<int>(clocks_.size())) {
+    clocks_[worker] = std::numeric_limits<int64_t>::max();
+  }
+  return Release();
+}
+
+std::vector<StalenessGate::Held> StalenessGate::Release() {
+  min_clock_ = clocks_.empty() ? 0 : *std::min_element(clocks_.begin(), clocks_.end());
   std::vector<Held> released;
   // Keep arrival order among the pulls still held.
   std::deque<Held> still;

@@ -37,6 +37,10 @@ class StalenessGate {
   // arrival order.
   StatusOr<std::vector<Held>> Advance(int worker, int64_t clock);
 
+  // A lost worker no longer counts toward the bound. Returns the held pulls that
+  // may now be answered.
+  std::vector<Held> RemoveWorker(int worker);
+
   int64_t min_clock() const { return min_clock_; }
   size_t held() const { return held_.size(); }
 
@@ -45,6 +49,8 @@ class StalenessGate {
   std::vector<int64_t> clocks_;
   int64_t min_clock_ = 0;
   std::deque<Held> held_;
+
+  std::vector<Held> Release();
 };
 
 }  // namespace eddy::server

@@ -128,5 +128,49 @@ TEST(StalenessBoundTest, NeverViolatedUnderRandomDelays) {
 
 TEST(StalenessBoundTest, UnboundedJobsDoNotWait) { RunBoundedCluster(-1, 7); }
 
+// A worker dies (stops heartbeating) at clock 2; with --tolerate_worker_failures
+// the scheduler tells the servers, and the others get past the bound and finish.
+void RunWithLostWorker(int staleness) {
+  testing::LocalClusterOptions o;
+  o.num_servers = 2;
+  o.num_workers = 3;
+  o.tables = "emb:dim=1,opt=sgd,lr=1";
+  o.staleness = staleness;
+  o.tolerate_worker_failures = true;
+  o.heartbeat_interval = std::chrono::milliseconds(50);
+  o.node_timeout = std::chrono::milliseconds(600);
+  auto cluster = testing::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  const std::vector<uint64_t> keys = {11, 22, 33};
+  const std::vector<float> grads(keys.size(), -1.0f);
+  std::atomic<int> errors{0};
+  auto run = [&](int w, int clocks) {
+    worker::Client& client = (*cluster)->client(w);
+    for (int c = 0; c < clocks; ++c) {
+      if (!client.Pull("emb", keys)->Wait().ok()) errors.fetch_add(1);
+      if (!client.Push("emb", keys, grads)->Wait().ok()) errors.fetch_add(1);
+      if (!client.Clock()->Wait().ok()) errors.fetch_add(1);
+    }
+  };
+  {
+    std::vector<std::jthread> workers;
+    for (int w = 0; w < 2; ++w) workers.emplace_back(run, w, 8);
+    workers.emplace_back([&] {
+      run(2, 2);
+      (*cluster)->LoseWorker(2);  // the others now wait at clock 3 until it is declared lost
+    });
+  }
+  EXPECT_EQ(errors.load(), 0);
+  // Every acknowledged push was applied: 2 pushes of the lost worker, 16 of the others.
+  auto pull = (*cluster)->client(0).Pull("emb", keys);
+  ASSERT_TRUE(pull->Wait().ok());
+  for (float v : pull->values()) EXPECT_EQ(v, 18.0f);
+  EXPECT_TRUE((*cluster)->Shutdown().ok());
+}
+
+TEST(StalenessBoundTest, SynchronousJobGoesOnAfterAWorkerIsLost) { RunWithLostWorker(0); }
+TEST(StalenessBoundTest, BoundedJobGoesOnAfterAWorkerIsLost) { RunWithLostWorker(1); }
+TEST(StalenessBoundTest, AsynchronousJobGoesOnAfterAWorkerIsLost) { RunWithLostWorker(-1); }
+
 }  // namespace
 }  // namespace eddy::server

@@ -16,6 +16,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   so.server_shards = options.server_shards;
   so.max_request_keys = options.max_request_keys;
   so.staleness = options.staleness;
+  so.tolerate_worker_failures = options.tolerate_worker_failures;
   c->scheduler_ = std::make_unique<scheduler::SchedulerNode>(c->context_, so);
   ASSIGN_OR_RETURN(c->endpoint_, c->scheduler_->Bind());
   c->threads_.emplace_back([raw = c.get()] { raw->scheduler_status_ = raw->scheduler_->Run(); });
@@ -67,7 +68,7 @@ Status LocalCluster::Shutdown() {
   {
     std::vector<std::jthread> finishers;
     for (size_t i = 0; i < clients_.size(); ++i) {
-      finishers.emplace_back([&, i] { finished[i] = clients_[i]->Finish(""); });
+      if (clients_[i]) finishers.emplace_back([&, i] { finished[i] = clients_[i]->Finish(""); });
     }
   }
   threads_.clear();  // joins the scheduler and the servers

@@ -30,6 +30,7 @@ struct LocalClusterOptions {
   std::chrono::milliseconds node_timeout{5000};
   std::chrono::milliseconds request_timeout{20'000};
   int staleness = -1;
+  bool tolerate_worker_failures = false;
 };
 
 class LocalCluster {
@@ -46,7 +47,11 @@ class LocalCluster {
   const std::string& scheduler_endpoint() const { return endpoint_; }
   zmq::context_t& context() { return context_; }
 
-  // Finishes every worker and waits until the scheduler and the servers have
+  // Destroys worker i's client without finishing: it stops heartbeating, as if
+  // its process had died.
+  void LoseWorker(int i) { clients_[i].reset(); }
+
+  // Finishes every remaining worker and waits until the scheduler and the servers have
   // ended; returns the first error among them.
   Status Shutdown();
 
