@@ -1,0 +1,36 @@
+#include "worker/data/row.h"
+
+#include <glog/logging.h>
+
+namespace eddy::worker {
+
+void Example::Clear() {
+  label = 0;
+  ids.clear();
+  fields.clear();
+  values.clear();
+  dense.clear();
+}
+
+void ExampleBatch::Append(const Example& example) {
+  DCHECK_EQ(example.dense.size(), dense_dim);
+  DCHECK_EQ(example.ids.size(), example.fields.size());
+  DCHECK_EQ(example.ids.size(), example.values.size());
+  labels.push_back(example.label);
+  ids.insert(ids.end(), example.ids.begin(), example.ids.end());
+  fields.insert(fields.end(), example.fields.begin(), example.fields.end());
+  values.insert(values.end(), example.values.begin(), example.values.end());
+  dense.insert(dense.end(), example.dense.begin(), example.dense.end());
+  offsets.push_back(static_cast<uint32_t>(ids.size()));
+}
+
+void ExampleBatch::Clear() {
+  labels.clear();
+  offsets.assign(1, 0);
+  ids.clear();
+  fields.clear();
+  values.clear();
+  dense.clear();
+}
+
+}  // namespace eddy::worker
