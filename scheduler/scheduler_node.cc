@@ -91,6 +91,13 @@ void SchedulerNode::Broadcast(proto::MsgType type, const std::string& message) {
   }
 }
 
+Status SchedulerNode::EndJob(SteadyClock::time_point started) {
+  Broadcast(proto::SHUTDOWN, "job finished");
+  LOG(INFO) << "scheduler: every live worker finished; job done in "
+            << Seconds(SteadyClock::now() - started);
+  return OkStatus();
+}
+
 int SchedulerNode::LiveWorkers() const {
   int live = 0;
   for (const Node& n : nodes_) live += n.role == proto::WORKER && !n.lost;
@@ -256,12 +263,7 @@ Status SchedulerNode::Run() {
               reports_[node->id] = h.payload();
             }
             LOG(INFO) << "scheduler: " << node->Name() << " finished";
-            if (AllLiveWorkersDone()) {
-              Broadcast(proto::SHUTDOWN, "job finished");
-              LOG(INFO) << "scheduler: every worker finished; job done in "
-                        << Seconds(SteadyClock::now() - started);
-              return OkStatus();
-            }
+            if (AllLiveWorkersDone()) return EndJob(started);
             break;
           }
           case proto::ABORT: {
@@ -313,12 +315,7 @@ Status SchedulerNode::Run() {
           SendMessage(*socket_, left, other.routing_id, /*dont_wait=*/true).IgnoreError();
         }
         ReleaseCompleteBarriers();
-        if (AllLiveWorkersDone()) {
-          Broadcast(proto::SHUTDOWN, "job finished");
-          LOG(INFO) << "scheduler: every live worker finished; job done in "
-                    << Seconds(SteadyClock::now() - started);
-          return OkStatus();
-        }
+        if (AllLiveWorkersDone()) return EndJob(started);
         continue;
       }
       why += "; aborting the job";

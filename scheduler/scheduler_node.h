@@ -82,6 +82,8 @@ class SchedulerNode {
   // true when every live worker has finished.
   void ReleaseCompleteBarriers();
   bool AllLiveWorkersDone() const;
+  // Sends SHUTDOWN to every live node; the job ended normally.
+  Status EndJob(SteadyClock::time_point started);
   void Broadcast(proto::MsgType type, const std::string& message);
   void SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message = {});
   Node* FindNode(const std::string& routing_id);
