@@ -47,6 +47,9 @@ DEFINE_int32(
     staleness, -1,
     "Staleness bound s: a pull made at clock c (mini-batches done) is answered once every "
     "worker has finished clock c - s; 0 = synchronous pulls, -1 = unbounded (asynchronous).");
+DEFINE_string(aggregate, "none",
+              "How servers apply pushes: none (at once), or sum / mean (all workers' gradients of "
+              "a clock together once every worker finished it; needs --staleness=0).");
 DEFINE_bool(tolerate_worker_failures, false,
             "Go on with the live workers when a worker stops answering (it no longer counts toward "
             "barriers and the staleness bound); by default a lost worker ends the job.");
@@ -121,6 +124,7 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   s.max_request_keys = FLAGS_max_request_keys;
   s.staleness = FLAGS_staleness;
   s.tolerate_worker_failures = FLAGS_tolerate_worker_failures;
+  s.aggregate = FLAGS_aggregate;
 
   const int64_t max_bytes = int64_t{FLAGS_max_message_mb} << 20;
   o.server_options.bind_host = FLAGS_bind;

@@ -32,6 +32,14 @@ Status ValidateSchedulerOptions(const SchedulerOptions& o) {
   if (o.server_shards == 0 || o.server_shards > 65536)
     return InvalidArgumentError("--server_shards must be in [1, 65536]");
   if (o.tables.empty()) return InvalidArgumentError("no tables defined (--tables)");
+  if (o.aggregate != "none" && o.aggregate != "sum" && o.aggregate != "mean") {
+    return InvalidArgumentError("--aggregate must be none, sum or mean, not '" + o.aggregate + "'");
+  }
+  if (o.aggregate != "none" && o.staleness != 0) {
+    return InvalidArgumentError("--aggregate=" + o.aggregate +
+                                " applies each clock's gradients together, so pulls must wait "
+                                "for it: use it with --staleness=0");
+  }
   if (o.staleness < -1) {
     return InvalidArgumentError("--staleness must be >= 0 (bounded) or -1 (unbounded), not " +
                                 std::to_string(o.staleness));
@@ -193,6 +201,7 @@ void SchedulerNode::SendViews() {
   view.set_server_shards(options_.server_shards);
   view.set_max_request_keys(options_.max_request_keys);
   view.set_staleness(options_.staleness);
+  view.set_aggregate(options_.aggregate);
   const auto now = SteadyClock::now();
   for (Node& n : nodes_) {
     view.set_your_id(n.id);

@@ -39,6 +39,10 @@ struct SchedulerOptions {
   // When a worker is lost: false ends the job (the default); true goes on with
   // the live workers (servers stop waiting for it under a staleness bound).
   bool tolerate_worker_failures = false;
+  // How servers apply pushes: "none" at once; "sum" or "mean": all workers'
+  // gradients of a clock together once every worker finished it (requires
+  // staleness 0, so that pulls wait for it).
+  std::string aggregate = "none";
 };
 
 // Checks the options (counts, timeouts, tables) and says what to change.

@@ -40,7 +40,7 @@ ParameterStoreStats ParameterStore::stats() const {
   return {requests_.load(), errors_.load(), keys_.load()};
 }
 
-Message ParameterStore::Handle(const Message& request) {
+Message ParameterStore::Handle(const Message& request, bool apply) {
   requests_.fetch_add(1, std::memory_order_relaxed);
   const proto::Header& h = request.header;
   Message reply{MakeHeader(proto::REPLY, h.request_id()), {}, {}};
@@ -57,7 +57,7 @@ Message ParameterStore::Handle(const Message& request) {
                                    ? "'" + h.table() + "' is a dense tensor, not a sparse table"
                                    : "unknown table '" + h.table() + "'");
       } else {
-        values = HandleSparse(request, it->second.get());
+        values = HandleSparse(request, it->second.get(), apply);
       }
       break;
     }
@@ -69,7 +69,7 @@ Message ParameterStore::Handle(const Message& request) {
                                    ? "'" + h.table() + "' is a sparse table, not a dense tensor"
                                    : "unknown dense tensor '" + h.table() + "'");
       } else {
-        values = HandleDense(request, it->second.get());
+        values = HandleDense(request, it->second.get(), apply);
       }
       break;
     }
@@ -91,7 +91,8 @@ Message ParameterStore::Handle(const Message& request) {
   return reply;
 }
 
-StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingTable* table) {
+StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingTable* table,
+                                              bool apply) {
   const proto::Header& h = request.header;
   const bool has_values = h.type() != proto::PULL;
   if (h.num_keys() == 0) return InvalidArgumentError("empty request: no keys");
@@ -121,6 +122,7 @@ StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingT
       }
     }
   }
+  if (!apply) return Buffer();
   keys_.fetch_add(keys.size(), std::memory_order_relaxed);
   const size_t n_values = keys.size() * table->dim();
   Buffer grads_buf;
@@ -142,7 +144,8 @@ StatusOr<Buffer> ParameterStore::HandleSparse(const Message& request, EmbeddingT
   }
 }
 
-StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor* tensor) {
+StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor* tensor,
+                                             bool apply) {
   const proto::Header& h = request.header;
   if (h.num_keys() != 0) return InvalidArgumentError("dense requests carry no keys");
   if (h.offset() != tensor->begin()) {
@@ -160,6 +163,7 @@ StatusOr<Buffer> ParameterStore::HandleDense(const Message& request, DenseTensor
     if (h.dtype() != proto::FLOAT32) return InvalidArgumentError("values must be FLOAT32");
   }
   RETURN_IF_ERROR(ValidateFrames(request));
+  if (!apply) return Buffer();
   if (h.type() == proto::PUSH_DENSE) {
     Buffer grads = request.values.Aligned(alignof(float));
     tensor->Push(grads.As<float>().data(), &pool_);

@@ -43,16 +43,18 @@ class ParameterStore {
   Status AddTable(const proto::TableConfig& table);
 
   // Applies a PUSH / PULL / PUSH_PULL / PUSH_DENSE / PULL_DENSE request and
-  // returns the REPLY (same request_id; status set; values for pulls).
-  Message Handle(const Message& request);
+  // returns the REPLY (same request_id; status set; values for pulls). With
+  // apply = false the request is only validated (the reply says whether it
+  // would be accepted) and nothing changes.
+  Message Handle(const Message& request, bool apply = true);
 
   ParameterStoreStats stats() const;
   EmbeddingTable* sparse_table(const std::string& name);
   DenseTensor* dense_tensor(const std::string& name);
 
  private:
-  StatusOr<Buffer> HandleSparse(const Message& request, EmbeddingTable* table);
-  StatusOr<Buffer> HandleDense(const Message& request, DenseTensor* tensor);
+  StatusOr<Buffer> HandleSparse(const Message& request, EmbeddingTable* table, bool apply);
+  StatusOr<Buffer> HandleDense(const Message& request, DenseTensor* tensor, bool apply);
 
   ParameterStoreOptions options_;
   ThreadPool pool_;

@@ -88,6 +88,10 @@ Status ServerNode::RunInternal() {
   }
   store_ptr_.store(store_.get());
   gate_ = std::make_unique<StalenessGate>(view.workers_size(), view.staleness());
+  if (view.aggregate() == "sum" || view.aggregate() == "mean") {
+    aggregator_ = std::make_unique<ClockAggregator>();
+    aggregate_mean_ = view.aggregate() == "mean";
+  }
   {
     MutexLock lock(&mu_);
     serving_ = true;
@@ -129,7 +133,30 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
     }
     SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
     if (!released.ok()) return;
-    for (StalenessGate::Held& held : *released) Answer(router, held.routing_id, held.request);
+    ApplyClosedClocksAndRelease(router, std::move(released).value());
+    return;
+  }
+  if (aggregator_ && (type == proto::PUSH || type == proto::PUSH_DENSE)) {
+    // Accepted into its clock's sum (acknowledged now, applied exactly once when
+    // every worker has finished the clock); a push for a closed clock applies now.
+    Message reply = store_->Handle(request, /*apply=*/false);
+    if (reply.header.status_code() == 0) {
+      if (request.header.clock() < gate_->min_clock()) {
+        reply = store_->Handle(request);
+      } else {
+        aggregator_->Add(request);
+      }
+    }
+    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+    return;
+  }
+  if (aggregator_ && type == proto::PUSH_PULL) {
+    Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
+    SetStatus(FailedPreconditionError("PushPull cannot be used when pushes are applied per clock "
+                                      "(--aggregate): push, Clock(), then pull"),
+              &reply.header);
+    refused_.fetch_add(1);
+    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
     return;
   }
   const bool is_pull = type == proto::PULL || type == proto::PUSH_PULL || type == proto::PULL_DENSE;
@@ -138,6 +165,22 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
     return;
   }
   Answer(router, routing_id, request);
+}
+
+void ServerNode::ApplyClosedClocksAndRelease(zmq::socket_t& router,
+                                             std::vector<StalenessGate::Held> released) {
+  if (aggregator_) {
+    const int live = std::max(1, gate_->live_workers());
+    const float scale = aggregate_mean_ ? 1.0f / static_cast<float>(live) : 1.0f;
+    for (const Message& push : aggregator_->TakeBefore(gate_->min_clock(), scale)) {
+      Message reply = store_->Handle(push);
+      if (reply.header.status_code() != 0) {
+        LOG(ERROR) << "server " << server_id_.load() << ": applying the sum of clock "
+                   << push.header.clock() << " failed: " << reply.header.status_message();
+      }
+    }
+  }
+  for (StalenessGate::Held& held : released) Answer(router, held.routing_id, held.request);
 }
 
 Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
@@ -163,9 +206,7 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
       } else if (msg->header.type() == proto::NODE_LEFT) {
         LOG(WARNING) << "server " << server_id_.load() << ": worker " << msg->header.sender()
                      << " was lost; it no longer counts toward the staleness bound";
-        for (StalenessGate::Held& held : gate_->RemoveWorker(msg->header.sender())) {
-          Answer(router, held.routing_id, held.request);
-        }
+        ApplyClosedClocksAndRelease(router, gate_->RemoveWorker(msg->header.sender()));
       } else if (msg->header.type() == proto::ABORT) {
         return AbortedError("job aborted by the scheduler: " + msg->header.status_message());
       }

@@ -14,6 +14,7 @@
 #include "common/mutex.h"
 #include "common/net.h"
 #include "common/status.h"
+#include "server/clock_aggregator.h"
 #include "server/parameter_store.h"
 #include "server/staleness_gate.h"
 
@@ -68,6 +69,10 @@ class ServerNode {
   // Applies the staleness bound, then answers (or holds) one request.
   void Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request);
   void Answer(zmq::socket_t& router, const std::string& routing_id, const Message& request);
+  // Applies the summed pushes of every clock all workers have finished, then
+  // answers the pulls that were waiting for them.
+  void ApplyClosedClocksAndRelease(zmq::socket_t& router,
+                                   std::vector<StalenessGate::Held> released);
 
   zmq::context_t& context_;
   ServerOptions options_;
@@ -79,6 +84,9 @@ class ServerNode {
   std::unique_ptr<ParameterStore> store_;  // created by Run() from the cluster view
   std::atomic<ParameterStore*> store_ptr_{nullptr};
   std::unique_ptr<StalenessGate> gate_;  // event-loop thread only
+  // Set when pushes are applied per clock (--aggregate=sum|mean); loop thread only.
+  std::unique_ptr<ClockAggregator> aggregator_;
+  bool aggregate_mean_ = false;
   mutable Mutex mu_;
   CondVar serving_cv_;
   std::string endpoint_ GUARDED_BY(mu_);

@@ -31,6 +31,12 @@ std::vector<StalenessGate::Held> StalenessGate::RemoveWorker(int worker) {
   return Release();
 }
 
+int StalenessGate::live_workers() const {
+  int live = 0;
+  for (int64_t c : clocks_) live += c != std::numeric_limits<int64_t>::max();
+  return live;
+}
+
 std::vector<StalenessGate::Held> StalenessGate::Release() {
   min_clock_ = clocks_.empty() ? 0 : *std::min_element(clocks_.begin(), clocks_.end());
   std::vector<Held> released;

@@ -42,6 +42,8 @@ class StalenessGate {
   std::vector<Held> RemoveWorker(int worker);
 
   int64_t min_clock() const { return min_clock_; }
+  // Workers that still count (not removed).
+  int live_workers() const;
   size_t held() const { return held_.size(); }
 
  private:

@@ -268,6 +268,7 @@ OpPtr Client::PushDense(std::string_view name, Buffer grads, Callback callback) 
     m.header.set_table(t->name());
     m.header.set_sender(worker_id_);
     m.header.set_offset(begin);
+    m.header.set_clock(clock_.load());
     m.header.set_value_count(end - begin);
     m.header.set_dtype(proto::FLOAT32);
     op->expected_values_.push_back(0);

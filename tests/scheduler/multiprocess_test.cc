@@ -177,6 +177,8 @@ TEST(MultiProcessTest, ContradictoryFlagsAreRefusedWithAClearMessage) {
        "must be larger than --heartbeat_interval_ms"},
       {{"--mode=sideways"}, "--mode must be"},
       {{"--staleness=-2"}, "--staleness must be"},
+      {{"--aggregate=sum"}, "use it with --staleness=0"},
+      {{"--aggregate=max", "--staleness=0"}, "--aggregate must be none, sum or mean"},
       {{"--tables=x:dim=4"}, "do not pass --tables"},
   };
   for (const Case& c : cases) {

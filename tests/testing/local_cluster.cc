@@ -17,6 +17,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   so.max_request_keys = options.max_request_keys;
   so.staleness = options.staleness;
   so.tolerate_worker_failures = options.tolerate_worker_failures;
+  so.aggregate = options.aggregate;
   c->scheduler_ = std::make_unique<scheduler::SchedulerNode>(c->context_, so);
   ASSIGN_OR_RETURN(c->endpoint_, c->scheduler_->Bind());
   c->threads_.emplace_back([raw = c.get()] { raw->scheduler_status_ = raw->scheduler_->Run(); });

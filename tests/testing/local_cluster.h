@@ -31,6 +31,7 @@ struct LocalClusterOptions {
   std::chrono::milliseconds request_timeout{20'000};
   int staleness = -1;
   bool tolerate_worker_failures = false;
+  std::string aggregate = "none";
 };
 
 class LocalCluster {
