@@ -9,15 +9,12 @@
 #include "common/partition.h"
 #include "common/table_config.h"
 #include "server/initializer.h"
+#include "tests/testing/table_spec.h"
 
 namespace eddy::server {
 namespace {
 
-proto::TableConfig Spec(const std::string& spec) {
-  auto tables = ParseTableSpecs(spec);
-  EXPECT_TRUE(tables.ok()) << tables.status();
-  return tables->front();
-}
+using testing::TableSpec;
 
 std::unique_ptr<DenseTensor> Make(const proto::TableConfig& config, uint64_t begin, uint64_t end) {
   auto t = DenseTensor::Create(config, begin, end);
@@ -34,12 +31,12 @@ std::vector<float> Gradients(size_t n, uint64_t seed) {
 }
 
 TEST(DenseTensorTest, CreateChecksConfigAndSlice) {
-  const proto::TableConfig config = Spec("w:shape=10x3");
-  EXPECT_EQ(DenseTensor::Create(Spec("e:dim=4"), 0, 1).status().code(),
+  const proto::TableConfig config = TableSpec("w:shape=10x3");
+  EXPECT_EQ(DenseTensor::Create(TableSpec("e:dim=4"), 0, 1).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(DenseTensor::Create(config, 5, 4).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(DenseTensor::Create(config, 0, 31).status().code(), StatusCode::kInvalidArgument);
-  proto::TableConfig l1 = Spec("w:shape=10,opt=sgd");
+  proto::TableConfig l1 = TableSpec("w:shape=10,opt=sgd");
   l1.mutable_optimizer()->set_l1(1.0f);
   EXPECT_EQ(DenseTensor::Create(l1, 0, 10).status().code(), StatusCode::kInvalidArgument);
   auto t = Make(config, 7, 30);
@@ -56,7 +53,7 @@ TEST(DenseTensorTest, CreateChecksConfigAndSlice) {
 // Slices cut as servers would cut them start from the whole tensor's initial
 // values, however many servers there are.
 TEST(DenseTensorTest, SlicesStartFromTheInitializerOfTheWholeTensor) {
-  const proto::TableConfig config = Spec("w:shape=100x101,init=normal,init_scale=0.5,seed=3");
+  const proto::TableConfig config = TableSpec("w:shape=100x101,init=normal,init_scale=0.5,seed=3");
   const uint64_t count = DenseElementCount(config);
   std::vector<float> whole(count);
   Initializer(config.initializer()).FillDense(0, whole.data(), count);
@@ -82,7 +79,7 @@ TEST_P(DenseOptimizerTest, PushMatchesTheOptimizerBlockwise) {
   const std::string kind = GetParam();
   std::string spec = "w:shape=3x50000,opt=" + kind + ",lr=0.05,init=uniform,init_scale=0.1";
   if (kind == "ftrl") spec += ",l1=0.01";
-  const proto::TableConfig config = Spec(spec);
+  const proto::TableConfig config = TableSpec(spec);
   const uint64_t begin = 1001, end = 140002;  // not aligned to blocks; large enough for the pool
   const size_t n = end - begin, block = DenseTensor::kBlockSize;
   auto opt = std::move(Optimizer::Create(config.optimizer())).value();
@@ -118,7 +115,7 @@ INSTANTIATE_TEST_SUITE_P(Kinds, DenseOptimizerTest,
 
 TEST(DenseTensorTest, PushPullEqualsPushThenPull) {
   const proto::TableConfig config =
-      Spec("w:shape=100000,opt=adam,lr=0.01,init=normal,init_scale=0.1");
+      TableSpec("w:shape=100000,opt=adam,lr=0.01,init=normal,init_scale=0.1");
   ThreadPool pool(2);
   auto a = Make(config, 0, 100000), b = Make(config, 0, 100000);
   std::vector<float> out_a(100000), out_b(100000);
@@ -134,7 +131,7 @@ TEST(DenseTensorTest, PushPullEqualsPushThenPull) {
 // Concurrent pushes (SGD, lr 1, gradients -1) are each applied exactly once;
 // concurrent pulls see each block either before or after an update.
 TEST(DenseTensorTest, ConcurrentPushesAreAllApplied) {
-  const proto::TableConfig config = Spec("w:shape=70000,opt=sgd,lr=1,init=zeros");
+  const proto::TableConfig config = TableSpec("w:shape=70000,opt=sgd,lr=1,init=zeros");
   auto t = Make(config, 0, 70000);
   ThreadPool pool(2);
   constexpr int kThreads = 4, kRounds = 25;

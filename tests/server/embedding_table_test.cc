@@ -12,18 +12,15 @@
 
 #include "common/partition.h"
 #include "common/table_config.h"
+#include "tests/testing/table_spec.h"
 
 namespace eddy::server {
 namespace {
 
-proto::TableConfig Spec(const std::string& spec) {
-  auto tables = ParseTableSpecs(spec);
-  EXPECT_TRUE(tables.ok()) << tables.status();
-  return tables->front();
-}
+using testing::TableSpec;
 
 std::unique_ptr<EmbeddingTable> MakeTable(const std::string& spec, uint32_t shards) {
-  auto table = EmbeddingTable::Create(Spec(spec), shards);
+  auto table = EmbeddingTable::Create(TableSpec(spec), shards);
   EXPECT_TRUE(table.ok()) << table.status();
   return std::move(table).value();
 }
@@ -46,14 +43,14 @@ float ValueOf(uint64_t key, size_t d) {
 }
 
 TEST(EmbeddingTableTest, CreateRejectsBadConfigs) {
-  EXPECT_EQ(EmbeddingTable::Create(Spec("w:shape=4x4"), 4).status().code(),
+  EXPECT_EQ(EmbeddingTable::Create(TableSpec("w:shape=4x4"), 4).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(EmbeddingTable::Create(Spec("e:dim=4"), 0).status().code(),
+  EXPECT_EQ(EmbeddingTable::Create(TableSpec("e:dim=4"), 0).status().code(),
             StatusCode::kInvalidArgument);
-  proto::TableConfig l1 = Spec("e:dim=4,opt=adagrad");
+  proto::TableConfig l1 = TableSpec("e:dim=4,opt=adagrad");
   l1.mutable_optimizer()->set_l1(0.1f);
   EXPECT_EQ(EmbeddingTable::Create(l1, 4).status().code(), StatusCode::kInvalidArgument);
-  proto::TableConfig no_dim = Spec("e:dim=4");
+  proto::TableConfig no_dim = TableSpec("e:dim=4");
   no_dim.set_dim(0);
   EXPECT_EQ(EmbeddingTable::Create(no_dim, 4).status().code(), StatusCode::kInvalidArgument);
   auto ok = MakeTable("e:dim=5,opt=adam", 3);
@@ -115,7 +112,8 @@ INSTANTIATE_TEST_SUITE_P(ShardsAndThreads, ExactKeysTest,
                                             ::testing::Values(1, 2)));
 
 TEST(EmbeddingTableTest, PullCreatesRowsWithTheInitializer) {
-  const proto::TableConfig config = Spec("e:dim=16,opt=adagrad,init=normal,init_scale=0.1,seed=9");
+  const proto::TableConfig config =
+      TableSpec("e:dim=16,opt=adagrad,init=normal,init_scale=0.1,seed=9");
   auto table = std::move(EmbeddingTable::Create(config, 8)).value();
   Initializer init(config.initializer());
   ThreadPool pool(2);
@@ -179,7 +177,7 @@ TEST_P(OptimizerKindTest, PushAppliesTheOptimizerLikeTheReference) {
   const std::string kind = GetParam();
   std::string spec = "e:dim=7,opt=" + kind + ",lr=0.05,init=uniform,init_scale=0.1,seed=4";
   if (kind == "ftrl") spec += ",l1=0.01,l2=0.1";
-  const proto::TableConfig config = Spec(spec);
+  const proto::TableConfig config = TableSpec(spec);
   auto table = std::move(EmbeddingTable::Create(config, 16)).value();
   ReferenceTable ref(config);
   ThreadPool pool(2);
@@ -210,7 +208,8 @@ INSTANTIATE_TEST_SUITE_P(Kinds, OptimizerKindTest,
 TEST(EmbeddingTableTest, DuplicateKeysInOnePushAreAppliedInOrder) {
   ThreadPool two_threads(2);
   for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two_threads}) {
-    const proto::TableConfig config = Spec("e:dim=2,opt=adagrad,lr=0.5,init=normal,init_scale=1");
+    const proto::TableConfig config =
+        TableSpec("e:dim=2,opt=adagrad,lr=0.5,init=normal,init_scale=1");
     auto table = std::move(EmbeddingTable::Create(config, 4)).value();
     ReferenceTable ref(config);
     // Large enough (with a pool) to be split into tasks.

@@ -16,6 +16,15 @@ proto::OptimizerConfig Config(const std::string& kind, float lr) {
   return c;
 }
 
+// Adam with the usual hyper-parameters (b1 0.9, b2 0.999, eps 1e-8).
+proto::OptimizerConfig AdamConfig(float lr) {
+  proto::OptimizerConfig c = Config("adam", lr);
+  c.set_beta1(0.9f);
+  c.set_beta2(0.999f);
+  c.set_epsilon(1e-8f);
+  return c;
+}
+
 std::unique_ptr<Optimizer> Make(const proto::OptimizerConfig& c) {
   auto opt = Optimizer::Create(c);
   EXPECT_TRUE(opt.ok()) << opt.status();
@@ -125,11 +134,7 @@ TEST(OptimizerTest, AdagradMatchesReference) {
 }
 
 TEST(OptimizerTest, AdamMatchesReferenceWithBiasCorrection) {
-  proto::OptimizerConfig c = Config("adam", 0.01f);
-  c.set_beta1(0.9f);
-  c.set_beta2(0.999f);
-  c.set_epsilon(1e-8f);
-  auto opt = Make(c);
+  auto opt = Make(AdamConfig(0.01f));
   const double b1 = double{0.9f}, b2 = double{0.999f}, lr = double{0.01f}, eps = double{1e-8f};
   for (size_t dim : kDims) {
     auto w0 = InitialWeights(dim, dim);
@@ -152,13 +157,7 @@ TEST(OptimizerTest, AdamMatchesReferenceWithBiasCorrection) {
 
 TEST(OptimizerTest, AdamFirstStepMovesEachWeightByLearningRate) {
   // With bias correction, the first step is lr * g / |g| (up to eps).
-  auto opt = Make([] {
-    proto::OptimizerConfig c = Config("adam", 0.01f);
-    c.set_beta1(0.9f);
-    c.set_beta2(0.999f);
-    c.set_epsilon(1e-8f);
-    return c;
-  }());
+  auto opt = Make(AdamConfig(0.01f));
   std::vector<float> w = {1, 1, 1}, state(opt->StateSize(3));
   opt->InitState(w.data(), state.data(), 3);
   const float g[3] = {3.0f, -0.5f, 1e-3f};
@@ -169,13 +168,7 @@ TEST(OptimizerTest, AdamFirstStepMovesEachWeightByLearningRate) {
 }
 
 TEST(OptimizerTest, AdamStepCountIsPerRow) {
-  auto opt = Make([] {
-    proto::OptimizerConfig c = Config("adam", 0.01f);
-    c.set_beta1(0.9f);
-    c.set_beta2(0.999f);
-    c.set_epsilon(1e-8f);
-    return c;
-  }());
+  auto opt = Make(AdamConfig(0.01f));
   const size_t dim = 4;
   std::vector<float> a(dim, 0.f), b(dim, 0.f), sa(opt->StateSize(dim)), sb(opt->StateSize(dim));
   opt->InitState(a.data(), sa.data(), dim);
