@@ -183,6 +183,12 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
     return 1;
   }
   if (mode != LaunchMode::kServer && mode != LaunchMode::kWorker) {
+    // The scheduler this process creates (local, mpi rank 0 or --role=scheduler)
+    // reports the workers' live metrics to the program.
+    if (program.progress) {
+      options.scheduler_options.on_progress = program.progress;
+      options.scheduler_options.progress_interval = program.progress_interval;
+    }
     if (mode == LaunchMode::kMpi)
       options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
     Status valid = ValidateSchedulerOptions(options.scheduler_options);

@@ -41,6 +41,12 @@ struct WorkerProgram {
   // Runs on the scheduler once every worker has finished, with the reports by
   // worker id; an error makes the scheduler exit non-zero. May be empty.
   std::function<Status(const std::vector<std::string>& reports)> summarize;
+  // Runs on the scheduler about every progress_interval while the job runs, and
+  // once more with final = true after every worker finished (before
+  // `summarize`), with each worker's latest Client::ReportMetrics payload by
+  // worker id (empty when none yet). Must be short. May be empty.
+  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> progress;
+  std::chrono::milliseconds progress_interval{1000};
 };
 
 // Parses a --role value ("", "local", "scheduler", "server", "worker").

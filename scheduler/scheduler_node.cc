@@ -9,6 +9,9 @@
 namespace eddy::scheduler {
 namespace {
 
+// Dropped METRICS messages are logged up to this many times per kind, then only counted.
+constexpr uint64_t kLoggedMetricsDrops = 5;
+
 std::string Seconds(SteadyClock::duration d) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", std::chrono::duration<double>(d).count());
@@ -44,6 +47,10 @@ Status ValidateSchedulerOptions(const SchedulerOptions& o) {
     return InvalidArgumentError("--staleness must be >= 0 (bounded) or -1 (unbounded), not " +
                                 std::to_string(o.staleness));
   }
+  if (o.on_progress && o.progress_interval.count() <= 0) {
+    return InvalidArgumentError("the progress interval must be > 0 ms, not " +
+                                std::to_string(o.progress_interval.count()));
+  }
   for (const auto& t : o.tables) RETURN_IF_ERROR(ValidateTableConfig(t));
   return OkStatus();
 }
@@ -56,7 +63,10 @@ std::string SchedulerNode::Node::Name() const {
 }
 
 SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
-    : context_(context), options_(std::move(options)) {}
+    : context_(context), options_(std::move(options)) {
+  MutexLock lock(&metrics_mu_);
+  metrics_.assign(std::max(options_.num_workers, 0), std::string());
+}
 
 SchedulerNode::~SchedulerNode() = default;
 
@@ -68,6 +78,16 @@ void SchedulerNode::Stop() {
 std::vector<std::string> SchedulerNode::worker_reports() const {
   MutexLock lock(&reports_mu_);
   return reports_;
+}
+
+std::vector<std::string> SchedulerNode::latest_metrics() const {
+  MutexLock lock(&metrics_mu_);
+  return metrics_;
+}
+
+SchedulerStats SchedulerNode::stats() const {
+  MutexLock lock(&metrics_mu_);
+  return stats_;
 }
 
 StatusOr<std::string> SchedulerNode::Bind() {
@@ -101,9 +121,48 @@ void SchedulerNode::Broadcast(proto::MsgType type, const std::string& message) {
 
 Status SchedulerNode::EndJob(SteadyClock::time_point started) {
   Broadcast(proto::SHUTDOWN, "job finished");
+  ReportProgress(SteadyClock::now(), /*final=*/true);
   LOG(INFO) << "scheduler: every live worker finished; job done in "
             << Seconds(SteadyClock::now() - started);
   return OkStatus();
+}
+
+void SchedulerNode::OnMetrics(const Node* node, proto::Header& header) {
+  const size_t size = header.payload().size();
+  std::string dropped;  // why, when the payload is not kept
+  uint64_t count = 0;
+  {
+    MutexLock lock(&metrics_mu_);
+    if (node == nullptr || node->role != proto::WORKER || node->lost ||
+        node->id >= static_cast<int>(metrics_.size())) {
+      count = ++stats_.metrics_ignored;
+      dropped = node == nullptr ? "an unregistered sender (claiming node " +
+                                      std::to_string(header.sender()) + ")"
+                                : node->Name();
+      dropped = "ignored METRICS from " + dropped + ": only registered, live workers report";
+    } else if (size > options_.max_metrics_bytes) {
+      count = ++stats_.metrics_oversized;
+      dropped = "dropped METRICS of " + std::to_string(size) + " bytes from " + node->Name() +
+                " (limit " + std::to_string(options_.max_metrics_bytes) + " bytes)";
+    } else {
+      metrics_[node->id] = std::move(*header.mutable_payload());
+      ++stats_.metrics_received;
+      return;
+    }
+  }
+  if (count <= kLoggedMetricsDrops) {
+    LOG(WARNING) << "scheduler: " << dropped
+                 << (count == kLoggedMetricsDrops ? "; further ones are only counted" : "");
+  }
+}
+
+void SchedulerNode::ReportProgress(SteadyClock::time_point now, bool final) {
+  if (!options_.on_progress || !cluster_up_) return;
+  if (!final) {
+    if (now < next_progress_) return;
+    next_progress_ = now + options_.progress_interval;
+  }
+  options_.on_progress(latest_metrics(), final);
 }
 
 int SchedulerNode::LiveWorkers() const {
@@ -211,6 +270,7 @@ void SchedulerNode::SendViews() {
     n.last_seen = now;
   }
   cluster_up_ = true;
+  if (options_.on_progress) next_progress_ = now + options_.progress_interval;
   {
     MutexLock lock(&reports_mu_);
     reports_.assign(options_.num_workers, std::string());
@@ -233,7 +293,9 @@ Status SchedulerNode::Run() {
     zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(items, 2, std::chrono::milliseconds(PollTimeoutMs(next_check, 1000)));
+      zmq::poll(
+          items, 2,
+          std::chrono::milliseconds(PollTimeoutMs(std::min(next_check, next_progress_), 1000)));
     } catch (const zmq::error_t& e) {
       return UnavailableError(std::string("poll failed: ") + e.what());
     }
@@ -275,6 +337,9 @@ Status SchedulerNode::Run() {
             if (AllLiveWorkersDone()) return EndJob(started);
             break;
           }
+          case proto::METRICS:
+            OnMetrics(node, msg->header);
+            break;
           case proto::ABORT: {
             if (node == nullptr) break;
             std::string why = node->Name() + " failed: " + h.status_message();
@@ -289,6 +354,7 @@ Status SchedulerNode::Run() {
       if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
     }
     const auto now = SteadyClock::now();
+    ReportProgress(now, /*final=*/false);
     if (now < next_check) continue;
     next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval,
                                                        std::chrono::milliseconds(250));

@@ -2,13 +2,17 @@
 // every expected node has joined it sends each the cluster view (ids, server
 // endpoints, table definitions). It watches heartbeats — a node silent for longer
 // than node_timeout is named in an error and the job is aborted — runs barriers,
-// collects the workers' final reports and ends the job with SHUTDOWN.
-// Thread-safety: Bind() then Run() on one thread; Stop() from any thread.
+// collects the workers' live metrics and final reports and ends the job with
+// SHUTDOWN.
+// Thread-safety: Bind() then Run() on one thread; Stop() and the accessors from
+// any thread.
 #ifndef EDDY_SCHEDULER_SCHEDULER_NODE_H_
 #define EDDY_SCHEDULER_SCHEDULER_NODE_H_
 
 #include <atomic>
 #include <chrono>
+#include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -43,6 +47,22 @@ struct SchedulerOptions {
   // gradients of a clock together once every worker finished it (requires
   // staleness 0, so that pulls wait for it).
   std::string aggregate = "none";
+  // Live metrics: called on the scheduler's event-loop thread with the latest
+  // METRICS payload of every worker (by worker id; empty when none yet), about
+  // every progress_interval while the cluster is up, and once more with
+  // final = true when every worker has finished, just before Run() returns OK
+  // (not when the job fails). Must be short: heartbeats wait for it. May be empty.
+  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> on_progress;
+  std::chrono::milliseconds progress_interval{1000};
+  // METRICS payloads larger than this are dropped (counted and logged).
+  uint64_t max_metrics_bytes = uint64_t{16} << 20;
+};
+
+// What the scheduler dropped or accepted of the workers' live metrics.
+struct SchedulerStats {
+  uint64_t metrics_received = 0;   // METRICS payloads kept as a worker's latest
+  uint64_t metrics_ignored = 0;    // from an unregistered sender, a server or a lost worker
+  uint64_t metrics_oversized = 0;  // larger than max_metrics_bytes
 };
 
 // Checks the options (counts, timeouts, tables) and says what to change.
@@ -65,6 +85,10 @@ class SchedulerNode {
 
   // The workers' final reports, by worker id (after Run() returned OK).
   std::vector<std::string> worker_reports() const;
+  // The latest METRICS payload of each worker, by worker id; empty when none has
+  // come yet. A lost worker keeps its last one.
+  std::vector<std::string> latest_metrics() const;
+  SchedulerStats stats() const;
 
  private:
   struct Node {
@@ -86,8 +110,13 @@ class SchedulerNode {
   // true when every live worker has finished.
   void ReleaseCompleteBarriers();
   bool AllLiveWorkersDone() const;
-  // Sends SHUTDOWN to every live node; the job ended normally.
+  // Sends SHUTDOWN to every live node and gives on_progress its final call; the
+  // job ended normally.
   Status EndJob(SteadyClock::time_point started);
+  // Keeps a METRICS payload (moved out of `header`) as the sending worker's latest.
+  void OnMetrics(const Node* node, proto::Header& header);
+  // Calls on_progress when it is due (and `final`: at once).
+  void ReportProgress(SteadyClock::time_point now, bool final);
   void Broadcast(proto::MsgType type, const std::string& message);
   void SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message = {});
   Node* FindNode(const std::string& routing_id);
@@ -100,9 +129,13 @@ class SchedulerNode {
   std::atomic<bool> stop_{false};
   std::vector<Node> nodes_;  // event-loop thread only
   bool cluster_up_ = false;
+  SteadyClock::time_point next_progress_ = SteadyClock::time_point::max();
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
   mutable Mutex reports_mu_;
   std::vector<std::string> reports_ GUARDED_BY(reports_mu_);
+  mutable Mutex metrics_mu_;
+  std::vector<std::string> metrics_ GUARDED_BY(metrics_mu_);  // by worker id
+  SchedulerStats stats_ GUARDED_BY(metrics_mu_);
 };
 
 }  // namespace eddy::scheduler

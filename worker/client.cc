@@ -351,6 +351,25 @@ void Client::Abort(const Status& why) {
   op->Wait(std::chrono::milliseconds(5000)).IgnoreError();
 }
 
+void Client::ReportMetrics(std::string payload) {
+  if (payload.size() > kMaxMetricsBytes) {
+    LOG_FIRST_N(WARNING, 5) << "worker " << worker_id_ << ": dropped a metrics report of "
+                            << payload.size() << " bytes (at most " << kMaxMetricsBytes
+                            << " are sent)";
+    return;
+  }
+  bool wake;
+  {
+    MutexLock lock(&queue_mu_);
+    if (!health_.ok() || stopping_) return;
+    // An earlier report still waiting has woken the I/O thread already; it
+    // takes whichever report is the latest when it gets to it.
+    wake = !metrics_.has_value();
+    metrics_ = std::move(payload);
+  }
+  if (wake) waker_.Notify();
+}
+
 Status Client::Finish(const std::string& report) {
   return ControlOp(proto::WORKER_DONE, report, {})->Wait();
 }
@@ -376,9 +395,18 @@ void Client::Enqueue(std::vector<Part> parts) {
 
 void Client::SendQueued() {
   std::vector<Part> batch;
+  std::optional<std::string> metrics;
   {
     MutexLock lock(&queue_mu_);
     batch.swap(queue_);
+    metrics.swap(metrics_);
+    if (!health_.ok()) metrics.reset();
+  }
+  // Metrics go first: a report made before Finish() arrives before WORKER_DONE,
+  // which may end the job.
+  if (metrics) {
+    Status s = link_->Send(proto::METRICS, std::move(*metrics));
+    if (!s.ok()) VLOG(1) << "worker " << worker_id_ << ": metrics not sent: " << s;
   }
   const auto deadline = SteadyClock::now() + options_.request_timeout;
   for (Part& part : batch) {

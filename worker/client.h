@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -138,6 +139,16 @@ class Client {
   // Tells the scheduler this worker failed (the job is aborted). Does not block.
   void Abort(const Status& why);
 
+  // Hands the worker program's latest metrics (opaque bytes, a cumulative
+  // snapshot) to the I/O thread, which sends them to the scheduler as METRICS.
+  // Never blocks on the network and never fails: when several reports are
+  // waiting only the latest is sent; after the job ended or was aborted, or
+  // above kMaxMetricsBytes (logged), the payload is dropped. A report made
+  // before Finish() on the same thread reaches the scheduler before the finish.
+  void ReportMetrics(std::string payload);
+  // The largest payload ReportMetrics sends.
+  static constexpr size_t kMaxMetricsBytes = size_t{16} << 20;
+
   // OK while the job runs; the reason once it was aborted or lost.
   Status health() const;
 
@@ -178,6 +189,7 @@ class Client {
 
   mutable Mutex queue_mu_;
   std::vector<Part> queue_ GUARDED_BY(queue_mu_);
+  std::optional<std::string> metrics_ GUARDED_BY(queue_mu_);  // latest unsent report
   bool stopping_ GUARDED_BY(queue_mu_) = false;
   Status health_ GUARDED_BY(queue_mu_);
   std::atomic<uint64_t> next_request_id_{1};

@@ -229,6 +229,8 @@ int main(int argc, char** argv) {
     LOG(ERROR) << options.status();
     return 1;
   }
-  eddy::scheduler::WorkerProgram program{eddy::RunWorker, eddy::Summarize};
+  eddy::scheduler::WorkerProgram program;
+  program.run = eddy::RunWorker;
+  program.summarize = eddy::Summarize;
   return eddy::scheduler::RunJob(std::move(options).value(), program);
 }

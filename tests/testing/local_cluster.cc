@@ -9,7 +9,11 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   scheduler::SchedulerOptions so;
   so.num_servers = options.num_servers;
   so.num_workers = options.num_workers;
-  ASSIGN_OR_RETURN(so.tables, ParseTableSpecs(options.tables));
+  if (options.table_configs.empty()) {
+    ASSIGN_OR_RETURN(so.tables, ParseTableSpecs(options.tables));
+  } else {
+    so.tables = options.table_configs;
+  }
   so.heartbeat_interval = options.heartbeat_interval;
   so.node_timeout = options.node_timeout;
   so.registration_timeout = std::chrono::seconds(30);
@@ -18,6 +22,9 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   so.staleness = options.staleness;
   so.tolerate_worker_failures = options.tolerate_worker_failures;
   so.aggregate = options.aggregate;
+  so.on_progress = options.on_progress;
+  so.progress_interval = options.progress_interval;
+  so.max_metrics_bytes = options.max_metrics_bytes;
   c->scheduler_ = std::make_unique<scheduler::SchedulerNode>(c->context_, so);
   ASSIGN_OR_RETURN(c->endpoint_, c->scheduler_->Bind());
   c->threads_.emplace_back([raw = c.get()] { raw->scheduler_status_ = raw->scheduler_->Run(); });

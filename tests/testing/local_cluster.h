@@ -6,6 +6,8 @@
 #ifndef EDDY_TESTS_TESTING_LOCAL_CLUSTER_H_
 #define EDDY_TESTS_TESTING_LOCAL_CLUSTER_H_
 
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -23,6 +25,8 @@ struct LocalClusterOptions {
   int num_servers = 2;
   int num_workers = 2;
   std::string tables = "emb:dim=4,opt=sgd,lr=1";
+  // When not empty, used instead of `tables`.
+  std::vector<proto::TableConfig> table_configs;
   int server_threads = 2;
   uint32_t server_shards = 16;
   uint64_t max_request_keys = 1 << 20;
@@ -32,6 +36,10 @@ struct LocalClusterOptions {
   int staleness = -1;
   bool tolerate_worker_failures = false;
   std::string aggregate = "none";
+  // The scheduler's live-metrics callback (runs on its event-loop thread).
+  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> on_progress;
+  std::chrono::milliseconds progress_interval{1000};
+  uint64_t max_metrics_bytes = uint64_t{16} << 20;
 };
 
 class LocalCluster {
@@ -43,6 +51,7 @@ class LocalCluster {
 
   worker::Client& client(int i) { return *clients_[i]; }
   server::ServerNode& server(int i) { return *servers_[i]; }
+  scheduler::SchedulerNode& scheduler() { return *scheduler_; }
   int num_servers() const { return static_cast<int>(servers_.size()); }
   int num_workers() const { return static_cast<int>(clients_.size()); }
   const std::string& scheduler_endpoint() const { return endpoint_; }
