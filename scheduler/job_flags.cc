@@ -50,6 +50,12 @@ DEFINE_int32(
 DEFINE_string(aggregate, "none",
               "How servers apply pushes: none (at once), or sum / mean (all workers' gradients of "
               "a clock together once every worker finished it; needs --staleness=0).");
+DEFINE_string(
+    policy, "",
+    "Update policy: bsp (synchronous: every worker's gradients of a clock are applied together, "
+    "then everyone pulls; --aggregate picks sum or mean, default mean), ssp (stale-synchronous: "
+    "a pull may run at most --staleness clocks ahead of the slowest worker) or asp (asynchronous, "
+    "never waits). Empty: as --staleness and --aggregate say (asp by default).");
 DEFINE_bool(tolerate_worker_failures, false,
             "Go on with the live workers when a worker stops answering (it no longer counts toward "
             "barriers and the staleness bound); by default a lost worker ends the job.");
@@ -57,6 +63,61 @@ DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
 namespace eddy::scheduler {
+
+namespace {
+
+// Maps --policy onto the staleness bound and the aggregation of pushes, refusing
+// contradictory combinations with what to change.
+Status ApplyPolicy(const std::string& policy, SchedulerOptions* options) {
+  const bool staleness_set = !gflags::GetCommandLineFlagInfoOrDie("staleness").is_default;
+  const bool aggregate_set = !gflags::GetCommandLineFlagInfoOrDie("aggregate").is_default;
+  if (policy.empty()) return OkStatus();
+  if (policy == "asp") {
+    if (staleness_set && options->staleness != -1) {
+      return InvalidArgumentError("--policy=asp never waits, but --staleness=" +
+                                  std::to_string(options->staleness) +
+                                  " bounds it: drop --staleness or use --policy=ssp");
+    }
+    if (aggregate_set && options->aggregate != "none") {
+      return InvalidArgumentError("--policy=asp applies pushes at once; --aggregate=" +
+                                  options->aggregate + " needs --policy=bsp");
+    }
+    options->staleness = -1;
+    options->aggregate = "none";
+    return OkStatus();
+  }
+  if (policy == "ssp") {
+    if (!staleness_set || options->staleness < 1) {
+      return InvalidArgumentError(
+          "--policy=ssp needs --staleness=s with s >= 1 (s = 0 is --policy=bsp)");
+    }
+    if (aggregate_set && options->aggregate != "none") {
+      return InvalidArgumentError("--aggregate=" + options->aggregate +
+                                  " applies a clock's gradients together, which needs "
+                                  "--policy=bsp (staleness 0)");
+    }
+    options->aggregate = "none";
+    return OkStatus();
+  }
+  if (policy == "bsp") {
+    if (staleness_set && options->staleness != 0) {
+      return InvalidArgumentError("--policy=bsp is staleness 0; --staleness=" +
+                                  std::to_string(options->staleness) +
+                                  " contradicts it (use --policy=ssp for a bound s > 0)");
+    }
+    options->staleness = 0;
+    if (!aggregate_set || options->aggregate == "none") options->aggregate = "mean";
+    if (aggregate_set && FLAGS_aggregate == "none") {
+      return InvalidArgumentError(
+          "--policy=bsp applies every worker's gradients of a clock together: --aggregate must "
+          "be sum or mean");
+    }
+    return OkStatus();
+  }
+  return InvalidArgumentError("unknown --policy '" + policy + "' (bsp, ssp or asp)");
+}
+
+}  // namespace
 
 void ParseFlags(int* argc, char*** argv) {
   gflags::ParseCommandLineNonHelpFlags(argc, argv, true);
@@ -125,6 +186,7 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   s.staleness = FLAGS_staleness;
   s.tolerate_worker_failures = FLAGS_tolerate_worker_failures;
   s.aggregate = FLAGS_aggregate;
+  RETURN_IF_ERROR(ApplyPolicy(FLAGS_policy, &s));
 
   const int64_t max_bytes = int64_t{FLAGS_max_message_mb} << 20;
   o.server_options.bind_host = FLAGS_bind;
