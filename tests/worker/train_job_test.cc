@@ -1,0 +1,180 @@
+// eddy_train as users run it: on a stream written by eddy_gen, in local mode and
+// under mpirun, with bad rows, bad flags and missing files.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "tests/testing/subprocess.h"
+
+namespace eddy {
+namespace {
+
+using testing::Subprocess;
+using namespace std::chrono_literals;
+namespace fs = std::filesystem;
+
+const std::string kBin = EDDY_BIN_DIR;
+const std::vector<std::string> kMpiEnv = {
+    "OMPI_ALLOW_RUN_AS_ROOT=1",       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
+    "OMPI_MCA_btl=self,tcp",          "OMPI_MCA_btl_tcp_if_include=lo",
+    "OMPI_MCA_oob_tcp_if_include=lo", "OMPI_MCA_rmaps_base_oversubscribe=1",
+    "ASAN_OPTIONS=detect_leaks=0"};
+
+// A small model so the job is quick even under sanitizers.
+const std::vector<std::string> kSmallModel = {"--model=deepfm", "--emb_dim=8", "--hidden=32,16",
+                                              "--batch_size=256", "--progress_interval_ms=200"};
+
+class TrainJobTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("eddy_train_test_" + std::to_string(getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Generates `rows` rows into dir_/name; returns the path.
+  std::string Generate(const std::string& name, int rows) {
+    const std::string path = (dir_ / name).string();
+    Subprocess gen({kBin + "/eddy_gen", "--rows=" + std::to_string(rows), "--seed=5",
+                    "--max_vocab=500", "--signal=2", "--ctr=0.2", "--drift_every=0",
+                    "--out=" + path});
+    auto code = gen.WaitForExit(120s);
+    EXPECT_TRUE(code.has_value() && *code == 0) << gen.output();
+    return path;
+  }
+
+  // Runs eddy_train with `flags`; returns exit code and output.
+  std::pair<int, std::string> Train(std::vector<std::string> flags, bool mpi = false,
+                                    int ranks = 4) {
+    std::vector<std::string> argv;
+    if (mpi) argv = {"/usr/bin/mpirun", "--oversubscribe", "-np", std::to_string(ranks)};
+    argv.push_back(kBin + "/eddy_train");
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    Subprocess p(argv, mpi ? kMpiEnv : std::vector<std::string>{});
+    auto code = p.WaitForExit(280s);
+    EXPECT_TRUE(code.has_value()) << p.output();
+    return {code.value_or(-1), p.output()};
+  }
+
+  static double SummaryAuc(const std::string& out) {
+    const std::string key = "progressive validation, since start: ";
+    size_t at = out.find(key);
+    if (at == std::string::npos) return 0;
+    at = out.find("auc=", at);
+    return at == std::string::npos ? 0 : std::atof(out.c_str() + at + 4);
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(TrainJobTest, LocalJobLearnsAndWritesMetrics) {
+  const std::string data = Generate("stream.tsv", 30000);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  std::vector<std::string> flags = kSmallModel;
+  flags.insert(flags.end(), {"--local", "--num_workers=2", "--num_servers=2", "--data=" + data,
+                             "--metrics_out=" + metrics});
+  auto [code, out] = Train(flags);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("trained on 30,000 rows"), std::string::npos) << out;
+  EXPECT_GT(SummaryAuc(out), 0.65) << out;
+  std::ifstream in(metrics);
+  std::string line, last;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    last = line;
+    EXPECT_EQ(line.front(), '{');
+    EXPECT_EQ(line.back(), '}');
+  }
+  EXPECT_GE(lines, 1);
+  EXPECT_NE(last.find("\"final\":true"), std::string::npos) << last;
+  EXPECT_NE(last.find("\"rows\":30000"), std::string::npos) << last;
+}
+
+TEST_F(TrainJobTest, MpirunJobWithTwoWorkersTrainsEveryRowOnce) {
+  const std::string data = Generate("stream.tsv", 20000);
+  std::vector<std::string> flags = kSmallModel;
+  flags.insert(flags.end(), {"--num_servers=1", "--data=" + data});
+  auto [code, out] = Train(flags, /*mpi=*/true, /*ranks=*/4);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("trained on 20,000 rows"), std::string::npos) << out;
+  EXPECT_NE(out.find("by 2 worker(s)"), std::string::npos) << out;
+  EXPECT_GT(SummaryAuc(out), 0.6) << out;
+}
+
+TEST_F(TrainJobTest, BadRowsAreCountedAndSkippedWithinTheBudget) {
+  const std::string data = Generate("stream.tsv", 5000);
+  {
+    std::ofstream f(data, std::ios::app);
+    f << "1\tnot\tenough\tcolumns\n";
+    f << "garbage\x01\x02 binary\r\n";
+    f << "x";
+    for (int i = 0; i < 39; ++i) f << "\t";
+    f << "\n";
+  }
+  std::vector<std::string> flags = kSmallModel;
+  flags.insert(flags.end(), {"--local", "--data=" + data});
+  auto [code, out] = Train(flags);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("bad rows skipped: 3"), std::string::npos) << out;
+  EXPECT_NE(out.find("trained on 5,000 rows"), std::string::npos) << out;
+  EXPECT_NE(out.find(data + ":5001"), std::string::npos) << "the first bad row is named\n" << out;
+
+  flags.push_back("--max_bad_row_rate=0");
+  auto [strict_code, strict_out] = Train(flags);
+  EXPECT_NE(strict_code, 0) << strict_out;
+  EXPECT_NE(strict_out.find("--max_bad_row_rate"), std::string::npos) << strict_out;
+}
+
+TEST_F(TrainJobTest, WrongFlagsAndMissingDataAreRefusedClearly) {
+  struct Case {
+    std::vector<std::string> flags;
+    std::string message;
+  };
+  const std::string missing = (dir_ / "missing.tsv").string();
+  const std::vector<Case> cases = {
+      {{"--local"}, "--data is required"},
+      {{"--local", "--data=" + missing}, "missing.tsv"},
+      {{"--local", "--data=x", "--model=gbdt"}, "unknown model"},
+      {{"--local", "--data=x", "--format=csv"}, "unknown --format"},
+      {{"--local", "--data=x", "--replay_ratio=0.5"}, "--window_rows"},
+      {{"--local", "--data=x", "--hidden=10,-1"}, "--hidden"},
+      {{"--local", "--data=x", "--tables=a:dim=2"}, "drop --tables"},
+      {{"--local", "--data=a,b", "--follow"}, "--follow"},
+      {{"--local", "--data=x", "--straggler=fast"}, "--straggler"},
+      {{"--local", "--data=x", "--sparse_opt=opt=magic"}, "magic"},
+      {{"--local", "--data=x", "--policy=bsp", "--staleness=2"}, "contradicts"},
+      {{"--local", "--data=x", "--policy=bsp", "--aggregate=none"}, "sum or mean"},
+      {{"--local", "--data=x", "--policy=ssp"}, "--policy=ssp needs --staleness"},
+      {{"--local", "--data=x", "--policy=asp", "--staleness=3"}, "--policy=asp never waits"},
+      {{"--local", "--data=x", "--policy=fastest"}, "unknown --policy"},
+      {{"--local", "--data=x", "--staleness=-2"}, "--staleness"},
+  };
+  for (const Case& c : cases) {
+    auto [code, out] = Train(c.flags);
+    EXPECT_NE(code, 0) << out;
+    EXPECT_NE(out.find(c.message), std::string::npos)
+        << "flags: " << ::testing::PrintToString(c.flags) << "\n"
+        << out;
+  }
+}
+
+TEST_F(TrainJobTest, HelpDocumentsTheTrainingFlags) {
+  auto [code, out] = Train({"--help"});
+  EXPECT_EQ(code, 0);
+  for (const char* flag : {"--data", "--format", "--model", "--window_rows", "--replay_ratio",
+                           "--metrics_out", "--num_servers", "--staleness"}) {
+    EXPECT_NE(out.find(flag), std::string::npos) << flag << "\n" << out;
+  }
+}
+
+}  // namespace
+}  // namespace eddy

@@ -1,0 +1,361 @@
+// eddy_train: streaming training of a CTR model on the parameter servers.
+//   build/bin/eddy_train --local --data=stream.tsv --model=deepfm
+//   mpirun -np 4 build/bin/eddy_train --flagfile=scripts/train.flags
+// Each worker reads its share of the stream, trains through the sliding window
+// and reports progressive-validation metrics; the scheduler prints a progress
+// line about once a second, writes them as JSON lines (--metrics_out) and prints
+// the final summary.
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+
+#include "common/table_config.h"
+#include "scheduler/job_flags.h"
+#include "worker/data/parsed_stream.h"
+#include "worker/data/source.h"
+#include "worker/generator/generator_source.h"
+#include "worker/train_progress.h"
+#include "worker/trainer.h"
+
+DEFINE_string(data, "",
+              "The stream: comma-separated files and directories (a directory = its files in name "
+              "order), '-' for stdin, zmq:tcp://host:port to connect a PULL socket to a "
+              "producer's PUSH socket (one row per message), or gen[:rows=N,drift=D,seed=S,ctr=C,"
+              "signal=X,vocab=V] for eddy_gen's stream generated on the fly. Files and generated "
+              "rows are split between workers by row number (row i goes to worker i mod W); with "
+              "zmq each worker gets the rows the producer sends it; stdin needs a single worker.");
+DEFINE_string(format, "criteo", "Row format: criteo, libsvm or libffm.");
+DEFINE_bool(follow, false,
+            "Keep reading the (single) --data file as it grows, like tail -f; the job then runs "
+            "until --max_rows or it is stopped.");
+DEFINE_int32(passes, 1, "Passes over file data (every row is trained on once per pass).");
+DEFINE_uint64(max_rows, 0, "Stop after this many fresh rows per worker (0: end of the stream).");
+DEFINE_double(max_bad_row_rate, 0.01,
+              "Tolerated fraction of bad rows (counted, the first few logged, skipped); the job "
+              "stops with an error beyond it. 0: the first bad row stops it; 1: never.");
+DEFINE_string(model, "deepfm", "Model: lr, fm, wdl (Wide&Deep) or deepfm.");
+DEFINE_int32(emb_dim, 16, "Embedding dimension (ignored by lr).");
+DEFINE_string(hidden, "400,400,400", "MLP layer sizes of wdl and deepfm, comma-separated.");
+DEFINE_int32(num_fields, 0,
+             "Feature slots per row; 0: 39 for criteo (13 integer + 26 categorical fields). "
+             "libffm uses the field number as slot, libsvm the position in the row; features that "
+             "do not fit are dropped and counted.");
+DEFINE_int32(batch_size, 1024, "Rows per mini-batch, fresh and replayed together.");
+DEFINE_uint64(window_rows, 0, "Sliding window: rows kept for replay (0: no row bound).");
+DEFINE_double(
+    window_seconds, 0,
+    "Sliding window: keep rows that arrived at most this many seconds ago (0: no bound).");
+DEFINE_double(replay_ratio, 0,
+              "Fraction of each mini-batch replayed from older rows still in the window, in [0,1); "
+              "needs --window_rows or --window_seconds.");
+DEFINE_string(sparse_opt, "",
+              "Optimizer of the embedding table (syntax of --tables: opt=sgd|adagrad|adam|ftrl, "
+              "lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta). Empty: opt=adagrad,acc=1e-7 with "
+              "lr=0.05 for lr and fm, lr=0.01 for wdl and deepfm.");
+DEFINE_string(dense_opt, eddy::worker::kDefaultDenseOptimizer.data(),
+              "Optimizer of the dense tensors (same syntax).");
+DEFINE_uint64(freeze_after_rows, 0,
+              "Stop updating the model after this many rows per worker and only score the rest "
+              "(a frozen model, to compare with incremental training). 0: never.");
+DEFINE_uint64(eval_from_rows, 0,
+              "Also report progressive metrics of the rows from this index (per worker) on, to "
+              "compare runs on the same tail of the stream. 0: off.");
+DEFINE_uint64(seed, 1, "Seed of the initial weights and of replay sampling.");
+DEFINE_bool(prefetch, true,
+            "Pull the next mini-batch's parameters while the current one is computed (hides the "
+            "pull latency; the values then miss this worker's own last push).");
+DEFINE_string(metrics_out, "", "Write the job's metrics here as JSON lines, about once a second.");
+DEFINE_int32(progress_interval_ms, 1000, "Interval of the progress line and metrics records.");
+DEFINE_uint64(metrics_window_rows, 100000, "Rows in the 'recent' progressive-validation window.");
+DEFINE_string(straggler, "",
+              "worker:ms — slow worker <worker> down by <ms> per mini-batch (to study policies).");
+DEFINE_int32(parse_queue, 8, "Mini-batches parsed ahead of training per worker.");
+
+namespace eddy {
+namespace {
+
+using worker::ParsedStream;
+
+struct TrainConfig {
+  worker::TrainerOptions trainer;
+  std::vector<std::string> paths;
+  bool stdin_source = false;
+  std::string zmq_endpoint;
+  std::optional<worker::GeneratedStreamSpec> generated;
+  std::string sparse_opt;
+  std::string dense_opt;
+  int straggler_worker = -1;
+  int straggler_ms = 0;
+};
+
+StatusOr<std::vector<int>> ParseSizes(const std::string& text) {
+  std::vector<int> sizes;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, ',')) {
+    char* end = nullptr;
+    long v = std::strtol(part.c_str(), &end, 10);
+    if (part.empty() || *end != '\0' || v <= 0 || v > 1 << 16) {
+      return InvalidArgumentError("--hidden='" + text +
+                                  "': expected positive layer sizes separated by commas");
+    }
+    sizes.push_back(static_cast<int>(v));
+  }
+  if (sizes.empty()) return InvalidArgumentError("--hidden is empty");
+  return sizes;
+}
+
+StatusOr<TrainConfig> ConfigFromFlags() {
+  TrainConfig c;
+  if (FLAGS_data.empty()) {
+    return InvalidArgumentError(
+        "--data is required: files or directories, '-' for stdin, zmq:tcp://host:port, or gen "
+        "for a generated stream (e.g. --data=gen:rows=1000000,drift=250000)");
+  }
+  if (FLAGS_data == "-") {
+    c.stdin_source = true;
+  } else if (FLAGS_data.rfind("zmq:", 0) == 0) {
+    c.zmq_endpoint = FLAGS_data.substr(4);
+  } else if (FLAGS_data == "gen" || FLAGS_data.rfind("gen:", 0) == 0) {
+    StatusOr<worker::GeneratedStreamSpec> spec = worker::ParseGeneratedStreamSpec(FLAGS_data);
+    if (!spec.ok()) return spec.status().WithContext("--data");
+    c.generated = *spec;
+  } else {
+    std::stringstream in(FLAGS_data);
+    std::string part;
+    while (std::getline(in, part, ',')) {
+      if (!part.empty()) c.paths.push_back(part);
+    }
+  }
+  if (FLAGS_passes < 1) return InvalidArgumentError("--passes must be >= 1");
+  if (FLAGS_passes > 1 && c.paths.empty()) {
+    return InvalidArgumentError("--passes > 1 needs file data (a stream cannot be read twice)");
+  }
+  if (FLAGS_follow && (c.paths.size() != 1 || FLAGS_passes > 1)) {
+    return InvalidArgumentError("--follow needs exactly one --data file and --passes=1");
+  }
+  auto& t = c.trainer;
+  ASSIGN_OR_RETURN(t.model.kind, models::ParseModelKind(FLAGS_model));
+  if (FLAGS_format != "criteo" && FLAGS_format != "libsvm" && FLAGS_format != "libffm") {
+    return InvalidArgumentError("unknown --format '" + FLAGS_format +
+                                "' (criteo, libsvm or libffm)");
+  }
+  t.slots = FLAGS_format == "libsvm" ? worker::SlotMode::kInOrder : worker::SlotMode::kByField;
+  t.model.num_fields = FLAGS_num_fields;
+  t.model.dense_dim = 0;
+  if (FLAGS_format == "criteo") {
+    if (t.model.num_fields == 0) {
+      t.model.num_fields = worker::kCriteoIntegerFeatures + worker::kCriteoCategoricalFeatures;
+    }
+    t.model.dense_dim = worker::kCriteoIntegerFeatures;
+  } else if (t.model.num_fields <= 0) {
+    return InvalidArgumentError("--format=" + FLAGS_format +
+                                " needs --num_fields (feature slots per row)");
+  }
+  if (FLAGS_emb_dim < 1 || FLAGS_emb_dim > 1024) {
+    return InvalidArgumentError("--emb_dim must be in [1, 1024]");
+  }
+  t.model.emb_dim = t.model.kind == models::ModelKind::kLr ? 0 : FLAGS_emb_dim;
+  ASSIGN_OR_RETURN(t.model.hidden, ParseSizes(FLAGS_hidden));
+  if (FLAGS_batch_size < 1 || FLAGS_batch_size > 1 << 20) {
+    return InvalidArgumentError("--batch_size must be in [1, 1048576]");
+  }
+  t.window.max_rows = FLAGS_window_rows;
+  t.window.max_seconds = FLAGS_window_seconds;
+  t.window.replay_ratio = FLAGS_replay_ratio;
+  t.window.seed = FLAGS_seed;
+  RETURN_IF_ERROR(worker::ValidateWindowOptions(t.window));
+  t.prefetch = FLAGS_prefetch;
+  t.max_rows = FLAGS_max_rows;
+  if (FLAGS_progress_interval_ms < 10) {
+    return InvalidArgumentError("--progress_interval_ms must be >= 10");
+  }
+  t.report_interval = std::chrono::milliseconds(FLAGS_progress_interval_ms);
+  if (FLAGS_metrics_window_rows < 8) {
+    return InvalidArgumentError("--metrics_window_rows must be >= 8");
+  }
+  t.metrics.window_rows = FLAGS_metrics_window_rows;
+  if (FLAGS_max_bad_row_rate < 0 || FLAGS_max_bad_row_rate > 1) {
+    return InvalidArgumentError("--max_bad_row_rate must be in [0, 1]");
+  }
+  if (FLAGS_parse_queue < 1) return InvalidArgumentError("--parse_queue must be >= 1");
+  if (!FLAGS_straggler.empty()) {
+    int w = -1, ms = -1;
+    char extra = 0;
+    if (std::sscanf(FLAGS_straggler.c_str(), "%d:%d%c", &w, &ms, &extra) != 2 || w < 0 || ms < 0) {
+      return InvalidArgumentError("--straggler='" + FLAGS_straggler +
+                                  "': expected worker:ms, e.g. 0:50");
+    }
+    c.straggler_worker = w;
+    c.straggler_ms = ms;
+  }
+  t.freeze_after_rows = FLAGS_freeze_after_rows;
+  t.eval_from_rows = FLAGS_eval_from_rows;
+  c.sparse_opt = FLAGS_sparse_opt;
+  if (c.sparse_opt.empty()) c.sparse_opt = worker::DefaultSparseOptimizer(t.model.kind);
+  c.dense_opt = FLAGS_dense_opt;
+  return c;
+}
+
+// This worker's share of the stream.
+StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, zmq::context_t& ctx,
+                                                         int worker, int num_workers) {
+  if (c.stdin_source) {
+    if (num_workers != 1) {
+      return InvalidArgumentError("--data=- (stdin) works with one worker only; got " +
+                                  std::to_string(num_workers));
+    }
+    return std::unique_ptr<worker::LineSource>(std::make_unique<worker::FdSource>(0));
+  }
+  if (!c.zmq_endpoint.empty()) {
+    ASSIGN_OR_RETURN(auto source, worker::ZmqPullSource::Create(ctx, c.zmq_endpoint, false));
+    return std::unique_ptr<worker::LineSource>(std::move(source));
+  }
+  std::unique_ptr<worker::LineSource> source;
+  if (c.generated) {
+    source = std::make_unique<worker::GeneratorSource>(*c.generated);
+  } else if (FLAGS_follow) {
+    ASSIGN_OR_RETURN(source, worker::FollowFileSource::Open(c.paths[0]));
+  } else {
+    std::vector<std::string> paths;
+    for (int p = 0; p < FLAGS_passes; ++p)
+      paths.insert(paths.end(), c.paths.begin(), c.paths.end());
+    ASSIGN_OR_RETURN(source, worker::FileListSource::Open(paths));
+  }
+  if (num_workers > 1) {
+    source = std::make_unique<worker::ShardedSource>(std::move(source), worker, num_workers);
+  }
+  return source;
+}
+
+StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
+  zmq::context_t context;  // for a ZeroMQ source; separate from the client's
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::LineSource> source,
+                   OpenSource(c, context, client.worker_id(), client.num_workers()));
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::Parser> parser, worker::MakeParser(FLAGS_format));
+  worker::ParsedStreamOptions stream_options;
+  stream_options.batch_size = static_cast<size_t>(FLAGS_batch_size);
+  if (c.trainer.window.replay_ratio > 0) {
+    // Fresh rows per batch; the window tops the batch up with replayed rows.
+    stream_options.batch_size = std::max<size_t>(
+        1, static_cast<size_t>(FLAGS_batch_size * (1 - c.trainer.window.replay_ratio) + 0.5));
+  }
+  stream_options.queue_depth = static_cast<size_t>(FLAGS_parse_queue);
+  stream_options.budget.max_bad_rate = FLAGS_max_bad_row_rate;
+  ParsedStream stream(std::move(source), std::move(parser), stream_options);
+
+  ASSIGN_OR_RETURN(std::unique_ptr<models::CtrModel> model,
+                   models::CtrModel::Create(c.trainer.model));
+  worker::TrainerOptions options = c.trainer;
+  options.window.seed = c.trainer.window.seed * 7919 + static_cast<uint64_t>(client.worker_id());
+  if (client.worker_id() == c.straggler_worker) {
+    options.delay_per_batch = std::chrono::milliseconds(c.straggler_ms);
+  }
+  worker::Trainer trainer(client, *model, options);
+  ASSIGN_OR_RETURN(worker::TrainerStats stats, trainer.Run(stream));
+  std::string report;
+  stats.AppendTo(&report);
+  return report;
+}
+
+int Main(int argc, char** argv) {
+  // Spinning OpenMP barriers collapse on a loaded host (oneDNN's threads spin while
+  // the servers and the parser need the cores). libgomp reads OMP_WAIT_POLICY only
+  // when it is loaded, so set it and start again; a user's own setting wins.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr) {
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv);
+    PLOG(WARNING) << "could not restart with OMP_WAIT_POLICY=passive; going on without it";
+  }
+  gflags::SetUsageMessage(
+      "streaming CTR training on Eddy's parameter servers.\n"
+      "  eddy_train --local --data=stream.tsv [--model=deepfm ...]\n"
+      "  mpirun -np 4 eddy_train --flagfile=job.flags   (rank 0 scheduler, then servers, "
+      "then workers)");
+  scheduler::ParseFlags(&argc, &argv);
+  if (!gflags::GetCommandLineFlagInfoOrDie("tables").is_default) {
+    LOG(ERROR) << "eddy_train derives its tables from the model flags (--model, --emb_dim, "
+                  "--hidden, --sparse_opt, --dense_opt); drop --tables";
+    return 1;
+  }
+  StatusOr<scheduler::JobOptions> job = scheduler::JobOptionsFromFlags();
+  if (!job.ok()) {
+    LOG(ERROR) << job.status();
+    return 1;
+  }
+  StatusOr<TrainConfig> config = ConfigFromFlags();
+  if (!config.ok()) {
+    LOG(ERROR) << config.status();
+    return 1;
+  }
+  {
+    // The tables follow from the model; every process derives the same ones.
+    StatusOr<std::unique_ptr<models::CtrModel>> model =
+        models::CtrModel::Create(config->trainer.model);
+    if (!model.ok()) {
+      LOG(ERROR) << model.status();
+      return 1;
+    }
+    StatusOr<std::vector<proto::TableConfig>> tables = worker::ModelTables(
+        **model, config->trainer.sparse_table, config->sparse_opt, config->dense_opt, FLAGS_seed);
+    if (!tables.ok()) {
+      LOG(ERROR) << tables.status().WithContext("--sparse_opt / --dense_opt");
+      return 1;
+    }
+    job->scheduler_options.tables = std::move(tables).value();
+  }
+
+  std::unique_ptr<std::ofstream> metrics_out;
+  if (!FLAGS_metrics_out.empty()) {
+    metrics_out = std::make_unique<std::ofstream>(FLAGS_metrics_out, std::ios::trunc);
+    if (!*metrics_out) {
+      LOG(ERROR) << "cannot write --metrics_out=" << FLAGS_metrics_out;
+      return 1;
+    }
+  }
+  const bool tty = isatty(STDERR_FILENO) != 0;
+  std::unique_ptr<worker::TrainProgress> progress;  // made on the scheduler's first call
+  scheduler::WorkerProgram program;
+  program.run = [&](worker::Client& client) { return RunWorker(*config, client); };
+  program.progress_interval = std::chrono::milliseconds(FLAGS_progress_interval_ms);
+  program.progress = [&](const std::vector<std::string>& latest, bool final) {
+    if (final) return;  // summarize() writes the last record from the final reports
+    if (progress == nullptr) {
+      progress = std::make_unique<worker::TrainProgress>(static_cast<int>(latest.size()));
+    }
+    if (!progress->Update(latest, SteadyClock::now())) return;
+    std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", progress->Line().c_str());
+    if (metrics_out) *metrics_out << progress->JsonLine(false) << std::endl;
+  };
+  program.summarize = [&](const std::vector<std::string>& reports) -> Status {
+    if (tty) std::fprintf(stderr, "\n");
+    if (progress == nullptr) {
+      progress = std::make_unique<worker::TrainProgress>(static_cast<int>(reports.size()));
+    }
+    const uint64_t bad_before = progress->bad_reports();
+    if (!progress->Update(reports, SteadyClock::now()) || progress->bad_reports() > bad_before) {
+      return DataLossError("some workers' final reports could not be read");
+    }
+    std::printf("%s", progress->Summary().c_str());
+    std::fflush(stdout);
+    if (metrics_out) *metrics_out << progress->JsonLine(true) << std::endl;
+    return OkStatus();
+  };
+  return scheduler::RunJob(std::move(*job), program);
+}
+
+}  // namespace
+}  // namespace eddy
+
+int main(int argc, char** argv) {
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  return eddy::Main(argc, argv);
+}

@@ -1,0 +1,160 @@
+#include "worker/train_progress.h"
+
+#include <glog/logging.h>
+
+#include <cmath>
+#include <cstdio>
+
+namespace eddy::worker {
+namespace {
+
+std::string Number(double v, const char* format = "%.6g") {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), format, v);
+  return buf;
+}
+
+std::string Fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.*f", digits, v);
+  return buf;
+}
+
+// 1234567 -> "1,234,567".
+std::string Grouped(uint64_t n) {
+  std::string s = std::to_string(n);
+  for (int i = static_cast<int>(s.size()) - 3; i > 0; i -= 3) s.insert(i, ",");
+  return s;
+}
+
+std::string Rate(double rows_per_s) {
+  char buf[32];
+  if (rows_per_s >= 1e6) {
+    std::snprintf(buf, sizeof(buf), "%.2fM", rows_per_s / 1e6);
+  } else if (rows_per_s >= 1e3) {
+    std::snprintf(buf, sizeof(buf), "%.1fk", rows_per_s / 1e3);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.0f", rows_per_s);
+  }
+  return buf;
+}
+
+}  // namespace
+
+TrainProgress::TrainProgress(int num_workers, SteadyClock::time_point start)
+    : num_workers_(num_workers), start_(start) {}
+
+bool TrainProgress::Update(const std::vector<std::string>& reports, SteadyClock::time_point now) {
+  TrainerStats total;
+  int reporting = 0;
+  for (size_t w = 0; w < reports.size(); ++w) {
+    if (reports[w].empty()) continue;
+    StatusOr<TrainerStats> stats = TrainerStats::Parse(reports[w]);
+    Status merged = stats.ok()
+                        ? (reporting == 0 ? (total = *stats, OkStatus()) : total.Merge(*stats))
+                        : stats.status();
+    if (!merged.ok()) {
+      if (bad_reports_++ < 5) LOG(WARNING) << "metrics of worker " << w << " skipped: " << merged;
+      continue;
+    }
+    ++reporting;
+  }
+  if (reporting == 0) return false;
+  total_ = std::move(total);
+  reporting_ = reporting;
+  elapsed_s_ = std::chrono::duration<double>(now - start_).count();
+  const double dt = elapsed_s_ - last_update_s_;
+  if (dt > 0 && total_.rows >= last_rows_) {
+    recent_rows_per_s_ = static_cast<double>(total_.rows - last_rows_) / dt;
+  }
+  last_update_s_ = elapsed_s_;
+  last_rows_ = total_.rows;
+  return true;
+}
+
+double TrainProgress::rows_per_s() const {
+  return total_.seconds > 0 ? static_cast<double>(total_.rows) / total_.seconds : 0.0;
+}
+
+std::string TrainProgress::Line() const {
+  const BinaryMetrics& all = total_.metrics.SinceStart();
+  const BinaryMetrics recent = total_.metrics.RecentWindow();
+  char head[32];
+  std::snprintf(head, sizeof(head), "[%6.0fs] ", elapsed_s_);
+  std::string line = head + Grouped(total_.rows) + " rows " + Rate(recent_rows_per_s_) +
+                     " rows/s | auc " + Fixed(all.Auc(), 4) + " logloss " +
+                     Fixed(all.LogLoss(), 5) + " calib " + Fixed(all.Calibration(), 3) +
+                     " | recent auc " + Fixed(recent.Auc(), 4) + " logloss " +
+                     Fixed(recent.LogLoss(), 5);
+  if (total_.bad_rows > 0) line += " | bad rows " + Grouped(total_.bad_rows);
+  if (reporting_ < num_workers_) {
+    line += " | " + std::to_string(reporting_) + "/" + std::to_string(num_workers_) + " workers";
+  }
+  return line;
+}
+
+std::string TrainProgress::JsonLine(bool final) const {
+  const BinaryMetrics& all = total_.metrics.SinceStart();
+  const BinaryMetrics recent = total_.metrics.RecentWindow();
+  std::string j = "{";
+  auto field = [&](const char* name, const std::string& value) {
+    if (j.size() > 1) j += ",";
+    j += "\"";
+    j += name;
+    j += "\":" + value;
+  };
+  field("elapsed_s", Number(elapsed_s_, "%.3f"));
+  field("rows", std::to_string(total_.rows));
+  field("rows_per_s", Number(recent_rows_per_s_, "%.1f"));
+  field("auc", Number(all.Auc()));
+  field("logloss", Number(all.LogLoss()));
+  field("calibration", Number(all.Calibration()));
+  field("ctr", Number(all.Ctr()));
+  field("recent_rows", std::to_string(recent.count()));
+  field("recent_auc", Number(recent.Auc()));
+  field("recent_logloss", Number(recent.LogLoss()));
+  field("recent_calibration", Number(recent.Calibration()));
+  field("replayed_rows", std::to_string(total_.replayed_rows));
+  field("batches", std::to_string(total_.batches));
+  field("bad_rows", std::to_string(total_.bad_rows));
+  field("dropped_features", std::to_string(total_.dropped_features));
+  field("wait_s", Number(total_.wait_seconds, "%.3f"));
+  field("compute_s", Number(total_.compute_seconds, "%.3f"));
+  field("data_wait_s", Number(total_.data_wait_seconds, "%.3f"));
+  if (total_.eval.count() > 0) {
+    field("eval_rows", std::to_string(total_.eval.count()));
+    field("eval_auc", Number(total_.eval.Auc()));
+    field("eval_logloss", Number(total_.eval.LogLoss()));
+  }
+  field("workers", std::to_string(reporting_));
+  field("final", final ? "true" : "false");
+  return j + "}";
+}
+
+std::string TrainProgress::Summary() const {
+  const BinaryMetrics& all = total_.metrics.SinceStart();
+  const BinaryMetrics recent = total_.metrics.RecentWindow();
+  std::string s;
+  s += "trained on " + Grouped(total_.rows) + " rows (" + Grouped(total_.replayed_rows) +
+       " replayed) in " + Fixed(total_.seconds, 1) + " s by " + std::to_string(reporting_) +
+       " worker(s): " + Rate(rows_per_s()) + " rows/s\n";
+  s += "progressive validation, since start: " + all.Summary() + "\n";
+  s += "progressive validation, last " + Grouped(recent.count()) + " rows: " + recent.Summary() +
+       "\n";
+  if (total_.eval.count() > 0) {
+    s += "evaluated tail (--eval_from_rows): " + total_.eval.Summary() + "\n";
+  }
+  s += "bad rows skipped: " + Grouped(total_.bad_rows) +
+       ", features dropped (no free slot): " + Grouped(total_.dropped_features) + "\n";
+  const double busy = total_.wait_seconds + total_.compute_seconds + total_.data_wait_seconds;
+  if (busy > 0) {
+    s += "worker time: " + Fixed(100 * total_.compute_seconds / busy, 0) + "% model compute, " +
+         Fixed(100 * total_.wait_seconds / busy, 0) + "% waiting for pulls, " +
+         Fixed(100 * total_.data_wait_seconds / busy, 0) + "% waiting for parsed rows\n";
+  }
+  return s;
+}
+
+}  // namespace eddy::worker

@@ -1,0 +1,137 @@
+// Trainer: a worker's streaming training loop. It takes parsed mini-batches in
+// arrival order, adds replayed rows from the sliding window, deduplicates the
+// batch's feature ids, pulls their rows and the dense tensors (the pull for the
+// next batch overlaps the compute of the current one), scores the fresh rows
+// before training on them (progressive validation), runs the model forward and
+// backward and pushes one summed gradient per unique id and per dense tensor.
+// Thread-safety: one Trainer per worker thread; Run() is called once.
+#ifndef EDDY_WORKER_TRAINER_H_
+#define EDDY_WORKER_TRAINER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/proto/eddy.pb.h"
+#include "common/status.h"
+#include "models/ctr_model.h"
+#include "worker/client.h"
+#include "worker/data/parsed_stream.h"
+#include "worker/data/window.h"
+#include "worker/metrics/metrics.h"
+
+namespace eddy::worker {
+
+// How a row's features map to the model's F slots.
+enum class SlotMode {
+  kByField,  // slot = feature field (Criteo, libffm); a second feature of a field, or a field >= F,
+             // is dropped (counted)
+  kInOrder,  // slot = position in the row (libsvm); features beyond F are dropped (counted)
+};
+
+struct TrainerOptions {
+  models::ModelOptions model;
+  SlotMode slots = SlotMode::kByField;
+  // Sparse table holding one row of 1 + emb_dim floats per feature id: the
+  // first-order weight, then the embedding (LR: the weight only).
+  std::string sparse_table = "emb";
+  WindowOptions window;
+  // Overlap the pull of batch n + 1 with the compute of batch n. The pulled values
+  // then miss this worker's own last push (one step of extra staleness). Only
+  // without a staleness bound: under BSP / SSP pulls wait for the clock anyway.
+  bool prefetch = true;
+  // Stop after this many fresh rows (0: at the end of the stream).
+  uint64_t max_rows = 0;
+  // Batches whose pushes may still be unacknowledged when the next one is sent.
+  int max_push_inflight = 2;
+  // How often ReportMetrics() is sent to the scheduler.
+  std::chrono::milliseconds report_interval{1000};
+  ProgressiveOptions metrics;
+  // After this many fresh rows, stop updating the model: later batches are only
+  // scored (a frozen model, for comparison with incremental training). 0: never.
+  uint64_t freeze_after_rows = 0;
+  // Fresh rows from this index on are also scored into TrainerStats::eval, so
+  // two runs can be compared on the same tail of the stream. 0: no such metrics.
+  uint64_t eval_from_rows = 0;
+  // Artificial delay per mini-batch (a straggler); 0 for none.
+  std::chrono::milliseconds delay_per_batch{0};
+};
+
+// The tables a job needs for `model`: the sparse table (row = first-order weight +
+// embedding, normal(0.01) init) and one dense tensor per model parameter, named as
+// the model names it, initialised as the model asks (He / Xavier uniform, zeros).
+// `sparse_opt` / `dense_opt` are optimizer settings in --tables syntax, e.g.
+// "opt=adagrad,lr=0.05". Errors: InvalidArgument naming the bad setting.
+StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& model,
+                                                      std::string_view sparse_table,
+                                                      std::string_view sparse_opt,
+                                                      std::string_view dense_opt, uint64_t seed);
+
+// Default optimizer settings (--tables syntax). Gradients are of the mean loss of
+// a batch, so AdaGrad starts with a tiny accumulator to make its first steps count.
+std::string DefaultSparseOptimizer(models::ModelKind kind);
+inline constexpr std::string_view kDefaultDenseOptimizer = "opt=adam,lr=0.0003";
+
+// What a worker reports: cumulative counters and its progressive metrics. Sent to
+// the scheduler about once a second and as the final report.
+struct TrainerStats {
+  uint64_t rows = 0;           // fresh rows trained on (each scored first)
+  uint64_t replayed_rows = 0;  // rows trained on again from the window
+  uint64_t batches = 0;
+  uint64_t bad_rows = 0;          // rows the parser rejected
+  uint64_t dropped_features = 0;  // features that did not fit a slot
+  double seconds = 0;             // wall time since the first batch
+  double wait_seconds = 0;        // time spent waiting for pulls
+  double data_wait_seconds = 0;   // time spent waiting for parsed rows
+  double compute_seconds = 0;     // forward + backward
+  ProgressiveMetrics metrics;
+  BinaryMetrics eval;  // rows from TrainerOptions::eval_from_rows on
+
+  void AppendTo(std::string* out) const;
+  // DataLoss on truncated or inconsistent bytes.
+  static StatusOr<TrainerStats> Parse(std::string_view bytes);
+  // Adds `other` (another worker): counters add, seconds take the max.
+  Status Merge(const TrainerStats& other);
+};
+
+class Trainer {
+ public:
+  // Requires options.model to describe `model`. `client` and `model` must outlive
+  // the trainer.
+  Trainer(Client& client, models::CtrModel& model, TrainerOptions options);
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains on `stream` until it ends (or max_rows). Returns the final stats; errors:
+  // the stream's (bad-row budget, source), a failed pull or push, a model error.
+  StatusOr<TrainerStats> Run(ParsedStream& stream);
+
+ private:
+  struct Step;
+  Status Prepare(const ExampleBatch& fresh, Step* step);
+  void IssuePulls(Step* step);
+  Status Compute(Step* step);
+  Status IssuePushes(Step* step);
+  void MaybeReport(bool force);
+
+  Client& client_;
+  models::CtrModel& model_;
+  const TrainerOptions options_;
+  const int fields_;
+  const int emb_dim_;
+  const size_t row_dim_;  // 1 + emb_dim
+  SlidingWindow window_;
+  TrainerStats stats_;
+  std::vector<std::string> dense_tables_;
+  SteadyClock::time_point start_;
+  SteadyClock::time_point next_report_;
+  std::vector<OpPtr> push_ops_;  // of the last max_push_inflight batches
+  // Scratch reused across steps.
+  std::vector<float> emb_in_, linear_in_, grad_emb_, grad_linear_, probs_;
+};
+
+}  // namespace eddy::worker
+
+#endif  // EDDY_WORKER_TRAINER_H_
