@@ -62,6 +62,7 @@ void DenseTensor::Push(const float* grads, ThreadPool* pool) {
     optimizer_->Apply(weights_.data() + first, state_.data() + b * block_state_, grads + first,
                       len);
   });
+  version_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void DenseTensor::Pull(float* out, ThreadPool* pool) const {
@@ -76,6 +77,7 @@ void DenseTensor::PushPull(const float* grads, float* out, ThreadPool* pool) {
                       len);
     std::memcpy(out + first, weights_.data() + first, len * sizeof(float));
   });
+  version_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void DenseTensor::ForEachBlock(ThreadPool* pool,

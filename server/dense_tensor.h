@@ -6,6 +6,7 @@
 #ifndef EDDY_SERVER_DENSE_TENSOR_H_
 #define EDDY_SERVER_DENSE_TENSOR_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -49,6 +50,10 @@ class DenseTensor {
   // Push, then out = the updated values (one pass).
   void PushPull(const float* grads, float* out, ThreadPool* pool);
 
+  // Pushes applied so far (the tensor's version): a pull reply carries it, so a
+  // worker can tell how many updates happened between its read and its write.
+  uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+
   // Bytes of values and optimizer state.
   size_t MemoryBytes() const { return (weights_.size() + state_.size()) * sizeof(float); }
 
@@ -71,6 +76,7 @@ class DenseTensor {
   std::vector<float> weights_;
   std::vector<float> state_;
   const std::unique_ptr<std::mutex[]> block_mu_;
+  std::atomic<uint64_t> version_{0};
 };
 
 }  // namespace eddy::server

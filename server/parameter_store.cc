@@ -70,6 +70,8 @@ Message ParameterStore::Handle(const Message& request, bool apply) {
                                    : "unknown dense tensor '" + h.table() + "'");
       } else {
         values = HandleDense(request, it->second.get(), apply);
+        // After a push: the version it made; for a pull: the version read.
+        if (values.ok() && apply) reply.header.set_version(it->second->version());
       }
       break;
     }

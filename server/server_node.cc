@@ -105,6 +105,12 @@ Status ServerNode::RunInternal() {
 void ServerNode::Answer(zmq::socket_t& router, const std::string& routing_id,
                         const Message& request) {
   Message reply = store_->Handle(request);
+  const proto::MsgType type = request.header.type();
+  if (type == proto::PULL || type == proto::PULL_DENSE || type == proto::PUSH_PULL) {
+    // The slowest live worker's clock when the values were read: the reader's
+    // clock minus this is the staleness the pull saw.
+    reply.header.set_clock(gate_->min_clock());
+  }
   if (!reply.header.status_message().empty()) {
     uint64_t n = store_->stats().errors;
     if (n <= 10 || n % 1000 == 0) {

@@ -460,6 +460,11 @@ void Client::OnReply(uint32_t server, Message reply) {
     op.Complete(frames.WithContext("malformed reply from " + ServerName(server)));
     return;
   }
+  // Servers put the slowest worker's clock in pull replies and the tensor version
+  // in dense replies (0 elsewhere).
+  const int64_t clock = reply.header.clock();
+  if (op.slowest_clock_ < 0 || clock < op.slowest_clock_) op.slowest_clock_ = clock;
+  op.version_ = std::max<int64_t>(op.version_, reply.header.version());
   if (expected > 0) {
     Buffer values = reply.values.Aligned(alignof(float));
     const float* src = values.As<float>().data();

@@ -63,6 +63,12 @@ class Op {
   // request's keys; for dense pulls the whole tensor. Empty before success.
   std::span<const float> values() const;
   Buffer values_buffer() const;
+  // After success. Pulls: the smallest clock of the slowest live worker that the
+  // answering servers saw when they read the values. Dense pushes and pulls: the
+  // largest tensor version in the replies (pushes applied to the tensor,
+  // counting this one for a push; 0 for a push only queued for its clock's sum).
+  int64_t slowest_clock() const { return slowest_clock_; }
+  int64_t version() const { return version_; }
 
  private:
   friend class Client;
@@ -82,6 +88,8 @@ class Op {
   std::vector<std::vector<uint32_t>> positions_;  // per part: original key positions
   std::vector<uint64_t> offsets_;                 // per part: first dense element
   std::vector<uint64_t> expected_values_;         // per part: values expected in the reply
+  int64_t slowest_clock_ = -1;
+  int64_t version_ = -1;
 };
 
 using OpPtr = std::shared_ptr<Op>;

@@ -88,6 +88,10 @@ std::string TrainProgress::Line() const {
                      Fixed(all.LogLoss(), 5) + " calib " + Fixed(all.Calibration(), 3) +
                      " | recent auc " + Fixed(recent.Auc(), 4) + " logloss " +
                      Fixed(recent.LogLoss(), 5);
+  if (total_.staleness.max() > 0) {
+    line += " | staleness " + Fixed(total_.staleness.Mean(), 1) + " p99 " +
+            Fixed(total_.staleness.Quantile(0.99), 0);
+  }
   if (total_.bad_rows > 0) line += " | bad rows " + Grouped(total_.bad_rows);
   if (reporting_ < num_workers_) {
     line += " | " + std::to_string(reporting_) + "/" + std::to_string(num_workers_) + " workers";
@@ -128,6 +132,11 @@ std::string TrainProgress::JsonLine(bool final) const {
     field("eval_auc", Number(total_.eval.Auc()));
     field("eval_logloss", Number(total_.eval.LogLoss()));
   }
+  field("staleness_mean", Number(total_.staleness.Mean()));
+  field("staleness_p99", Number(total_.staleness.Quantile(0.99)));
+  field("staleness_max", std::to_string(total_.staleness.max()));
+  field("age_mean", Number(total_.age.Mean()));
+  field("age_p99", Number(total_.age.Quantile(0.99)));
   field("workers", std::to_string(reporting_));
   field("final", final ? "true" : "false");
   return j + "}";
@@ -148,6 +157,16 @@ std::string TrainProgress::Summary() const {
   }
   s += "bad rows skipped: " + Grouped(total_.bad_rows) +
        ", features dropped (no free slot): " + Grouped(total_.dropped_features) + "\n";
+  if (total_.staleness.count() > 0) {
+    s += "staleness of pulls (clocks behind the slowest worker): mean " +
+         Fixed(total_.staleness.Mean(), 2) + ", p99 " + Fixed(total_.staleness.Quantile(0.99), 0) +
+         ", max " + std::to_string(total_.staleness.max()) + "\n";
+  }
+  if (total_.age.count() > 0) {
+    s += "age of the values a gradient was computed from (updates in between): mean " +
+         Fixed(total_.age.Mean(), 2) + ", p99 " + Fixed(total_.age.Quantile(0.99), 0) + ", max " +
+         std::to_string(total_.age.max()) + "\n";
+  }
   const double busy = total_.wait_seconds + total_.compute_seconds + total_.data_wait_seconds;
   if (busy > 0) {
     s += "worker time: " + Fixed(100 * total_.compute_seconds / busy, 0) + "% model compute, " +

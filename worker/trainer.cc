@@ -80,6 +80,8 @@ void TrainerStats::AppendTo(std::string* out) const {
   w.F64(wait_seconds);
   w.F64(compute_seconds);
   w.F64(data_wait_seconds);
+  staleness.AppendTo(out);
+  age.AppendTo(out);
   std::string m;
   metrics.AppendTo(&m);
   w.Bytes(m);
@@ -96,9 +98,17 @@ StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
   if (!r.U32(&magic) || magic != kStatsMagic || !r.U64(&s.rows) || !r.U64(&s.replayed_rows) ||
       !r.U64(&s.batches) || !r.U64(&s.bad_rows) || !r.U64(&s.dropped_features) ||
       !r.F64(&s.seconds) || !r.F64(&s.wait_seconds) || !r.F64(&s.compute_seconds) ||
-      !r.F64(&s.data_wait_seconds) || !r.Bytes(&m) || !r.Bytes(&e) || r.remaining() != 0) {
+      !r.F64(&s.data_wait_seconds)) {
     return DataLossError("trainer stats: truncated or not a trainer report (" +
                          std::to_string(bytes.size()) + " bytes)");
+  }
+  std::string_view rest = bytes.substr(bytes.size() - r.remaining());
+  ASSIGN_OR_RETURN(s.staleness, CountHistogram::ParseFrom(&rest));
+  ASSIGN_OR_RETURN(s.age, CountHistogram::ParseFrom(&rest));
+  internal::ByteReader tail(rest);
+  if (!tail.Bytes(&m) || !tail.Bytes(&e) || tail.remaining() != 0) {
+    return DataLossError("trainer stats: truncated metrics (" + std::to_string(bytes.size()) +
+                         " bytes)");
   }
   ASSIGN_OR_RETURN(s.metrics, ProgressiveMetrics::Parse(m));
   ASSIGN_OR_RETURN(s.eval, BinaryMetrics::Parse(e));
@@ -108,6 +118,8 @@ StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
 Status TrainerStats::Merge(const TrainerStats& other) {
   RETURN_IF_ERROR(metrics.Merge(other.metrics));
   RETURN_IF_ERROR(eval.Merge(other.eval));
+  staleness.Merge(other.staleness);
+  age.Merge(other.age);
   rows += other.rows;
   replayed_rows += other.replayed_rows;
   batches += other.batches;
@@ -134,6 +146,7 @@ struct Trainer::Step {
   OpPtr sparse_pull;
   std::vector<OpPtr> dense_pulls;
   SteadyClock::time_point pulls_issued;
+  int64_t pull_clock = 0;  // this worker's clock when the pulls were sent
 };
 
 Trainer::Trainer(Client& client, models::CtrModel& model, TrainerOptions options)
@@ -205,6 +218,7 @@ Status Trainer::Prepare(const ExampleBatch& fresh, Step* step) {
 
 void Trainer::IssuePulls(Step* step) {
   step->pulls_issued = SteadyClock::now();
+  step->pull_clock = client_.clock();
   step->sparse_pull = client_.Pull(options_.sparse_table, step->keys);
   step->dense_pulls.clear();
   for (const std::string& name : dense_tables_)
@@ -219,6 +233,11 @@ Status Trainer::Compute(Step* step) {
   }
   const auto compute_start = SteadyClock::now();
   stats_.wait_seconds += Seconds(compute_start - wait_start);
+  if (!step->slots.empty()) {
+    stats_.staleness.Add(step->pull_clock - step->sparse_pull->slowest_clock());
+  }
+  const int64_t bias_read_version =
+      step->dense_pulls.empty() ? -1 : step->dense_pulls[0]->version();
 
   const size_t b = static_cast<size_t>(step->batch), f = static_cast<size_t>(fields_);
   const size_t k = static_cast<size_t>(emb_dim_);
@@ -288,9 +307,13 @@ Status Trainer::Compute(Step* step) {
     }
     for (size_t i = 0; i < dense_grads.size(); ++i) {
       ops.push_back(client_.PushDense(dense_tables_[i], std::move(dense_grads[i])));
+      if (i == 0) age_pending_.emplace_back(ops.back(), bias_read_version);
     }
   }
-  if (client_.view().staleness() >= 0) ops.push_back(client_.Clock());
+  // Clocks also without a staleness bound: the servers then know how far behind
+  // the slowest worker is, which is the staleness reported in the metrics.
+  ops.push_back(client_.Clock());
+  RecordAges(/*wait=*/false);
   // Bound the pushes in flight; their errors surface here.
   push_ops_.insert(push_ops_.end(), ops.begin(), ops.end());
   const size_t per_batch = ops.size();
@@ -299,6 +322,18 @@ Status Trainer::Compute(Step* step) {
     push_ops_.erase(push_ops_.begin());
   }
   return OkStatus();
+}
+
+void Trainer::RecordAges(bool wait) {
+  while (!age_pending_.empty()) {
+    auto& [op, read_version] = age_pending_.front();
+    if (!wait && !op->done()) break;
+    // A push queued for its clock's sum (BSP) reports no version: age 0 by design.
+    if (op->Wait().ok() && op->version() > 0 && read_version >= 0) {
+      stats_.age.Add(op->version() - read_version - 1);
+    }
+    age_pending_.pop_front();
+  }
 }
 
 void Trainer::MaybeReport(bool force) {
@@ -385,6 +420,7 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   }
   for (const OpPtr& op : push_ops_) RETURN_IF_ERROR(op->Wait().WithContext("push"));
   push_ops_.clear();
+  RecordAges(/*wait=*/true);
   stats_.bad_rows = stream.bad_rows();
   stats_.seconds = Seconds(SteadyClock::now() - start_);
   if (options_.max_rows > 0 && taken >= options_.max_rows) stream.Stop();

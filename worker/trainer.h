@@ -10,8 +10,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/proto/eddy.pb.h"
@@ -20,6 +22,7 @@
 #include "worker/client.h"
 #include "worker/data/parsed_stream.h"
 #include "worker/data/window.h"
+#include "worker/metrics/count_histogram.h"
 #include "worker/metrics/metrics.h"
 
 namespace eddy::worker {
@@ -86,6 +89,12 @@ struct TrainerStats {
   double wait_seconds = 0;        // time spent waiting for pulls
   double data_wait_seconds = 0;   // time spent waiting for parsed rows
   double compute_seconds = 0;     // forward + backward
+  // Staleness each mini-batch's pull saw: this worker's clock minus the slowest
+  // live worker's clock when the servers read the values.
+  CountHistogram staleness;
+  // Age of the values read, in versions: updates of the dense "bias" tensor by
+  // other workers between this worker's read and the push of its gradient.
+  CountHistogram age;
   ProgressiveMetrics metrics;
   BinaryMetrics eval;  // rows from TrainerOptions::eval_from_rows on
 
@@ -115,6 +124,8 @@ class Trainer {
   Status Compute(Step* step);
   Status IssuePushes(Step* step);
   void MaybeReport(bool force);
+  // Records the age of answered bias pushes (all of them if `wait`).
+  void RecordAges(bool wait);
 
   Client& client_;
   models::CtrModel& model_;
@@ -128,6 +139,9 @@ class Trainer {
   SteadyClock::time_point start_;
   SteadyClock::time_point next_report_;
   std::vector<OpPtr> push_ops_;  // of the last max_push_inflight batches
+  // Pushes of the bias tensor not yet answered, with the version the gradient was
+  // computed from.
+  std::deque<std::pair<OpPtr, int64_t>> age_pending_;
   // Scratch reused across steps.
   std::vector<float> emb_in_, linear_in_, grad_emb_, grad_linear_, probs_;
 };
