@@ -230,6 +230,27 @@ TEST(TrainerTest, BspWithThreeWorkersEqualsOneWorkerWithTripleBatch) {
   fs::remove(stream.path);
 }
 
+// One worker: its pulls are never behind anyone (staleness 0). With prefetch the
+// values for batch n + 1 are read before batch n's push, so each gradient is one
+// update old; without prefetch, zero.
+TEST(TrainerTest, StalenessAndAgeOfOneWorkerFollowFromThePipeline) {
+  const Stream stream = Generate("age", 256 * 12, 15);
+  const models::ModelOptions model = SmallModel(models::ModelKind::kLr);
+  TrainerOptions prefetch;
+  JobResult with = Train(stream, model, 1, prefetch);
+  EXPECT_EQ(with.total.staleness.count(), 12u);
+  EXPECT_EQ(with.total.staleness.max(), 0u);
+  EXPECT_EQ(with.total.age.count(), 12u);
+  EXPECT_EQ(with.total.age.Mean(), 11.0 / 12.0);  // the first batch read the initial values
+  EXPECT_EQ(with.total.age.max(), 1u);
+  TrainerOptions no_prefetch;
+  no_prefetch.prefetch = false;
+  JobResult without = Train(stream, model, 1, no_prefetch);
+  EXPECT_EQ(without.total.age.count(), 12u);
+  EXPECT_EQ(without.total.age.max(), 0u);
+  fs::remove(stream.path);
+}
+
 TEST(TrainerStatsTest, RoundTripsMergesAndRejectsGarbage) {
   TrainerStats a;
   a.rows = 10;
