@@ -334,7 +334,9 @@ int Main(int argc, char** argv) {
   program.progress = [&](const std::vector<std::string>& latest, bool final) {
     if (final) return;  // summarize() writes the last record from the final reports
     if (progress == nullptr) {
-      progress = std::make_unique<worker::TrainProgress>(static_cast<int>(latest.size()));
+      // The first call comes one interval after the cluster is up: start there.
+      progress = std::make_unique<worker::TrainProgress>(
+          static_cast<int>(latest.size()), SteadyClock::now() - program.progress_interval);
     }
     if (!progress->Update(latest, SteadyClock::now())) return;
     std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", progress->Line().c_str());

@@ -16,7 +16,7 @@ namespace eddy::worker {
 
 class CountHistogram {
  public:
-  static constexpr int kExact = 64;  // values >= kExact share the last bucket
+  static constexpr int kExact = 256;  // values >= kExact share the last bucket
 
   void Add(int64_t value);  // negative values count as 0
   void Merge(const CountHistogram& other);
