@@ -137,6 +137,8 @@ std::string TrainProgress::JsonLine(bool final) const {
   field("staleness_max", std::to_string(total_.staleness.max()));
   field("age_mean", Number(total_.age.Mean()));
   field("age_p99", Number(total_.age.Quantile(0.99)));
+  field("staleness_histogram", total_.staleness.ToJson());
+  field("age_histogram", total_.age.ToJson());
   field("workers", std::to_string(reporting_));
   field("final", final ? "true" : "false");
   return j + "}";

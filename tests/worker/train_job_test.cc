@@ -99,6 +99,22 @@ TEST_F(TrainJobTest, LocalJobLearnsAndWritesMetrics) {
   EXPECT_NE(last.find("\"rows\":30000"), std::string::npos) << last;
 }
 
+TEST_F(TrainJobTest, TheExampleFlagfileRuns) {
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  std::vector<std::string> flags = {
+      "--flagfile=" + std::string(EDDY_SOURCE_DIR) + "/scripts/train.flags", "--local",
+      "--data=gen:rows=6000,vocab=200", "--metrics_out=" + metrics};
+  flags.insert(flags.end(), kSmallModel.begin(), kSmallModel.end());
+  auto [code, out] = Train(flags);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("trained on 6,000 rows"), std::string::npos) << out;
+  EXPECT_NE(out.find("by 2 worker(s)"), std::string::npos) << out;  // --num_workers=2
+  std::ifstream in(metrics);
+  std::string line, last;
+  while (std::getline(in, line)) last = line;
+  EXPECT_NE(last.find("\"staleness_histogram\":{"), std::string::npos) << last;
+}
+
 TEST_F(TrainJobTest, MpirunJobWithTwoWorkersTrainsEveryRowOnce) {
   const std::string data = Generate("stream.tsv", 20000);
   std::vector<std::string> flags = kSmallModel;

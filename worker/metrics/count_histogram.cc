@@ -39,6 +39,17 @@ double CountHistogram::Quantile(double q) const {
   return kExact;
 }
 
+std::string CountHistogram::ToJson() const {
+  std::string json = "{";
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    if (buckets_[i] == 0) continue;
+    if (json.size() > 1) json += ",";
+    json += "\"" + (i == kExact ? ">=" + std::to_string(kExact) : std::to_string(i)) +
+            "\":" + std::to_string(buckets_[i]);
+  }
+  return json + "}";
+}
+
 void CountHistogram::AppendTo(std::string* out) const {
   internal::ByteWriter w(out);
   w.U32(kExact);

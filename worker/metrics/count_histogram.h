@@ -27,6 +27,9 @@ class CountHistogram {
   // The smallest v with at least q of the values <= v; kExact if it falls in the
   // overflow bucket (then see max()); NaN when empty. Requires 0 < q <= 1.
   double Quantile(double q) const;
+  // The non-empty buckets as a JSON object, value -> count, e.g. {"0":12,"3":1};
+  // the overflow bucket is keyed ">=kExact".
+  std::string ToJson() const;
 
   void AppendTo(std::string* out) const;
   // DataLoss on truncated or inconsistent bytes; consumes exactly its own bytes

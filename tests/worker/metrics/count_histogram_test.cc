@@ -20,6 +20,7 @@ TEST(CountHistogramTest, MeanQuantilesAndOverflow) {
   EXPECT_EQ(h.Quantile(0.97), 3);
   EXPECT_EQ(h.Quantile(0.99), CountHistogram::kExact);
   EXPECT_EQ(h.Quantile(1.0), CountHistogram::kExact);
+  EXPECT_EQ(h.ToJson(), "{\"0\":26,\"1\":25,\"2\":24,\"3\":24,\">=256\":2}");
 }
 
 TEST(CountHistogramTest, MergesAndRoundTrips) {
