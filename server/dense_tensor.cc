@@ -80,6 +80,35 @@ void DenseTensor::PushPull(const float* grads, float* out, ThreadPool* pool) {
   version_.fetch_add(1, std::memory_order_relaxed);
 }
 
+void DenseTensor::Export(std::vector<float>* values, std::vector<float>* state) const {
+  values->resize(size_);
+  state->resize(state_.size());
+  ForEachBlock(nullptr, [&](size_t b, size_t first, size_t len) {
+    std::memcpy(values->data() + first, weights_.data() + first, len * sizeof(float));
+    std::memcpy(state->data() + b * block_state_, state_.data() + b * block_state_,
+                block_state_ * sizeof(float));
+  });
+}
+
+Status DenseTensor::Import(std::span<const float> values, std::span<const float> state) {
+  if (values.size() != size_ || (!state.empty() && state.size() != state_.size())) {
+    return InvalidArgumentError(
+        "dense slice of '" + config_.name() + "' holds " + std::to_string(size_) + " values and " +
+        std::to_string(state_.size()) + " state floats; got " + std::to_string(values.size()) +
+        " and " + std::to_string(state.size()));
+  }
+  ForEachBlock(nullptr, [&](size_t b, size_t first, size_t len) {
+    std::memcpy(weights_.data() + first, values.data() + first, len * sizeof(float));
+    float* st = state_.data() + b * block_state_;
+    if (state.empty()) {
+      optimizer_->InitState(weights_.data() + first, st, len);
+    } else {
+      std::memcpy(st, state.data() + b * block_state_, block_state_ * sizeof(float));
+    }
+  });
+  return OkStatus();
+}
+
 void DenseTensor::ForEachBlock(ThreadPool* pool,
                                const std::function<void(size_t, size_t, size_t)>& fn) const {
   auto run = [&](size_t b) {

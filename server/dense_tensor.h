@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <vector>
 
 #include "common/proto/eddy.pb.h"
@@ -53,6 +54,15 @@ class DenseTensor {
   // Pushes applied so far (the tensor's version): a pull reply carries it, so a
   // worker can tell how many updates happened between its read and its write.
   uint64_t version() const { return version_.load(std::memory_order_relaxed); }
+
+  // Copies the slice's values (size() floats) and its optimizer state (an opaque
+  // array: per block of kBlockSize elements, the optimizer's state of that block)
+  // with every block locked in turn.
+  void Export(std::vector<float>* values, std::vector<float>* state) const;
+  // Overwrites values and state from Export() of a slice of the same range and
+  // optimizer; an empty `state` restarts the optimizer state. Errors:
+  // InvalidArgument on sizes.
+  Status Import(std::span<const float> values, std::span<const float> state);
 
   // Bytes of values and optimizer state.
   size_t MemoryBytes() const { return (weights_.size() + state_.size()) * sizeof(float); }

@@ -398,6 +398,55 @@ size_t EmbeddingTable::MemoryBytes() const {
   return bytes;
 }
 
+void EmbeddingTable::Export(std::vector<uint64_t>* keys, std::vector<float>* weights,
+                            std::vector<float>* state) const {
+  const size_t sf = state_floats();
+  const size_t n = size();
+  keys->reserve(keys->size() + n);
+  weights->reserve(weights->size() + n * dim_);
+  state->reserve(state->size() + n * sf);
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    const Shard& shard = shards_[s];
+    std::lock_guard lock(shard.mu);
+    for (size_t i = 0; i <= shard.mask; ++i) {
+      const Slot& slot = shard.slots[i];
+      if (slot.row == nullptr) continue;
+      keys->push_back(slot.key);
+      weights->insert(weights->end(), slot.row, slot.row + dim_);
+      state->insert(state->end(), slot.row + dim_, slot.row + dim_ + sf);
+    }
+  }
+}
+
+Status EmbeddingTable::Import(std::span<const uint64_t> keys, std::span<const float> weights,
+                              std::span<const float> state) {
+  const size_t sf = state_floats();
+  if (weights.size() != keys.size() * dim_) {
+    return InvalidArgumentError("table '" + config_.name() + "': " + std::to_string(keys.size()) +
+                                " keys need " + std::to_string(keys.size() * dim_) +
+                                " weights, got " + std::to_string(weights.size()));
+  }
+  if (!state.empty() && state.size() != keys.size() * sf) {
+    return InvalidArgumentError("table '" + config_.name() + "': " + std::to_string(keys.size()) +
+                                " keys need " + std::to_string(keys.size() * sf) +
+                                " optimizer state floats, got " + std::to_string(state.size()));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const uint64_t hash = MixKey(keys[i]);
+    Shard& shard = shards_[ShardOfHash(hash, num_shards_)];
+    std::lock_guard lock(shard.mu);
+    float* row = Find(shard, keys[i], hash);
+    if (row == nullptr) row = Insert(shard, keys[i], hash);
+    std::memcpy(row, weights.data() + i * dim_, dim_ * sizeof(float));
+    if (state.empty()) {
+      optimizer_->InitState(row, row + dim_, dim_);
+    } else {
+      std::memcpy(row + dim_, state.data() + i * sf, sf * sizeof(float));
+    }
+  }
+  return OkStatus();
+}
+
 void EmbeddingTable::ForEachRow(const std::function<void(uint64_t key, const float* w)>& fn) const {
   for (uint32_t s = 0; s < num_shards_; ++s) {
     const Shard& shard = shards_[s];

@@ -70,6 +70,18 @@ class EmbeddingTable {
   // snapshots.
   void ForEachRow(const std::function<void(uint64_t key, const float* w)>& fn) const;
 
+  // Optimizer state floats per row (after its dim() weights).
+  size_t state_floats() const { return row_floats_ - dim_; }
+  // Appends every row's key, weights (dim() floats) and optimizer state
+  // (state_floats()) to the vectors; each shard is locked while it is copied.
+  void Export(std::vector<uint64_t>* keys, std::vector<float>* weights,
+              std::vector<float>* state) const;
+  // Sets rows from an export: creates missing rows, overwrites the weights and
+  // optimizer state of existing ones. `state` may be empty (the state then starts
+  // as for a new row with these weights). Errors: InvalidArgument on sizes.
+  Status Import(std::span<const uint64_t> keys, std::span<const float> weights,
+                std::span<const float> state);
+
  private:
   enum class Op { kPull, kPush, kPushPull };
   struct Shard;
