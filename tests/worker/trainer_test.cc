@@ -98,6 +98,9 @@ JobResult Train(const Stream& stream, models::ModelOptions model_options, int wo
   cluster_options.num_servers = 2;
   cluster_options.num_workers = workers;
   cluster_options.table_configs = *tables;
+  // Sanitizer builds on a loaded 2-core machine can starve the scheduler's
+  // thread for seconds; liveness is not what these tests check.
+  cluster_options.node_timeout = std::chrono::seconds(120);
   cluster_options.staleness = setup.staleness;
   cluster_options.aggregate = setup.aggregate;
   auto cluster = testing::LocalCluster::Start(cluster_options);
