@@ -356,24 +356,7 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
     const auto wait_start = SteadyClock::now();
     ASSIGN_OR_RETURN(std::optional<ExampleBatch> batch, stream.NextBatch());
     stats_.data_wait_seconds += Seconds(SteadyClock::now() - wait_start);
-    if (batch && options_.max_rows > 0 && taken + batch->size() > options_.max_rows) {
-      ExampleBatch cut;
-      cut.dense_dim = batch->dense_dim;
-      for (size_t r = 0; taken + cut.size() < options_.max_rows; ++r) {
-        Example e;
-        e.label = batch->labels[r];
-        auto ids = batch->Ids(r);
-        auto fields = batch->Fields(r);
-        auto values = batch->Values(r);
-        e.ids.assign(ids.begin(), ids.end());
-        e.fields.assign(fields.begin(), fields.end());
-        e.values.assign(values.begin(), values.end());
-        auto dense = batch->Dense(r);
-        e.dense.assign(dense.begin(), dense.end());
-        cut.Append(e);
-      }
-      batch = std::move(cut);
-    }
+    if (batch && options_.max_rows > 0) batch->Truncate(options_.max_rows - taken);
     if (batch) taken += batch->size();
     return batch;
   };

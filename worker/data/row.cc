@@ -33,4 +33,14 @@ void ExampleBatch::Clear() {
   dense.clear();
 }
 
+void ExampleBatch::Truncate(size_t rows) {
+  if (rows >= size()) return;
+  labels.resize(rows);
+  offsets.resize(rows + 1);
+  ids.resize(offsets.back());
+  fields.resize(offsets.back());
+  values.resize(offsets.back());
+  dense.resize(rows * dense_dim);
+}
+
 }  // namespace eddy::worker

@@ -50,6 +50,8 @@ struct ExampleBatch {
   // Appends a row. Requires example.dense.size() == dense_dim.
   void Append(const Example& example);
   void Clear();
+  // Keeps the first `rows` rows (no-op if there are not more).
+  void Truncate(size_t rows);
   std::span<const uint64_t> Ids(size_t row) const {
     return std::span(ids).subspan(offsets[row], offsets[row + 1] - offsets[row]);
   }

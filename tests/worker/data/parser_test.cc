@@ -259,3 +259,35 @@ TEST(ExampleBatchTest, AppendKeepsRowsApart) {
 
 }  // namespace
 }  // namespace eddy::worker
+
+namespace eddy::worker {
+namespace {
+
+TEST(ExampleBatchTest, TruncateKeepsTheFirstRows) {
+  ExampleBatch batch;
+  batch.dense_dim = 1;
+  for (int r = 0; r < 3; ++r) {
+    Example e;
+    e.label = static_cast<float>(r);
+    for (int i = 0; i <= r; ++i) {
+      e.ids.push_back(10 * r + i);
+      e.fields.push_back(i);
+      e.values.push_back(1);
+    }
+    e.dense = {static_cast<float>(r)};
+    batch.Append(e);
+  }
+  batch.Truncate(5);  // more than it holds: unchanged
+  EXPECT_EQ(batch.size(), 3u);
+  batch.Truncate(2);
+  ASSERT_EQ(batch.size(), 2u);
+  EXPECT_EQ(batch.ids, (std::vector<uint64_t>{0, 10, 11}));
+  EXPECT_EQ(batch.fields.size(), 3u);
+  EXPECT_EQ(batch.values.size(), 3u);
+  EXPECT_EQ(batch.offsets, (std::vector<uint32_t>{0, 1, 3}));
+  EXPECT_EQ(batch.dense, (std::vector<float>{0, 1}));
+  EXPECT_EQ(batch.Ids(1).size(), 2u);
+}
+
+}  // namespace
+}  // namespace eddy::worker
