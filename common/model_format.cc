@@ -1231,6 +1231,7 @@ Status VersionWriter::Commit(const VersionInfo& info) {
   }
   for (const StreamPosition& p : info.positions) *m.add_positions() = p;
   for (const auto& [k, val] : info.metrics) (*m.mutable_metrics())[k] = val;
+  for (const auto& [k, val] : info.attributes) (*m.mutable_attributes())[k] = val;
   RETURN_IF_ERROR(ValidateManifest(m));
   ASSIGN_OR_RETURN(const std::string bytes, SerializeDeterministic(m));
 

@@ -72,6 +72,7 @@ struct VersionInfo {
   std::vector<TableSchema> tables;
   std::vector<StreamPosition> positions;
   std::map<std::string, double> metrics;
+  std::map<std::string, std::string> attributes;  // Manifest.attributes
   int64_t created_unix_ms = 0;  // 0: now
 };
 
