@@ -4,6 +4,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -162,6 +164,28 @@ Status SyncDir(const std::string& dir) {
   if (::fsync(fd.get()) != 0) return IoError(errno, "fsync directory", dir);
   return OkStatus();
 }
+
+// An exclusive flock(2) on a root directory, held until destruction. Pin,
+// unpin, delete, retention and the commit of a delta take it, so that none of
+// them acts on a decision another process has invalidated.
+class RootLock {
+ public:
+  static StatusOr<RootLock> Acquire(const std::string& root) {
+    UniqueFd fd(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (fd.get() < 0) {
+      if (errno == ENOENT) return NotFoundError("model root " + root + " does not exist");
+      return IoError(errno, "open directory", root);
+    }
+    while (::flock(fd.get(), LOCK_EX) != 0) {
+      if (errno != EINTR) return IoError(errno, "lock", root);
+    }
+    return RootLock(std::move(fd));
+  }
+
+ private:
+  explicit RootLock(UniqueFd fd) : fd_(std::move(fd)) {}
+  UniqueFd fd_;  // closing it releases the lock
+};
 
 // Bytes a writer may still write (WriterOptions::fail_after_bytes). Thread-safe.
 class ByteBudget {
@@ -1099,8 +1123,15 @@ StatusOr<VersionWriter> VersionWriter::Begin(std::string root_dir, uint64_t vers
                                                parent, base, serving, encoding, options));
 }
 
-Status VersionWriter::AddSparse(const SparseShard& shard) {
-  if (!s_) return FailedPreconditionError("moved-from VersionWriter");
+namespace {
+
+// Validates and writes one sparse shard's file into `dir`. Returns its entry
+// (table set) and the state floats per value it holds.
+StatusOr<std::pair<FileEntry, uint32_t>> WriteSparseInto(const std::string& dir,
+                                                         const SparseShard& shard,
+                                                         Encoding encoding, bool serving,
+                                                         bool delta, ByteBudget* budget, bool sync,
+                                                         const std::function<Status()>& claim) {
   const std::string what =
       "table '" + shard.table + "' shard " + std::to_string(shard.shard) + " (sparse)";
   if (shard.table.empty()) return InvalidArgumentError("sparse shard without a table name");
@@ -1113,34 +1144,36 @@ Status VersionWriter::AddSparse(const SparseShard& shard) {
                                 std::to_string(shard.keys.size()) + " keys of dim " +
                                 std::to_string(shard.dim));
   }
-  ASSIGN_OR_RETURN(const uint32_t state_floats,
-                   FileStateFloats(s_->serving, shard.keys.size(), shard.state_floats,
-                                   shard.state.size(), what));
-  if (!shard.tombstones.empty() && s_->parent == 0) {
+  ASSIGN_OR_RETURN(
+      const uint32_t state_floats,
+      FileStateFloats(serving, shard.keys.size(), shard.state_floats, shard.state.size(), what));
+  if (!shard.tombstones.empty() && !delta) {
     return InvalidArgumentError(what + ": tombstones in a full version");
   }
-  RETURN_IF_ERROR(CheckEncodable(shard.values, s_->encoding, what));
-  RETURN_IF_ERROR(s_->Claim(shard.table, shard.shard));
+  RETURN_IF_ERROR(CheckEncodable(shard.values, encoding, what));
+  if (claim) RETURN_IF_ERROR(claim());
 
   DataHeader h;
   h.layout = kLayoutSparse;
-  h.encoding = static_cast<uint8_t>(s_->encoding);
+  h.encoding = static_cast<uint8_t>(encoding);
   h.shard = shard.shard;
   h.dim = shard.dim;
   h.state_floats = state_floats;
   h.rows = shard.keys.size();
   h.tombstones = shard.tombstones.size();
-  auto entry =
-      WriteDataFile(s_->temp, DataFileName(shard.table, shard.shard), h, shard.keys, shard.values,
+  ASSIGN_OR_RETURN(
+      FileEntry entry,
+      WriteDataFile(dir, DataFileName(shard.table, shard.shard), h, shard.keys, shard.values,
                     std::span(shard.state).first(state_floats ? h.rows * state_floats : 0),
-                    shard.tombstones, &s_->budget, s_->options.sync);
-  if (!entry.ok()) return s_->Fail(entry.status());
-  entry->set_table(shard.table);
-  return s_->Record(WrittenFile{std::move(*entry), false, shard.dim, state_floats, s_->encoding});
+                    shard.tombstones, budget, sync));
+  entry.set_table(shard.table);
+  return std::make_pair(std::move(entry), state_floats);
 }
 
-Status VersionWriter::AddDense(const DenseSlice& slice) {
-  if (!s_) return FailedPreconditionError("moved-from VersionWriter");
+StatusOr<std::pair<FileEntry, uint32_t>> WriteDenseInto(const std::string& dir,
+                                                        const DenseSlice& slice, bool serving,
+                                                        ByteBudget* budget, bool sync,
+                                                        const std::function<Status()>& claim) {
   const std::string what =
       "table '" + slice.table + "' shard " + std::to_string(slice.shard) + " (dense)";
   if (slice.table.empty()) return InvalidArgumentError("dense slice without a table name");
@@ -1148,10 +1181,10 @@ Status VersionWriter::AddDense(const DenseSlice& slice) {
   if (!CheckedAdd(slice.offset, slice.values.size(), &end) || end > kMaxDenseElements) {
     return InvalidArgumentError(what + ": slice is out of range");
   }
-  ASSIGN_OR_RETURN(const uint32_t state_floats,
-                   FileStateFloats(s_->serving, slice.values.size(), slice.state_floats,
-                                   slice.state.size(), what));
-  RETURN_IF_ERROR(s_->Claim(slice.table, slice.shard));
+  ASSIGN_OR_RETURN(
+      const uint32_t state_floats,
+      FileStateFloats(serving, slice.values.size(), slice.state_floats, slice.state.size(), what));
+  if (claim) RETURN_IF_ERROR(claim());
 
   DataHeader h;
   h.layout = kLayoutDense;
@@ -1161,13 +1194,92 @@ Status VersionWriter::AddDense(const DenseSlice& slice) {
   h.state_floats = state_floats;
   h.rows = slice.values.size();
   h.offset = slice.offset;
-  auto entry = WriteDataFile(s_->temp, DataFileName(slice.table, slice.shard), h, {}, slice.values,
-                             std::span(slice.state).first(state_floats ? h.rows * state_floats : 0),
-                             {}, &s_->budget, s_->options.sync);
-  if (!entry.ok()) return s_->Fail(entry.status());
-  entry->set_table(slice.table);
+  ASSIGN_OR_RETURN(
+      FileEntry entry,
+      WriteDataFile(dir, DataFileName(slice.table, slice.shard), h, {}, slice.values,
+                    std::span(slice.state).first(state_floats ? h.rows * state_floats : 0), {},
+                    budget, sync));
+  entry.set_table(slice.table);
+  return std::make_pair(std::move(entry), state_floats);
+}
+
+}  // namespace
+
+Status VersionWriter::AddSparse(const SparseShard& shard) {
+  if (!s_) return FailedPreconditionError("moved-from VersionWriter");
+  bool claimed = false;
+  auto written = WriteSparseInto(s_->temp, shard, s_->encoding, s_->serving, s_->parent != 0,
+                                 &s_->budget, s_->options.sync, [&]() -> Status {
+                                   RETURN_IF_ERROR(s_->Claim(shard.table, shard.shard));
+                                   claimed = true;
+                                   return OkStatus();
+                                 });
+  if (!written.ok()) return claimed ? s_->Fail(written.status()) : written.status();
   return s_->Record(
-      WrittenFile{std::move(*entry), true, 1, state_floats, Manifest::ENCODING_FLOAT32});
+      WrittenFile{std::move(written->first), false, shard.dim, written->second, s_->encoding});
+}
+
+Status VersionWriter::AddDense(const DenseSlice& slice) {
+  if (!s_) return FailedPreconditionError("moved-from VersionWriter");
+  bool claimed = false;
+  auto written =
+      WriteDenseInto(s_->temp, slice, s_->serving, &s_->budget, s_->options.sync, [&]() -> Status {
+        RETURN_IF_ERROR(s_->Claim(slice.table, slice.shard));
+        claimed = true;
+        return OkStatus();
+      });
+  if (!written.ok()) return claimed ? s_->Fail(written.status()) : written.status();
+  return s_->Record(
+      WrittenFile{std::move(written->first), true, 1, written->second, Manifest::ENCODING_FLOAT32});
+}
+
+Status VersionWriter::AddWrittenFile(const WrittenShardFile& file) {
+  if (!s_) return FailedPreconditionError("moved-from VersionWriter");
+  const FileEntry& e = file.entry;
+  const std::string what = "version " + std::to_string(s_->version) + ": file " + e.path() +
+                           " of table '" + e.table() + "' shard " + std::to_string(e.shard());
+  if (!SafeRelativePath(e.path()) || e.path() != DataFileName(e.table(), e.shard())) {
+    return InvalidArgumentError(what + ": not a data file name of this table and shard");
+  }
+  if (!file.dense && e.tombstones() > 0 && s_->parent == 0) {
+    return InvalidArgumentError(what + ": tombstones in a full version");
+  }
+  if (s_->serving && file.state_floats != 0) {
+    return InvalidArgumentError(what + ": optimizer state in a serving version");
+  }
+  if (!file.dense && file.encoding != s_->encoding) {
+    return InvalidArgumentError(what + ": written as " + EncodingName(file.encoding) +
+                                ", the version uses " + EncodingName(s_->encoding));
+  }
+  std::error_code ec;
+  const std::string path = JoinPath(s_->temp, e.path());
+  const uintmax_t size = fs::file_size(path, ec);
+  if (ec) return IoError(ec, "stat", path);
+  if (size != e.bytes()) {
+    return DataLossError(what + ": " + std::to_string(size) + " bytes on disk, " +
+                         std::to_string(e.bytes()) + " reported");
+  }
+  RETURN_IF_ERROR(s_->Claim(e.table(), e.shard()));
+  return s_->Record(WrittenFile{e, file.dense, file.dense ? 1 : file.dim, file.state_floats,
+                                file.dense ? Manifest::ENCODING_FLOAT32 : file.encoding});
+}
+
+StatusOr<WrittenShardFile> WriteShardFile(const std::string& dir, const SparseShard& shard,
+                                          const ShardFileOptions& options) {
+  ByteBudget budget(options.writer.fail_after_bytes);
+  ASSIGN_OR_RETURN(auto written, WriteSparseInto(dir, shard, options.encoding, options.serving,
+                                                 options.delta, &budget, options.writer.sync, {}));
+  return WrittenShardFile{std::move(written.first), false, shard.dim, written.second,
+                          options.encoding};
+}
+
+StatusOr<WrittenShardFile> WriteShardFile(const std::string& dir, const DenseSlice& slice,
+                                          const ShardFileOptions& options) {
+  ByteBudget budget(options.writer.fail_after_bytes);
+  ASSIGN_OR_RETURN(auto written,
+                   WriteDenseInto(dir, slice, options.serving, &budget, options.writer.sync, {}));
+  return WrittenShardFile{std::move(written.first), true, 1, written.second,
+                          Manifest::ENCODING_FLOAT32};
 }
 
 Status VersionWriter::Commit(const VersionInfo& info) {
@@ -1243,6 +1355,20 @@ Status VersionWriter::Commit(const VersionInfo& info) {
   if (s.ok()) s = out.Close();
   if (s.ok() && s_->options.sync) s = SyncDir(s_->temp);
   if (!s.ok()) return s_->Fail(s);
+  // A delta must not appear after another process deleted its parent: the
+  // check and the rename happen under the root lock DeleteVersion takes.
+  std::optional<RootLock> root_lock;
+  if (s_->parent != 0) {
+    auto lock = RootLock::Acquire(s_->root);
+    if (!lock.ok()) return s_->Fail(lock.status());
+    root_lock.emplace(std::move(*lock));
+    std::error_code pec;
+    if (!fs::is_directory(JoinPath(s_->root, VersionDirName(s_->parent)), pec)) {
+      return s_->Fail(FailedPreconditionError("parent version " + std::to_string(s_->parent) +
+                                              " of delta " + std::to_string(s_->version) +
+                                              " was deleted before the delta was committed"));
+    }
+  }
   MutexLock l(&s_->mu);
   RETURN_IF_ERROR(s_->UsableLocked());
   const std::string final_dir = JoinPath(s_->root, VersionDirName(s_->version));
@@ -1472,6 +1598,184 @@ StatusOr<std::vector<uint64_t>> ListVersions(const std::string& root) {
   return versions;
 }
 
+namespace {
+
+using ManifestMap = std::map<uint64_t, std::optional<Manifest>>;
+
+// Manifests of `versions` under `root`; nullopt for those that cannot be read.
+ManifestMap ReadManifests(const std::string& root, const std::vector<uint64_t>& versions) {
+  ManifestMap manifests;
+  for (uint64_t v : versions) {
+    auto r = VersionReader::Open(JoinPath(root, VersionDirName(v)));
+    if (r.ok()) {
+      manifests.emplace(v, r->manifest());
+    } else {
+      manifests.emplace(v, std::nullopt);
+    }
+  }
+  return manifests;
+}
+
+// The committed versions in the chain of `v` (v itself first, then its parents
+// as far as they are committed and readable).
+std::vector<uint64_t> ChainOf(const ManifestMap& manifests, uint64_t v) {
+  std::vector<uint64_t> chain;
+  auto it = manifests.find(v);
+  while (it != manifests.end()) {
+    chain.push_back(it->first);
+    if (!it->second || it->second->kind() != Manifest::KIND_DELTA) break;
+    it = manifests.find(it->second->parent_version());  // strictly decreasing (validated)
+  }
+  return chain;
+}
+
+// Pinned versions and every version their chains need.
+std::set<uint64_t> PinnedChains(const ManifestMap& manifests, const std::vector<uint64_t>& pins) {
+  std::set<uint64_t> out;
+  for (uint64_t p : pins) {
+    for (uint64_t v : ChainOf(manifests, p)) out.insert(v);
+  }
+  return out;
+}
+
+// "1, 2, 5" (at most `max` numbers, then how many more), or "none".
+std::string VersionListText(const std::vector<uint64_t>& versions, size_t max = 20) {
+  if (versions.empty()) return "none";
+  std::string out;
+  for (size_t i = 0; i < versions.size() && i < max; ++i) {
+    out += (i ? ", " : "") + std::to_string(versions[i]);
+  }
+  if (versions.size() > max) out += " and " + std::to_string(versions.size() - max) + " more";
+  return out;
+}
+
+Status NotCommittedError(const std::string& root, uint64_t version,
+                         const std::vector<uint64_t>& versions) {
+  return NotFoundError("version " + std::to_string(version) + " is not committed under " + root +
+                       " (versions there: " + VersionListText(versions) + ")");
+}
+
+constexpr char kPinsDir[] = "pins";
+
+}  // namespace
+
+StatusOr<std::vector<uint64_t>> ListPins(const std::string& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) {
+    if (ec && ec != std::errc::no_such_file_or_directory) return IoError(ec, "stat", root);
+    return NotFoundError("model root " + root + " does not exist");
+  }
+  const std::string dir = JoinPath(root, kPinsDir);
+  std::vector<uint64_t> pins;
+  fs::directory_iterator it(dir, ec);
+  if (ec) {
+    if (ec == std::errc::no_such_file_or_directory) return pins;
+    return IoError(ec, "list", dir);
+  }
+  for (; it != fs::directory_iterator(); it.increment(ec)) {
+    if (auto v = ParseVersionDirName(it->path().filename().string())) pins.push_back(*v);
+  }
+  if (ec) return IoError(ec, "list", dir);
+  std::sort(pins.begin(), pins.end());
+  return pins;
+}
+
+Status PinVersion(const std::string& root, uint64_t version) {
+  ASSIGN_OR_RETURN(RootLock lock, RootLock::Acquire(root));
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> versions, ListVersions(root));
+  if (!std::binary_search(versions.begin(), versions.end(), version)) {
+    return NotCommittedError(root, version, versions);
+  }
+  const std::string dir = JoinPath(root, kPinsDir);
+  std::error_code ec;
+  if (fs::create_directory(dir, ec)) {
+    RETURN_IF_ERROR(SyncDir(root));
+  } else if (ec) {
+    return IoError(ec, "create directory", dir);
+  }
+  const std::string path = JoinPath(dir, VersionDirName(version));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+  if (fd.get() < 0) return IoError(errno, "create", path);
+  if (::close(fd.Release()) != 0) return IoError(errno, "close", path);
+  return SyncDir(dir);
+}
+
+Status UnpinVersion(const std::string& root, uint64_t version) {
+  ASSIGN_OR_RETURN(RootLock lock, RootLock::Acquire(root));
+  const std::string dir = JoinPath(root, kPinsDir);
+  const std::string path = JoinPath(dir, VersionDirName(version));
+  if (::unlink(path.c_str()) != 0) {
+    const int err = errno;
+    if (err == ENOENT) {
+      ASSIGN_OR_RETURN(const std::vector<uint64_t> pins, ListPins(root));
+      return NotFoundError("version " + std::to_string(version) + " is not pinned under " + root +
+                           " (pinned: " + VersionListText(pins) + ")");
+    }
+    return IoError(err, "remove", path);
+  }
+  return SyncDir(dir);
+}
+
+Status DeleteVersion(const std::string& root, uint64_t version) {
+  std::string doomed;
+  {
+    ASSIGN_OR_RETURN(RootLock lock, RootLock::Acquire(root));
+    ASSIGN_OR_RETURN(const std::vector<uint64_t> versions, ListVersions(root));
+    if (!std::binary_search(versions.begin(), versions.end(), version)) {
+      return NotCommittedError(root, version, versions);
+    }
+    const std::string v = "version " + std::to_string(version);
+    ASSIGN_OR_RETURN(const std::vector<uint64_t> pins, ListPins(root));
+    if (std::binary_search(pins.begin(), pins.end(), version)) {
+      return FailedPreconditionError(v + " is pinned; unpin it before deleting it");
+    }
+    const ManifestMap manifests = ReadManifests(root, versions);
+    std::vector<uint64_t> dependents, unreadable;
+    for (const auto& [other, m] : manifests) {
+      if (other <= version) continue;  // only newer versions can be deltas of it
+      if (!m) {
+        unreadable.push_back(other);
+        continue;
+      }
+      const std::vector<uint64_t> chain = ChainOf(manifests, other);
+      if (std::find(chain.begin(), chain.end(), version) != chain.end()) {
+        dependents.push_back(other);
+      }
+    }
+    if (!dependents.empty()) {
+      std::vector<uint64_t> pinned_dependents;
+      for (uint64_t d : dependents) {
+        if (std::binary_search(pins.begin(), pins.end(), d)) pinned_dependents.push_back(d);
+      }
+      return FailedPreconditionError(
+          v + " is needed by the chain of version(s) " + VersionListText(dependents) +
+          (pinned_dependents.empty() ? ""
+                                     : " (pinned: " + VersionListText(pinned_dependents) + ")") +
+          "; delete those first");
+    }
+    if (!unreadable.empty()) {
+      return FailedPreconditionError(
+          v + " may be needed by newer version(s) " + VersionListText(unreadable) +
+          " whose manifest cannot be read; repair or delete those first");
+    }
+    const std::string from = JoinPath(root, VersionDirName(version));
+    doomed =
+        JoinPath(root, "." + VersionDirName(version) + std::string(kDeletingTag) + RandomSuffix());
+    if (const int err = RenameNoReplace(from, doomed); err != 0) {
+      return IoError(err, "rename " + from + " to", doomed);
+    }
+    RETURN_IF_ERROR(SyncDir(root));
+  }
+  std::error_code ec;
+  fs::remove_all(doomed, ec);
+  if (ec) {
+    return IoError(ec, "remove", doomed)
+        .WithContext("version " + std::to_string(version) +
+                     " is deleted but its files are not all removed (retention finishes it)");
+  }
+  return OkStatus();
+}
+
 Status ApplyRetention(const std::string& root, int keep_full) {
   RetentionOptions options;
   options.keep_full = keep_full;
@@ -1480,16 +1784,18 @@ Status ApplyRetention(const std::string& root, int keep_full) {
 
 Status ApplyRetention(const std::string& root, const RetentionOptions& options) {
   if (options.keep_full < 1) return InvalidArgumentError("retention must keep at least 1 full");
+  // Held while deciding and renaming, so that a pin taken meanwhile by another
+  // process is honoured; the slow removal happens after it is released.
+  std::optional<RootLock> lock;
+  {
+    ASSIGN_OR_RETURN(RootLock l, RootLock::Acquire(root));
+    lock.emplace(std::move(l));
+  }
   ASSIGN_OR_RETURN(const std::vector<uint64_t> versions, ListVersions(root));
-  std::map<uint64_t, std::optional<Manifest>> manifests;
-  for (uint64_t v : versions) {
-    auto r = VersionReader::Open(JoinPath(root, VersionDirName(v)));
-    if (r.ok()) {
-      manifests.emplace(v, r->manifest());
-    } else {
-      LOG(WARNING) << "retention keeps unreadable version " << v << " for now: " << r.status();
-      manifests.emplace(v, std::nullopt);
-    }
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> pins, ListPins(root));
+  const ManifestMap manifests = ReadManifests(root, versions);
+  for (const auto& [v, m] : manifests) {
+    if (!m) LOG(WARNING) << "retention under " << root << " cannot read version " << v;
   }
   std::vector<uint64_t> fulls;
   for (const auto& [v, m] : manifests) {
@@ -1528,6 +1834,8 @@ Status ApplyRetention(const std::string& root, const RetentionOptions& options) 
       if (!keep) doomed.push_back(v);
     }
   }
+  const std::set<uint64_t> pinned_chains = PinnedChains(manifests, pins);
+  std::erase_if(doomed, [&](uint64_t v) { return pinned_chains.count(v) > 0; });
 
   Status first_error;
   auto note = [&](Status s) {
@@ -1550,6 +1858,7 @@ Status ApplyRetention(const std::string& root, const RetentionOptions& options) 
     to_remove.push_back(to);
   }
   if (!to_remove.empty()) note(SyncDir(root));
+  lock.reset();
 
   const uint64_t newest = versions.empty() ? 0 : versions.back();
   std::error_code ec;
@@ -1645,6 +1954,13 @@ void SparseRows::Upsert(uint64_t key, std::span<const float> values, std::span<c
   }
 }
 
+void SparseRows::Reserve(size_t rows) {
+  slot_.reserve(rows);
+  keys_.reserve(rows);
+  values_.reserve(rows * dim_);
+  state_.reserve(rows * state_floats_);
+}
+
 bool SparseRows::Erase(uint64_t key) {
   auto it = slot_.find(key);
   if (it == slot_.end()) return false;
@@ -1719,6 +2035,17 @@ Status ApplyVersion(const VersionReader& reader, MaterializedModel* model,
     }
   }
   model->sparse = std::move(sparse);
+  // Room for the rows this version brings (a delta's mostly replace: a small
+  // over-reservation), so that large tables are not rehashed and regrown.
+  std::map<std::string, uint64_t> incoming;
+  for (const FileEntry& f : m.files()) {
+    if (options.include && !options.include(f)) continue;
+    if (model->sparse.count(f.table()) > 0) incoming[f.table()] += f.rows();
+  }
+  for (const auto& [name, n] : incoming) {
+    SparseRows& rows = model->sparse.at(name);
+    rows.Reserve(rows.size() + n);
+  }
   model->dense = std::move(dense);
   const ReadOptions read{.verify_checksum = options.verify_checksums};
   for (const FileEntry& f : m.files()) {
@@ -1758,6 +2085,194 @@ StatusOr<MaterializedModel> Materialize(const std::string& root, uint64_t versio
                         .WithContext("materializing version " + std::to_string(version)));
   }
   return model;
+}
+
+// ---------------------------------------------------------------------------
+// Serving exports.
+
+namespace {
+
+// What a serving copy of `m` commits: the same tables without optimizer state
+// (sparse encodings left to the writer), positions, metrics, attributes, time.
+VersionInfo ServingInfo(const Manifest& m) {
+  VersionInfo info;
+  for (const TableSchema& t : m.tables()) {
+    TableSchema out = t;
+    out.set_state_floats_per_value(0);
+    if (!t.dense()) out.clear_value_encoding();
+    info.tables.push_back(std::move(out));
+  }
+  info.positions.assign(m.positions().begin(), m.positions().end());
+  for (const auto& [k, v] : m.metrics()) info.metrics[k] = v;
+  for (const auto& [k, v] : m.attributes()) info.attributes[k] = v;
+  info.created_unix_ms = m.created_unix_ms();
+  return info;
+}
+
+// Runs fn(0..n-1) on up to `threads` threads; returns the first error.
+Status ForEachParallel(size_t n, int threads, const std::function<Status(size_t)>& fn) {
+  std::atomic<size_t> next{0};
+  Mutex mu;
+  Status first;
+  auto work = [&] {
+    for (size_t i = next++; i < n; i = next++) {
+      Status s = fn(i);
+      if (!s.ok()) {
+        MutexLock l(&mu);
+        if (first.ok()) first = std::move(s);
+        next = n;  // stop handing out work
+      }
+    }
+  };
+  const size_t count = std::clamp<size_t>(static_cast<size_t>(std::max(threads, 1)), 1, n);
+  {
+    std::vector<std::jthread> pool;
+    for (size_t t = 1; t < count; ++t) pool.emplace_back(work);
+    work();
+  }  // joins
+  MutexLock l(&mu);
+  return first;
+}
+
+Status ExportFull(const std::string& src_root, uint64_t version, VersionWriter* writer,
+                  const ExportOptions& options, const std::vector<Manifest>& chain) {
+  const Manifest& target = chain.back();
+  const Manifest& base = chain.front();
+  std::map<std::string, const TableSchema*> sparse_tables, dense_tables;
+  for (const TableSchema& t : target.tables())
+    (t.dense() ? dense_tables : sparse_tables)[t.name()] = &t;
+
+  // Dense tensors are small: materialize them whole, then cut them as the chain's
+  // full version did (or into one slice for a table it did not have).
+  if (!dense_tables.empty()) {
+    MaterializeOptions mo;
+    mo.verify_checksums = options.verify_checksums;
+    mo.include = [&](const FileEntry& f) { return dense_tables.count(f.table()) > 0; };
+    ASSIGN_OR_RETURN(MaterializedModel model, Materialize(src_root, version, mo));
+    for (const auto& [name, schema] : dense_tables) {
+      const std::vector<float>& values = model.dense.at(name).values;
+      std::vector<DenseSlice> slices;
+      for (const FileEntry& f : base.files()) {
+        if (f.table() != name) continue;
+        DenseSlice d;
+        d.table = name;
+        d.shard = f.shard();
+        d.offset = f.offset();
+        d.values.assign(values.begin() + f.offset(), values.begin() + f.offset() + f.rows());
+        slices.push_back(std::move(d));
+      }
+      uint64_t covered = 0;
+      for (const DenseSlice& d : slices) covered += d.values.size();
+      if (covered != values.size()) {  // the table is newer than the full version
+        slices.clear();
+        DenseSlice whole;
+        whole.table = name;
+        whole.values = values;
+        slices.push_back(std::move(whole));
+      }
+      for (const DenseSlice& d : slices) RETURN_IF_ERROR(writer->AddDense(d));
+    }
+  }
+
+  // Sparse tables shard by shard: the files of shard s give shard s's rows.
+  std::set<uint32_t> shard_set;
+  for (const Manifest& m : chain) {
+    for (const FileEntry& f : m.files()) {
+      if (sparse_tables.count(f.table()) > 0) shard_set.insert(f.shard());
+    }
+  }
+  const std::vector<uint32_t> shards(shard_set.begin(), shard_set.end());
+  return ForEachParallel(shards.size(), options.threads, [&](size_t i) -> Status {
+    const uint32_t shard = shards[i];
+    MaterializeOptions mo;
+    mo.verify_checksums = options.verify_checksums;
+    mo.include = [&](const FileEntry& f) {
+      return f.shard() == shard && sparse_tables.count(f.table()) > 0;
+    };
+    ASSIGN_OR_RETURN(MaterializedModel model, Materialize(src_root, version, mo));
+    for (auto& [name, rows] : model.sparse) {
+      if (rows.size() == 0) continue;
+      SparseShard out;
+      out.table = name;
+      out.shard = shard;
+      out.dim = rows.dim();
+      out.keys = rows.keys();
+      out.values.reserve(rows.size() * rows.dim());
+      for (uint64_t key : out.keys) {
+        const std::span<const float> v = rows.Find(key);
+        out.values.insert(out.values.end(), v.begin(), v.end());
+      }
+      rows = SparseRows();  // release the shard's rows before writing
+      RETURN_IF_ERROR(writer->AddSparse(out));
+    }
+    return OkStatus();
+  });
+}
+
+Status ExportDelta(const std::string& src_root, VersionWriter* writer, const ExportOptions& options,
+                   const Manifest& target) {
+  ASSIGN_OR_RETURN(VersionReader reader,
+                   VersionReader::Open(JoinPath(src_root, VersionDirName(target.version()))));
+  const ReadOptions read{.verify_checksum = options.verify_checksums};
+  const auto& files = target.files();
+  return ForEachParallel(files.size(), options.threads, [&](size_t i) -> Status {
+    const FileEntry& f = files[static_cast<int>(i)];
+    const TableSchema* t = reader.FindTable(f.table());
+    if (t != nullptr && t->dense()) {
+      ASSIGN_OR_RETURN(DenseSlice d, reader.ReadDense(f, read));
+      d.state.clear();
+      d.state_floats = 0;
+      return writer->AddDense(d);
+    }
+    ASSIGN_OR_RETURN(SparseShard sh, reader.ReadSparse(f, read));
+    sh.state.clear();
+    sh.state_floats = 0;
+    return writer->AddSparse(sh);
+  });
+}
+
+}  // namespace
+
+Status ExportForServing(const std::string& src_root, uint64_t version, const std::string& dst_root,
+                        Encoding encoding, const ExportOptions& options) {
+  const std::string what =
+      "exporting version " + std::to_string(version) + " of " + src_root + " to " + dst_root;
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> chain_versions, ResolveChain(src_root, version));
+  std::vector<Manifest> chain;
+  for (uint64_t v : chain_versions) {
+    ASSIGN_OR_RETURN(VersionReader r, VersionReader::Open(JoinPath(src_root, VersionDirName(v))));
+    chain.push_back(r.manifest());
+  }
+  const Manifest& target = chain.back();
+  uint64_t parent = 0;
+  if (options.delta) {
+    if (target.kind() != Manifest::KIND_DELTA) {
+      return InvalidArgumentError(what + ": version " + std::to_string(version) +
+                                  " is a full version; export it as a full version");
+    }
+    parent = target.parent_version();
+    auto p = VersionReader::Open(JoinPath(dst_root, VersionDirName(parent)));
+    if (!p.ok()) {
+      return FailedPreconditionError(what + " as a delta: its parent " + std::to_string(parent) +
+                                     " is not exported there yet (" + p.status().message() +
+                                     "); export the parent first");
+    }
+    if (!p->manifest().serving()) {
+      return FailedPreconditionError(what + ": version " + std::to_string(parent) + " under " +
+                                     dst_root + " is not a serving version");
+    }
+  }
+  ASSIGN_OR_RETURN(VersionWriter writer,
+                   VersionWriter::Begin(dst_root, version, parent,
+                                        /*serving=*/true, encoding, options.writer));
+  Status s = options.delta ? ExportDelta(src_root, &writer, options, target)
+                           : ExportFull(src_root, version, &writer, options, chain);
+  if (s.ok()) s = writer.Commit(ServingInfo(target));
+  if (!s.ok()) {
+    writer.Abort();
+    return s.WithContext(what);
+  }
+  return OkStatus();
 }
 
 }  // namespace eddy

@@ -1,10 +1,12 @@
 // On-disk model versions (docs/model_format.md): VersionWriter writes one
 // version into a temporary directory and makes it appear atomically;
 // VersionReader opens, checks and decodes one; ListVersions / ApplyRetention /
-// ResolveChain / Materialize work on a root directory holding many versions.
+// ResolveChain / Materialize / pins / DeleteVersion / ExportForServing work on
+// a root directory holding many versions.
 // Thread-safety: VersionWriter::AddSparse/AddDense may run concurrently; other
 // members of a writer or reader need external synchronisation. Free functions
-// are thread-compatible; at most one process writes and prunes a given root.
+// are thread-compatible; at most one process writes a given root, while pins,
+// DeleteVersion and ApplyRetention may come from others (they lock the root).
 #ifndef EDDY_COMMON_MODEL_FORMAT_H_
 #define EDDY_COMMON_MODEL_FORMAT_H_
 
@@ -73,8 +75,35 @@ struct VersionInfo {
   std::vector<StreamPosition> positions;
   std::map<std::string, double> metrics;
   std::map<std::string, std::string> attributes;  // Manifest.attributes
-  int64_t created_unix_ms = 0;  // 0: now
+  int64_t created_unix_ms = 0;                    // 0: now
 };
+
+// One data file written into a version's temporary directory, possibly by
+// another process (a server writes its own shards; the coordinator commits).
+struct WrittenShardFile {
+  FileEntry entry;  // path, table, shard, rows, tombstones, bytes, crc32c, offset
+  bool dense = false;
+  uint32_t dim = 0;           // sparse: floats per key
+  uint32_t state_floats = 0;  // optimizer state floats per value in the file
+  Encoding encoding = proto::Manifest::ENCODING_FLOAT32;
+};
+
+struct ShardFileOptions {
+  Encoding encoding = proto::Manifest::ENCODING_FLOAT32;  // sparse values
+  bool serving = false;                                   // drop optimizer state
+  bool delta = false;                                     // tombstones allowed
+  WriterOptions writer;
+};
+
+// Writes one data file into `dir` (a VersionWriter's temp_dir(), usually in
+// another process) exactly as VersionWriter::AddSparse/AddDense would; the
+// writer then records it with AddWrittenFile. Errors: InvalidArgument (sizes,
+// values the encoding cannot hold), I/O errors naming the path (a partly
+// written file is left for the writer's Abort to remove).
+StatusOr<WrittenShardFile> WriteShardFile(const std::string& dir, const SparseShard& shard,
+                                          const ShardFileOptions& options);
+StatusOr<WrittenShardFile> WriteShardFile(const std::string& dir, const DenseSlice& slice,
+                                          const ShardFileOptions& options);
 
 // Writes one version under `root_dir`: data files go to a hidden temporary
 // directory, Commit writes the manifest and renames the directory to
@@ -109,6 +138,10 @@ class VersionWriter {
   // FailedPrecondition (writer committed or aborted), I/O errors.
   Status AddSparse(const SparseShard& shard);
   Status AddDense(const DenseSlice& slice);
+  // Records a file that WriteShardFile put into temp_dir() (checks its name,
+  // kind and size; Commit checks it against the schema). Errors as for
+  // AddSparse, DataLoss when the file on disk has another size.
+  Status AddWrittenFile(const WrittenShardFile& file);
 
   // Checks `info` against the files (InvalidArgument, writer stays usable),
   // writes manifest.pb, renames into place and fsyncs the root.
@@ -178,14 +211,43 @@ struct RetentionOptions {
   std::chrono::seconds stale_temp_age{3600};
 };
 
-// Keeps the newest `keep_full` full versions and every delta whose parent chain
-// leads to one of them; deletes other committed versions (each first renamed
-// out of sight, newest first, so no remaining delta loses its parent) and stale
-// temporary directories. Versions whose manifest cannot be read are kept if
-// newer than the oldest kept full version. With no full version nothing
-// committed is deleted.
+// Keeps the newest `keep_full` full versions, every delta whose parent chain
+// leads to one of them, and every pinned version with its chain; deletes other
+// committed versions (each first renamed out of sight, newest first, so no
+// remaining delta loses its parent) and stale temporary directories. Versions
+// whose manifest cannot be read are kept if newer than the oldest kept full
+// version. With no full version nothing committed is deleted.
 Status ApplyRetention(const std::string& root, const RetentionOptions& options);
 Status ApplyRetention(const std::string& root, int keep_full);
+
+// Pins (docs/model_format.md, "Pins and deleting one version"): a pinned
+// version is never deleted, neither by ApplyRetention nor by DeleteVersion, and
+// neither is any version in its chain. A pin is an empty file
+// `<root>/pins/v<version>`; pin, unpin, delete and retention serialize on an
+// flock(2) of the root directory, so a pin taken by one process is seen by
+// another process's retention.
+
+// Pins committed version `version` (durably: the pin file and its directory
+// are fsynced). Pinning a pinned version is a no-op. Errors: NotFound for a
+// version that is not committed (naming the versions there), I/O errors.
+Status PinVersion(const std::string& root, uint64_t version);
+
+// Removes the pin of `version`. NotFound (naming the pinned versions) if it is
+// not pinned; I/O errors.
+Status UnpinVersion(const std::string& root, uint64_t version);
+
+// Pinned versions, ascending. A pin may outlive its version only if the
+// version directory was removed by hand. NotFound if `root` is absent.
+StatusOr<std::vector<uint64_t>> ListPins(const std::string& root);
+
+// Deletes committed version `version`: renames it out of sight
+// (`.v<version>.del-<random>`), fsyncs the root, then removes it. Errors:
+// NotFound (not committed, naming the versions there); FailedPrecondition when
+// it is pinned, when the chain of another committed version needs it (naming
+// those versions), or when a newer version's manifest cannot be read (it might
+// need it); I/O errors (a version renamed but not fully removed is finished by
+// the next ApplyRetention).
+Status DeleteVersion(const std::string& root, uint64_t version);
 
 // The versions to load, in order, to materialize `version`: a full version,
 // then the deltas leading to `version`. Errors: NotFound for a version that is
@@ -207,6 +269,8 @@ class SparseRows {
   // Inserts or replaces `key`. Requires values.size() == dim() and
   // state.size() == state_floats() (or state empty: zeros).
   void Upsert(uint64_t key, std::span<const float> values, std::span<const float> state);
+  // Makes room for `rows` keys in total (no rehashing or regrowth up to it).
+  void Reserve(size_t rows);
   // Returns whether `key` was present.
   bool Erase(uint64_t key);
   // The key's values / state, or empty spans if absent. Valid until the next change.
@@ -255,6 +319,32 @@ Status ApplyVersion(const VersionReader& reader, MaterializedModel* model,
 // ResolveChain + ApplyVersion over the chain.
 StatusOr<MaterializedModel> Materialize(const std::string& root, uint64_t version,
                                         const MaterializeOptions& options = {});
+
+struct ExportOptions {
+  WriterOptions writer;
+  bool verify_checksums = true;
+  // Write a serving delta instead of a full version: `version` must be a delta
+  // whose parent was already exported to the destination; its rows are
+  // re-encoded from the training delta's own files (no materialization).
+  bool delta = false;
+  // Sparse shards materialized and written at once (memory grows with it).
+  int threads = 2;
+};
+
+// Writes version `version` of the training root `src_root` to `dst_root` as a
+// serving version with the same number: no optimizer state, sparse values in
+// `encoding` (dense tensors stay float32), the same tables, stream positions,
+// metrics, attributes and creation time. By default it is a full version,
+// materialized from the chain shard by shard (each sparse shard's files give
+// that shard's rows: keys are assumed to stay on one shard along a chain, as
+// Eddy's partitioning does); dense slices follow the layout of the chain's full
+// version. Errors: those of Materialize (NotFound, DataLoss) and
+// VersionWriter (AlreadyExists, FailedPrecondition for a destination with a
+// newer version, InvalidArgument for values the encoding cannot hold, I/O);
+// with `delta`, InvalidArgument for a full version and FailedPrecondition when
+// the parent is not exported yet. A failed export leaves no version behind.
+Status ExportForServing(const std::string& src_root, uint64_t version, const std::string& dst_root,
+                        Encoding encoding, const ExportOptions& options = {});
 
 namespace internal {
 // IEEE 754 binary16 conversions, round to nearest even (exposed for tests).
