@@ -82,10 +82,25 @@ std::vector<float*>& RowScratch(size_t n, std::vector<float*>& uncached) {
 
 }  // namespace
 
+// An index slot. Epochs start at 1, so epoch 0 marks an empty slot (and a
+// calloc'ed index is empty).
 struct EmbeddingTable::Slot {
   uint64_t key;
-  float* row;  // nullptr: empty slot
+  uint32_t row;    // row id (see RowOf)
+  uint32_t epoch;  // the row's stamp; 0: empty slot
 };
+
+namespace {
+
+constexpr uint32_t kNoRow = UINT32_MAX;
+
+// Evicted keys of one shard recorded at one epoch.
+struct TombstoneRun {
+  uint32_t epoch;
+  std::vector<uint64_t> keys;
+};
+
+}  // namespace
 
 struct alignas(kCacheLine) EmbeddingTable::Shard {
   mutable std::mutex mu;
@@ -96,9 +111,14 @@ struct alignas(kCacheLine) EmbeddingTable::Shard {
   size_t rows = 0;
   // Row storage; guarded by mu. Rows never move.
   std::vector<std::unique_ptr<float[], FreeDeleter>> chunks;
-  float* next_row = nullptr;
-  size_t free_rows = 0;  // rows left in the last chunk
+  uint32_t next_row = 0;   // id of the next unused row of the last chunk
+  size_t unused_rows = 0;  // rows left in the last chunk
   size_t next_chunk_rows = 0;
+  // Rows freed by eviction: a list through the rows' first 4 bytes.
+  uint32_t free_head = kNoRow;
+  // Tombstones, in ascending epochs; guarded by mu.
+  std::vector<TombstoneRun> tombstones;
+  size_t tombstone_bytes = 0;  // included in bytes
   // Written under mu, read without it by size() and MemoryBytes().
   std::atomic<size_t> num_rows{0};
   std::atomic<size_t> bytes{0};
@@ -127,9 +147,11 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
       optimizer_(std::move(optimizer)),
       initializer_(config.initializer()),
       row_floats_(dim_ + optimizer_->StateSize(dim_)),
-      first_chunk_rows_(std::max<size_t>(1, kFirstChunkBytes / (row_floats_ * sizeof(float)))),
-      max_chunk_rows_(
-          std::max<size_t>(first_chunk_rows_, kMaxChunkBytes / (row_floats_ * sizeof(float)))),
+      first_chunk_rows_(
+          std::bit_floor(std::max<size_t>(1, kFirstChunkBytes / (row_floats_ * sizeof(float))))),
+      max_chunk_rows_(std::max<size_t>(
+          first_chunk_rows_, std::bit_floor(kMaxChunkBytes / (row_floats_ * sizeof(float))))),
+      chunk_shift_(static_cast<uint32_t>(std::countr_zero(max_chunk_rows_))),
       shards_(std::make_unique<Shard[]>(num_shards)),
       all_shards_(num_shards) {
   for (uint32_t s = 0; s < num_shards_; ++s) {
@@ -270,6 +292,9 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
     Shard* all;
     std::span<const uint32_t> which;
   } locks(shards_.get(), shards);
+  // Read under the locks: a request that locks a shard after an AdvanceEpoch
+  // call returned and locked it (as a capture does) sees the new epoch.
+  const uint32_t epoch = epoch_.load(std::memory_order_relaxed);
 
   // Pipeline over the task's keys j:
   //   j + kPrefetchDistance: hash the key, prefetch its index slot;
@@ -302,8 +327,13 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
   for (size_t j = 0; j < n; ++j) {
     if (j + kPrefetchDistance < n) look_ahead(j + kPrefetchDistance);
     const Ahead& a = ahead[j % kRing];
-    float* row = Find(*a.shard, a.key, a.hash);
-    if (row == nullptr) row = Insert(*a.shard, a.key, a.hash);
+    Slot* slot = Find(*a.shard, a.key, a.hash);
+    if (slot == nullptr) {
+      slot = Insert(*a.shard, a.key, a.hash, epoch);
+    } else if (op != Op::kPull && slot->epoch != epoch) {
+      slot->epoch = epoch;  // written only on change: the slot's line stays clean
+    }
+    float* row = RowOf(*a.shard, slot->row);
     rows[j] = row;
     if (op == Op::kPull) {
       PrefetchRange<0>(row, dim * sizeof(float));
@@ -321,48 +351,65 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
   }
 }
 
-float* EmbeddingTable::Find(const Shard& shard, uint64_t key, uint64_t hash) {
+EmbeddingTable::Slot* EmbeddingTable::Find(const Shard& shard, uint64_t key, uint64_t hash) {
   for (size_t i = SlotIndex(hash, shard.mask);; i = (i + 1) & shard.mask) {
-    const Slot& slot = shard.slots[i];
-    if (slot.row == nullptr) return nullptr;
-    if (slot.key == key) return slot.row;
+    Slot& slot = shard.slots[i];
+    if (slot.epoch == 0) return nullptr;
+    if (slot.key == key) return &slot;
   }
 }
 
-float* EmbeddingTable::Insert(Shard& shard, uint64_t key, uint64_t hash) {
+EmbeddingTable::Slot* EmbeddingTable::Insert(Shard& shard, uint64_t key, uint64_t hash,
+                                             uint32_t epoch) {
   if (shard.rows + 1 > shard.grow_at) Grow(shard);
   size_t i = SlotIndex(hash, shard.mask);
-  while (shard.slots[i].row != nullptr) i = (i + 1) & shard.mask;
-  float* row = NewRow(shard, key);
-  shard.slots[i] = Slot{key, row};
-  return row;
+  while (shard.slots[i].epoch != 0) i = (i + 1) & shard.mask;
+  shard.slots[i] = Slot{key, NewRow(shard, key), epoch};
+  return &shard.slots[i];
 }
 
-float* EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
-  if (shard.free_rows == 0) {
-    const size_t rows = shard.next_chunk_rows;
-    const size_t bytes =
-        (rows * row_floats_ * sizeof(float) + kCacheLine - 1) / kCacheLine * kCacheLine;
-    float* chunk = static_cast<float*>(std::aligned_alloc(kCacheLine, bytes));
-    CHECK(chunk != nullptr) << "out of memory allocating " << bytes << " bytes of rows for table '"
-                            << config_.name() << "'";
-    const size_t old_capacity = shard.chunks.capacity();
-    shard.chunks.emplace_back(chunk);
-    shard.bytes.fetch_add(
-        bytes + (shard.chunks.capacity() - old_capacity) * sizeof(shard.chunks[0]),
-        std::memory_order_relaxed);
-    shard.next_row = chunk;
-    shard.free_rows = rows;
-    shard.next_chunk_rows = std::min(rows * 2, max_chunk_rows_);
+float* EmbeddingTable::RowOf(const Shard& shard, uint32_t id) const {
+  return shard.chunks[id >> chunk_shift_].get() +
+         (id & (max_chunk_rows_ - 1)) * row_floats_;
+}
+
+uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
+  uint32_t id;
+  float* row;
+  if (shard.free_head != kNoRow) {
+    id = shard.free_head;
+    row = RowOf(shard, id);
+    std::memcpy(&shard.free_head, row, sizeof(uint32_t));
+  } else {
+    if (shard.unused_rows == 0) {
+      // Chunk c holds ids [c << chunk_shift_, (c << chunk_shift_) + its rows);
+      // the last chunk id is left out so that no row id is kNoRow.
+      CHECK_LT(shard.chunks.size() + 1, size_t{1} << (32 - chunk_shift_))
+          << "too many rows in one shard of table '" << config_.name() << "'";
+      const size_t rows = shard.next_chunk_rows;
+      const size_t bytes =
+          (rows * row_floats_ * sizeof(float) + kCacheLine - 1) / kCacheLine * kCacheLine;
+      float* chunk = static_cast<float*>(std::aligned_alloc(kCacheLine, bytes));
+      CHECK(chunk != nullptr) << "out of memory allocating " << bytes
+                              << " bytes of rows for table '" << config_.name() << "'";
+      const size_t old_capacity = shard.chunks.capacity();
+      shard.chunks.emplace_back(chunk);
+      shard.bytes.fetch_add(
+          bytes + (shard.chunks.capacity() - old_capacity) * sizeof(shard.chunks[0]),
+          std::memory_order_relaxed);
+      shard.next_row = static_cast<uint32_t>((shard.chunks.size() - 1) << chunk_shift_);
+      shard.unused_rows = rows;
+      shard.next_chunk_rows = std::min(rows * 2, max_chunk_rows_);
+    }
+    id = shard.next_row++;
+    --shard.unused_rows;
+    row = RowOf(shard, id);
   }
-  float* row = shard.next_row;
-  shard.next_row += row_floats_;
-  --shard.free_rows;
   ++shard.rows;
   shard.num_rows.store(shard.rows, std::memory_order_relaxed);
   initializer_.FillRow(key, row, dim_);
   optimizer_->InitState(row, row + dim_, dim_);
-  return row;
+  return id;
 }
 
 void EmbeddingTable::Grow(Shard& shard) {
@@ -373,9 +420,9 @@ void EmbeddingTable::Grow(Shard& shard) {
   CHECK(slots != nullptr) << "out of memory growing the index of table '" << config_.name() << "'";
   for (size_t i = 0; i <= shard.mask; ++i) {
     const Slot& slot = shard.slots[i];
-    if (slot.row == nullptr) continue;
+    if (slot.epoch == 0) continue;
     size_t j = SlotIndex(MixKey(slot.key), mask);
-    while (slots[j].row != nullptr) j = (j + 1) & mask;
+    while (slots[j].epoch != 0) j = (j + 1) & mask;
     slots[j] = slot;
   }
   shard.slots = std::move(slots);
@@ -410,10 +457,11 @@ void EmbeddingTable::Export(std::vector<uint64_t>* keys, std::vector<float>* wei
     std::lock_guard lock(shard.mu);
     for (size_t i = 0; i <= shard.mask; ++i) {
       const Slot& slot = shard.slots[i];
-      if (slot.row == nullptr) continue;
+      if (slot.epoch == 0) continue;
+      const float* row = RowOf(shard, slot.row);
       keys->push_back(slot.key);
-      weights->insert(weights->end(), slot.row, slot.row + dim_);
-      state->insert(state->end(), slot.row + dim_, slot.row + dim_ + sf);
+      weights->insert(weights->end(), row, row + dim_);
+      state->insert(state->end(), row + dim_, row + dim_ + sf);
     }
   }
 }
@@ -435,8 +483,14 @@ Status EmbeddingTable::Import(std::span<const uint64_t> keys, std::span<const fl
     const uint64_t hash = MixKey(keys[i]);
     Shard& shard = shards_[ShardOfHash(hash, num_shards_)];
     std::lock_guard lock(shard.mu);
-    float* row = Find(shard, keys[i], hash);
-    if (row == nullptr) row = Insert(shard, keys[i], hash);
+    const uint32_t epoch = epoch_.load(std::memory_order_relaxed);
+    Slot* slot = Find(shard, keys[i], hash);
+    if (slot == nullptr) {
+      slot = Insert(shard, keys[i], hash, epoch);
+    } else {
+      slot->epoch = epoch;
+    }
+    float* row = RowOf(shard, slot->row);
     std::memcpy(row, weights.data() + i * dim_, dim_ * sizeof(float));
     if (state.empty()) {
       optimizer_->InitState(row, row + dim_, dim_);
@@ -453,9 +507,134 @@ void EmbeddingTable::ForEachRow(const std::function<void(uint64_t key, const flo
     std::lock_guard lock(shard.mu);
     for (size_t i = 0; i <= shard.mask; ++i) {
       const Slot& slot = shard.slots[i];
-      if (slot.row != nullptr) fn(slot.key, slot.row);
+      if (slot.epoch != 0) fn(slot.key, RowOf(shard, slot.row));
     }
   }
+}
+
+uint32_t EmbeddingTable::AdvanceEpoch() {
+  const uint32_t previous = epoch_.fetch_add(1, std::memory_order_relaxed);
+  CHECK_NE(previous, UINT32_MAX) << "epoch overflow in table '" << config_.name() << "'";
+  return previous + 1;
+}
+
+void EmbeddingTable::ExportSince(uint32_t since_epoch, std::vector<uint64_t>* keys,
+                                 std::vector<float>* weights, std::vector<float>* state,
+                                 std::vector<uint64_t>* tombstones) const {
+  const size_t sf = state_floats();
+  std::vector<uint64_t> gone;
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    const Shard& shard = shards_[s];
+    std::lock_guard lock(shard.mu);
+    for (size_t i = 0; i <= shard.mask; ++i) {
+      const Slot& slot = shard.slots[i];
+      if (slot.epoch == 0 || slot.epoch < since_epoch) continue;
+      const float* row = RowOf(shard, slot.row);
+      keys->push_back(slot.key);
+      weights->insert(weights->end(), row, row + dim_);
+      state->insert(state->end(), row + dim_, row + dim_ + sf);
+    }
+    // Runs are in ascending epochs: the wanted ones are a suffix.
+    gone.clear();
+    for (auto run = std::partition_point(
+             shard.tombstones.begin(), shard.tombstones.end(),
+             [since_epoch](const TombstoneRun& r) { return r.epoch < since_epoch; });
+         run != shard.tombstones.end(); ++run) {
+      for (uint64_t key : run->keys) {
+        if (Find(shard, key, MixKey(key)) == nullptr) gone.push_back(key);
+      }
+    }
+    std::sort(gone.begin(), gone.end());
+    gone.erase(std::unique(gone.begin(), gone.end()), gone.end());
+    tombstones->insert(tombstones->end(), gone.begin(), gone.end());
+  }
+}
+
+void EmbeddingTable::Erase(Shard& shard, size_t i) {
+  const size_t mask = shard.mask;
+  // Free the row: link it into the free list through its first 4 bytes.
+  const uint32_t id = shard.slots[i].row;
+  std::memcpy(RowOf(shard, id), &shard.free_head, sizeof(uint32_t));
+  shard.free_head = id;
+  --shard.rows;
+  // Backward shift: move later slots of the probe run into the hole when their
+  // home position does not lie after the hole (cyclically), so that every key
+  // stays reachable from its home without gaps; no deleted markers remain.
+  for (size_t j = (i + 1) & mask;; j = (j + 1) & mask) {
+    const Slot& slot = shard.slots[j];
+    if (slot.epoch == 0) break;
+    const size_t home = SlotIndex(MixKey(slot.key), mask);
+    if (((j - home) & mask) >= ((j - i) & mask)) {
+      shard.slots[i] = slot;
+      i = j;
+    }
+  }
+  shard.slots[i] = Slot{};
+}
+
+size_t EmbeddingTable::EvictStale(uint32_t older_than_epoch) {
+  size_t evicted = 0;
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    Shard& shard = shards_[s];
+    std::lock_guard lock(shard.mu);
+    const uint32_t epoch = epoch_.load(std::memory_order_relaxed);
+    std::vector<uint64_t> keys;
+    // After an erase the slot is examined again: backward shift may have moved
+    // a later slot into it. Slots only move towards the hole, so a slot not yet
+    // examined never moves before position i (slots that wrap around from the
+    // start of the array were examined and kept already).
+    for (size_t i = 0; i <= shard.mask;) {
+      const Slot& slot = shard.slots[i];
+      if (slot.epoch != 0 && slot.epoch < older_than_epoch) {
+        keys.push_back(slot.key);
+        Erase(shard, i);
+      } else {
+        ++i;
+      }
+    }
+    if (keys.empty()) continue;
+    evicted += keys.size();
+    shard.num_rows.store(shard.rows, std::memory_order_relaxed);
+    if (!shard.tombstones.empty() && shard.tombstones.back().epoch == epoch) {
+      auto& last = shard.tombstones.back().keys;
+      last.insert(last.end(), keys.begin(), keys.end());
+    } else {
+      keys.shrink_to_fit();
+      shard.tombstones.push_back(TombstoneRun{epoch, std::move(keys)});
+    }
+    UpdateTombstoneBytes(shard);
+  }
+  return evicted;
+}
+
+void EmbeddingTable::DropTombstonesBefore(uint32_t epoch) {
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    Shard& shard = shards_[s];
+    std::lock_guard lock(shard.mu);
+    auto end = std::partition_point(shard.tombstones.begin(), shard.tombstones.end(),
+                                    [epoch](const TombstoneRun& r) { return r.epoch < epoch; });
+    if (end == shard.tombstones.begin()) continue;
+    shard.tombstones.erase(shard.tombstones.begin(), end);
+    if (shard.tombstones.empty()) shard.tombstones.shrink_to_fit();
+    UpdateTombstoneBytes(shard);
+  }
+}
+
+size_t EmbeddingTable::num_tombstones() const {
+  size_t n = 0;
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    const Shard& shard = shards_[s];
+    std::lock_guard lock(shard.mu);
+    for (const TombstoneRun& run : shard.tombstones) n += run.keys.size();
+  }
+  return n;
+}
+
+void EmbeddingTable::UpdateTombstoneBytes(Shard& shard) {
+  size_t bytes = shard.tombstones.capacity() * sizeof(TombstoneRun);
+  for (const TombstoneRun& run : shard.tombstones) bytes += run.keys.capacity() * sizeof(uint64_t);
+  shard.bytes.fetch_add(bytes - shard.tombstone_bytes, std::memory_order_relaxed);
+  shard.tombstone_bytes = bytes;
 }
 
 }  // namespace eddy::server

@@ -1,11 +1,14 @@
 // EmbeddingTable: one server's part of a sparse table. Exact 64-bit keys (no
 // collisions; every uint64 value is a valid key), rows created on first pull or
 // push with the table's initializer, optimizer state stored next to each row.
+// Rows carry the epoch of their last change, which gives delta exports; stale
+// rows can be evicted (leaving tombstones for the next delta).
 // Thread-safety: keys are split over internal shards, each with its own mutex;
 // every method may be called concurrently from any number of threads.
 #ifndef EDDY_SERVER_EMBEDDING_TABLE_H_
 #define EDDY_SERVER_EMBEDDING_TABLE_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -27,9 +30,26 @@ namespace eddy::server {
 // through its keys in request order. A smaller request (or one without a pool)
 // is one task on the caller, locking every shard, or only the shards it touches
 // if it has fewer keys than there are shards. Inside a shard, an open-addressing
-// index (16-byte slots {key, row pointer}, linear probing, doubled at 3/4 load)
-// points to rows of [dim weights][optimizer state] floats held in chunks that
-// never move. Lookups prefetch index slots and rows well ahead of use.
+// index (16-byte slots {key, row id, epoch stamp}, linear probing, doubled at 3/4
+// load, backward-shift deletion) points to rows of [dim weights][optimizer
+// state] floats held in chunks that never move; rows freed by eviction are
+// reused by new rows of the same shard. Lookups prefetch index slots and rows
+// well ahead of use.
+//
+// Epochs: the table has a current epoch (1 at creation, advanced by
+// AdvanceEpoch). A row is stamped with the current epoch when it is created (by
+// Pull, Push, PushPull or Import) and when it is modified (Push, PushPull,
+// Import); a Pull of an existing row leaves its stamp. The stamp lives in the
+// row's index slot, not in the row: rows keep their size and alignment, Pull and
+// Push touch the same cache lines as without stamps, and ExportSince and
+// EvictStale scan the index without reading unchanged rows.
+//
+// Model versions: capture a version as `e = AdvanceEpoch()` followed by Export()
+// (full) or ExportSince(previous e) (delta), and keep e: the next delta is
+// ExportSince(e). Anything that changes after AdvanceEpoch returns is stamped
+// (or, if evicted, tombstoned) with an epoch >= e, so nothing is missed even if
+// requests run during the capture (a row changed during the capture may appear
+// in two consecutive versions, which is harmless: rows are complete).
 //
 // The `pool` arguments may be nullptr (everything runs on the caller); a pool is
 // only borrowed for the duration of the call. Requests hold fewer than 2^32
@@ -59,10 +79,12 @@ class EmbeddingTable {
 
   // Number of rows.
   size_t size() const;
-  // Bytes allocated: index slots + row chunks (weights and optimizer state,
-  // including the unused tail of each shard's last chunk) + bookkeeping.
+  // Bytes allocated: index slots (with the epoch stamps) + row chunks (weights
+  // and optimizer state, including the unused tail of each shard's last chunk
+  // and rows freed by eviction) + tombstones + bookkeeping.
   size_t MemoryBytes() const;
-  // Bytes of weights and optimizer state of one row.
+  // Bytes of weights and optimizer state of one row (the epoch stamp is in the
+  // index slot; MemoryBytes counts it there).
   size_t RowBytes() const { return row_floats_ * sizeof(float); }
 
   // Calls fn(key, weights) (dim() floats) for every row, one shard at a time with
@@ -82,6 +104,39 @@ class EmbeddingTable {
   Status Import(std::span<const uint64_t> keys, std::span<const float> weights,
                 std::span<const float> state);
 
+  // The current epoch (>= 1).
+  uint32_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
+  // Makes the current epoch one higher and returns it: rows created or modified
+  // from now on get the new epoch. CHECK-fails after 2^32 - 1 epochs.
+  uint32_t AdvanceEpoch();
+
+  // A delta since `since_epoch`: appends to keys/weights/state (as Export) every
+  // row stamped with an epoch >= since_epoch, and to `tombstones` every key
+  // evicted at an epoch >= since_epoch that has no row now (a key evicted and
+  // re-created since then is reported as a row only; each key at most once).
+  // Applying the tombstones (erase) and then the rows (upsert) to any capture
+  // taken after the epoch became since_epoch (e.g. an Export right after
+  // AdvanceEpoch returned it) gives the current state, provided no tombstones of
+  // epochs >= since_epoch were dropped.
+  // since_epoch 0 (or 1) exports every row, with every tombstone still kept.
+  // Each shard is locked while it is copied.
+  void ExportSince(uint32_t since_epoch, std::vector<uint64_t>* keys,
+                   std::vector<float>* weights, std::vector<float>* state,
+                   std::vector<uint64_t>* tombstones) const;
+
+  // Removes every row stamped with an epoch < older_than_epoch (rows not created
+  // or modified since then), records their keys as tombstones of the current
+  // epoch, and keeps their memory for new rows of the same shard (MemoryBytes
+  // does not shrink). A later Pull or Push of such a key creates a new row with
+  // the initializer. Returns the number of rows removed. Locks one shard at a
+  // time.
+  size_t EvictStale(uint32_t older_than_epoch);
+  // Forgets the tombstones recorded at epochs < epoch (once a full version at or
+  // after that epoch exists, no delta needs them) and frees their memory.
+  void DropTombstonesBefore(uint32_t epoch);
+  // Number of tombstones kept (a key evicted twice counts twice).
+  size_t num_tombstones() const;
+
  private:
   enum class Op { kPull, kPush, kPushPull };
   struct Shard;
@@ -96,12 +151,21 @@ class EmbeddingTable {
   // `rows` has room for n pointers.
   void RunTask(Op op, std::span<const uint32_t> shards, const uint32_t* positions, size_t n,
                const uint64_t* keys, const float* grads, float* out, float** rows);
-  // The row of `key` (whose MixKey is `hash`), or nullptr. Requires shard.mu.
-  static float* Find(const Shard& shard, uint64_t key, uint64_t hash);
-  // Adds a row for `key`, which must be missing. Requires shard.mu.
-  float* Insert(Shard& shard, uint64_t key, uint64_t hash);
-  float* NewRow(Shard& shard, uint64_t key);
+  // The index slot of `key` (whose MixKey is `hash`), or nullptr. Requires
+  // shard.mu; valid until the shard's index changes (Insert, Erase).
+  static Slot* Find(const Shard& shard, uint64_t key, uint64_t hash);
+  // Adds a row for `key`, which must be missing, stamped with `epoch`; returns
+  // its slot. Requires shard.mu.
+  Slot* Insert(Shard& shard, uint64_t key, uint64_t hash, uint32_t epoch);
+  // The floats of row `id` of `shard`. Requires shard.mu.
+  float* RowOf(const Shard& shard, uint32_t id) const;
+  // A new initialized row for `key`: a freed one, or the next of the last chunk.
+  uint32_t NewRow(Shard& shard, uint64_t key);
   void Grow(Shard& shard);
+  // Removes the slot at index i (backward-shift deletion) and frees its row.
+  void Erase(Shard& shard, size_t i);
+  // Recomputes the shard's tombstone bytes (and its share of MemoryBytes).
+  static void UpdateTombstoneBytes(Shard& shard);
 
   const proto::TableConfig config_;
   const uint32_t dim_;
@@ -109,8 +173,11 @@ class EmbeddingTable {
   const std::unique_ptr<Optimizer> optimizer_;
   const Initializer initializer_;
   const size_t row_floats_;        // dim + optimizer state
-  const size_t first_chunk_rows_;  // rows in a shard's first chunk
-  const size_t max_chunk_rows_;    // chunk size doubles up to this
+  const size_t first_chunk_rows_;  // rows in a shard's first chunk; a power of two
+  const size_t max_chunk_rows_;    // chunk size doubles up to this; a power of two
+  // Row id = chunk << chunk_shift_ | row in chunk (chunk_shift_ = log2 max_chunk_rows_).
+  const uint32_t chunk_shift_;
+  std::atomic<uint32_t> epoch_{1};
   std::unique_ptr<Shard[]> shards_;
   std::vector<uint32_t> all_shards_;  // 0, 1, ..., num_shards - 1
 };
