@@ -1,0 +1,105 @@
+// LoadedModel: one materialized model version ready to answer predictions
+// (tables, the CtrModel configuration from the manifest attributes, the row
+// parser), and Predictor, which turns text rows into probabilities with it.
+// Thread-safety: a LoadedModel is immutable once built and may be shared by any
+// number of threads; a Predictor is used by one thread at a time.
+#ifndef EDDY_SERVING_LOADED_MODEL_H_
+#define EDDY_SERVING_LOADED_MODEL_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/model_format.h"
+#include "common/status.h"
+#include "models/ctr_model.h"
+#include "worker/data/parser.h"
+#include "worker/data/row.h"
+
+namespace eddy::serving {
+
+// What a manifest says about the model that uses its tables.
+struct ServingModelSpec {
+  models::ModelOptions options;
+  std::string format = "criteo";  // criteo | libsvm | libffm
+  // Slot of a feature: its field (criteo, libffm) or its position in the row (libsvm).
+  bool slots_by_field = true;
+  std::string sparse_table = "emb";
+};
+
+// Reads attributes "model" (required), "emb_dim", "hidden", "num_fields",
+// "dense_dim", "format", "sparse_table" (docs/protocol.md, "Serving").
+// Defaults as eddy_train's flags. Errors: InvalidArgument naming the attribute.
+StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest);
+
+class LoadedModel {
+ public:
+  // Checks the tables against the model the manifest describes (sparse table
+  // dim = 1 + emb_dim, every dense parameter present with its size).
+  // Errors: InvalidArgument / FailedPrecondition naming what does not fit.
+  static StatusOr<std::shared_ptr<const LoadedModel>> Create(MaterializedModel model);
+
+  LoadedModel(const LoadedModel&) = delete;
+  LoadedModel& operator=(const LoadedModel&) = delete;
+
+  uint64_t version() const { return model_.manifest.version(); }
+  const MaterializedModel& model() const { return model_; }
+  const ServingModelSpec& spec() const { return spec_; }
+  const worker::Parser& parser() const { return *parser_; }
+  // The sparse table "emb": per id [first-order weight, embedding...].
+  const SparseRows& sparse() const { return *sparse_; }
+  // Dense parameters in CtrModel::dense_params() order.
+  std::span<const std::span<const float>> dense_params() const { return dense_params_; }
+  uint64_t rows() const { return sparse_->size(); }
+
+ private:
+  LoadedModel() = default;
+  MaterializedModel model_;
+  ServingModelSpec spec_;
+  std::unique_ptr<worker::Parser> parser_;
+  const SparseRows* sparse_ = nullptr;                // into model_
+  std::vector<std::span<const float>> dense_params_;  // into model_
+};
+
+// The model inputs of parsed rows, mapped as the trainer does (worker/trainer.cc,
+// Trainer::Prepare/Compute): features go to slots (by field or in order), a
+// feature that does not fit or repeats a slot is dropped, a zero weight is
+// skipped, mask = the feature's weight; an id absent from the table reads as a
+// zero row.
+struct ModelInputs {
+  int batch = 0;
+  std::vector<float> emb;     // B*F*K
+  std::vector<float> linear;  // B*F
+  std::vector<float> mask;    // B*F
+  std::vector<float> dense;   // B*D
+};
+Status BuildInputs(const LoadedModel& model, const worker::ExampleBatch& rows, ModelInputs* out);
+
+// Parses text rows and runs the forward pass. Keeps one CtrModel (and its
+// oneDNN primitives) per model configuration it has seen. Not thread-safe.
+class Predictor {
+ public:
+  Predictor() = default;
+  Predictor(const Predictor&) = delete;
+  Predictor& operator=(const Predictor&) = delete;
+
+  // One probability per row. `no_label`: the rows lack the label column.
+  // Errors: InvalidArgument for a malformed row (naming its index) or no rows.
+  StatusOr<std::vector<float>> Predict(const LoadedModel& model,
+                                       std::span<const std::string_view> rows, bool no_label);
+
+ private:
+  std::map<std::string, std::unique_ptr<models::CtrModel>> models_;  // by configuration
+  worker::ExampleBatch batch_;
+  worker::Example example_;
+  ModelInputs inputs_;
+  std::string line_;
+};
+
+}  // namespace eddy::serving
+
+#endif  // EDDY_SERVING_LOADED_MODEL_H_

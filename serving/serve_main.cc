@@ -1,0 +1,144 @@
+// eddy_serve: a serving replica. Follows the model versions exported by a job
+// (through the scheduler's version service, or a local directory) and answers
+// PREDICT / SERVE_CONTROL requests (docs/protocol.md, "Serving").
+//   build/bin/eddy_serve --scheduler=tcp://host:port --port=7000
+//   build/bin/eddy_serve --model_dir=/data/export
+#include <gflags/gflags.h>
+#include <glog/logging.h>
+#include <signal.h>
+#include <stdlib.h>
+
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <thread>
+
+#include "serving/replica.h"
+
+DEFINE_string(scheduler, "",
+              "Endpoint of the version service that exports the model versions "
+              "(tcp://host:port). Versions are fetched in checksummed chunks into --cache_dir; "
+              "no shared filesystem is needed. Give this or --model_dir.");
+DEFINE_string(model_dir, "",
+              "A local root directory of model versions (v<12 digits>/ directories), read in "
+              "place and rescanned for new versions. Give this or --scheduler.");
+DEFINE_string(bind, "127.0.0.1",
+              "Address the prediction socket binds to (0.0.0.0 for every interface).");
+DEFINE_int32(port, 0, "Port of the prediction socket (ZeroMQ ROUTER; REQ and DEALER clients); 0: "
+                      "an ephemeral port, printed at start.");
+DEFINE_string(cache_dir, "",
+              "Where fetched versions are written (with --scheduler). Empty: a fresh temporary "
+              "directory, removed at exit.");
+DEFINE_int32(max_versions_cached, 3,
+             "Model versions kept in memory for pinning and rollback (>= 1); the served, newest "
+             "and pinned versions are always kept.");
+DEFINE_int32(watch_timeout_ms, 1000,
+             "Long-poll timeout of a version watch; a new version is seen as soon as it is "
+             "committed either way.");
+DEFINE_int32(scan_interval_ms, 50, "With --model_dir: how often the directory is rescanned.");
+
+namespace eddy {
+namespace {
+
+StatusOr<serving::ReplicaOptions> OptionsFromFlags(std::string* temp_cache) {
+  serving::ReplicaOptions o;
+  if (FLAGS_scheduler.empty() == FLAGS_model_dir.empty()) {
+    return InvalidArgumentError(
+        "give exactly one of --scheduler=tcp://host:port (the version service) and "
+        "--model_dir=<root of model versions>");
+  }
+  o.version_endpoint = FLAGS_scheduler;
+  o.model_dir = FLAGS_model_dir;
+  o.bind_host = FLAGS_bind;
+  if (FLAGS_port < 0 || FLAGS_port > 65535) return InvalidArgumentError("--port: 0..65535");
+  o.port = FLAGS_port;
+  if (FLAGS_max_versions_cached < 1) {
+    return InvalidArgumentError("--max_versions_cached must be >= 1");
+  }
+  o.max_versions_cached = FLAGS_max_versions_cached;
+  if (FLAGS_watch_timeout_ms < 10 || FLAGS_scan_interval_ms < 1) {
+    return InvalidArgumentError("--watch_timeout_ms must be >= 10 and --scan_interval_ms >= 1");
+  }
+  o.watch_timeout = std::chrono::milliseconds(FLAGS_watch_timeout_ms);
+  o.scan_interval = std::chrono::milliseconds(FLAGS_scan_interval_ms);
+  if (!o.version_endpoint.empty()) {
+    if (FLAGS_cache_dir.empty()) {
+      std::string tmpl = (std::filesystem::temp_directory_path() / "eddy_serve_XXXXXX").string();
+      if (::mkdtemp(tmpl.data()) == nullptr) {
+        return UnavailableError("cannot create a temporary cache directory");
+      }
+      *temp_cache = tmpl;
+      o.cache_dir = tmpl;
+    } else {
+      std::error_code ec;
+      std::filesystem::create_directories(FLAGS_cache_dir, ec);
+      if (ec) return UnavailableError("--cache_dir=" + FLAGS_cache_dir + ": " + ec.message());
+      o.cache_dir = FLAGS_cache_dir;
+    }
+  }
+  return o;
+}
+
+int Main() {
+  std::string temp_cache;
+  StatusOr<serving::ReplicaOptions> options = OptionsFromFlags(&temp_cache);
+  if (!options.ok()) {
+    std::fprintf(stderr, "eddy_serve: %s\n", options.status().ToString().c_str());
+    return 2;
+  }
+  // SIGINT/SIGTERM are taken by a thread of their own, which stops the replica.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  zmq::context_t context;
+  serving::Replica replica(context, *options);
+  StatusOr<std::string> endpoint = replica.Bind();
+  int rc = 0;
+  if (!endpoint.ok()) {
+    std::fprintf(stderr, "eddy_serve: %s\n", endpoint.status().ToString().c_str());
+    rc = 1;
+  } else {
+    std::printf("eddy_serve: predictions on %s (versions from %s)\n", endpoint->c_str(),
+                options->model_dir.empty() ? options->version_endpoint.c_str()
+                                           : options->model_dir.c_str());
+    std::fflush(stdout);
+    std::atomic<bool> done{false};
+    std::jthread signal_thread([&] {
+      const timespec tick{0, 200'000'000};
+      while (!done.load()) {
+        if (sigtimedwait(&signals, nullptr, &tick) > 0) {
+          LOG(INFO) << "eddy_serve: signal received, stopping";
+          replica.Stop();
+          return;
+        }
+      }
+    });
+    Status s = replica.Run();
+    done.store(true);
+    if (!s.ok()) {
+      std::fprintf(stderr, "eddy_serve: %s\n", s.ToString().c_str());
+      rc = 1;
+    }
+  }
+  if (!temp_cache.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(temp_cache, ec);
+  }
+  return rc;
+}
+
+}  // namespace
+}  // namespace eddy
+
+int main(int argc, char** argv) {
+  gflags::SetUsageMessage(
+      "a serving replica: eddy_serve --scheduler=tcp://host:port | --model_dir=<root> "
+      "[--port=N]");
+  gflags::ParseCommandLineFlags(&argc, &argv, true);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  return eddy::Main();
+}
