@@ -70,8 +70,10 @@ Status SchedulerLink::Tick(SteadyClock::time_point now) {
   return OkStatus();
 }
 
-Status SchedulerLink::Send(proto::MsgType type, std::string payload, std::string table) {
+Status SchedulerLink::Send(proto::MsgType type, std::string payload, std::string table,
+                           int64_t version) {
   Message m{MakeHeader(type), {}, {}};
+  m.header.set_version(version);
   m.header.set_sender(node_id_);
   m.header.set_payload(std::move(payload));
   m.header.set_table(std::move(table));

@@ -42,9 +42,10 @@ class SchedulerLink {
   // The time Tick() next has work to do.
   SteadyClock::time_point next_tick() const { return next_heartbeat_; }
 
-  // Sends a control message with an optional payload and `table` (used as a
-  // barrier name).
-  Status Send(proto::MsgType type, std::string payload = {}, std::string table = {});
+  // Sends a control message with an optional payload, `table` (used as a
+  // barrier name) and model `version`.
+  Status Send(proto::MsgType type, std::string payload = {}, std::string table = {},
+              int64_t version = 0);
 
   // Receives one message (call when socket() is readable); notes the scheduler alive.
   StatusOr<Message> Receive();

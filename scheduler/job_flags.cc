@@ -4,8 +4,11 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
+#include <filesystem>
 #include <map>
 
+#include "common/model_format.h"
 #include "common/table_config.h"
 
 DECLARE_bool(help);  // defined by gflags
@@ -59,12 +62,133 @@ DEFINE_string(
 DEFINE_bool(tolerate_worker_failures, false,
             "Go on with the live workers when a worker stops answering (it no longer counts toward "
             "barriers and the staleness bound); by default a lost worker ends the job.");
+DEFINE_string(model_dir, "",
+              "Directory of the job's model versions (docs/model_format.md). The scheduler and "
+              "every server must see it at the same path (one host, or a shared filesystem). "
+              "Empty: no versions.");
+DEFINE_string(snapshot_every, "0",
+              "Take a consistent model version this often: a duration (30s, 500ms, 5m) or a row "
+              "count (1000000rows, over all workers, checked at progress ticks). 0: only on "
+              "demand and at the end of the job.");
+DEFINE_bool(snapshot_at_end, true, "With --model_dir: take a last version when the job ends.");
+DEFINE_int32(full_every, 10,
+             "Every Nth model version is full; the others are deltas (rows changed since the "
+             "previous version, plus tombstones of evicted rows). 1: all full.");
+DEFINE_uint32(evict_after_versions, 0,
+              "Evict sparse rows not updated in this many model versions (feature expiry; "
+              "deltas carry their tombstones). 0: never. Needs --model_dir.");
+DEFINE_int32(serve_port, -1,
+             "Serve the committed model versions to serving replicas (eddy_serve "
+             "--scheduler=tcp://host:PORT) on this port of --bind: -1 off, 0 any free port "
+             "(logged). Needs --model_dir.");
+DEFINE_int32(keep_versions, 3,
+             "Retention: keep the newest N full versions (and the deltas built on them).");
+DEFINE_string(resume_from, "",
+              "Resume from a model version: its directory (.../v000000000007), a model root "
+              "(its newest version) or a version number inside --model_dir. Servers load its "
+              "rows, dense tensors and optimizer state; each worker skips the rows it had "
+              "consumed. Needs the same --num_workers and --data as the job that wrote it.");
 DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
 namespace eddy::scheduler {
 
 namespace {
+
+// "30s", "500ms", "5m", "2h" -> interval; "1000000rows" -> rows; "0" -> neither.
+Status ParseSnapshotEvery(const std::string& v, SchedulerOptions* o) {
+  auto bad = [&]() {
+    return InvalidArgumentError("--snapshot_every='" + v +
+                                "': use a duration (30s, 500ms, 5m, 1h), a row count "
+                                "(1000000rows) or 0");
+  };
+  if (v.empty() || v == "0") return OkStatus();
+  size_t end = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &end);
+  } catch (...) {
+    return bad();
+  }
+  const std::string unit = v.substr(end);
+  if (!(x > 0)) return bad();
+  if (unit == "rows") {
+    o->snapshot_every_rows = static_cast<uint64_t>(x);
+    return OkStatus();
+  }
+  double ms = 0;
+  if (unit == "ms") {
+    ms = x;
+  } else if (unit == "s") {
+    ms = x * 1e3;
+  } else if (unit == "m") {
+    ms = x * 60e3;
+  } else if (unit == "h") {
+    ms = x * 3600e3;
+  } else {
+    return bad();
+  }
+  o->snapshot_interval = std::chrono::milliseconds(std::max<int64_t>(1, static_cast<int64_t>(ms)));
+  return OkStatus();
+}
+
+// --resume_from: a version directory, a model root (newest version) or a number
+// inside --model_dir.
+Status ParseResumeFrom(const std::string& v, SchedulerOptions* o) {
+  if (v.empty()) return OkStatus();
+  std::string root;
+  uint64_t version = 0;
+  const bool number = v.find_first_not_of("0123456789") == std::string::npos;
+  if (number) {
+    if (FLAGS_model_dir.empty()) {
+      return InvalidArgumentError("--resume_from=" + v +
+                                  " is a version number: which --model_dir is it in?");
+    }
+    root = FLAGS_model_dir;
+    version = std::stoull(v);
+  } else if (std::filesystem::exists(std::filesystem::path(v) / "manifest.pb")) {
+    ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(v));
+    version = reader.version();
+    std::filesystem::path dir = std::filesystem::path(v).lexically_normal();
+    if (!dir.has_filename()) dir = dir.parent_path();
+    root = dir.parent_path().string();
+    if (root.empty()) root = ".";
+  } else {
+    root = v;
+    auto versions = ListVersions(root);
+    if (!versions.ok()) return versions.status().WithContext("--resume_from");
+    if (versions->empty()) {
+      return NotFoundError("--resume_from=" + v + ": no committed version in this directory");
+    }
+    version = versions->back();
+  }
+  RETURN_IF_ERROR(ResolveChain(root, version).status().WithContext("--resume_from"));
+  ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(root + "/" + VersionDirName(version)));
+  if (reader.manifest().serving()) {
+    return InvalidArgumentError("--resume_from: version " + std::to_string(version) +
+                                " is a serving export without optimizer state; resume from a "
+                                "training version");
+  }
+  o->resume_root = root;
+  o->resume_version = version;
+  o->resume_positions.clear();
+  for (const auto& p : reader.manifest().positions()) {
+    proto::WorkerCut c;
+    c.set_worker(p.worker());
+    c.set_rows_consumed(p.rows_consumed());
+    o->resume_positions.push_back(c);
+  }
+  std::sort(o->resume_positions.begin(), o->resume_positions.end(),
+            [](const auto& a, const auto& b) { return a.worker() < b.worker(); });
+  for (size_t i = 0; i < o->resume_positions.size(); ++i) {
+    if (o->resume_positions[i].worker() != static_cast<int>(i)) {
+      return DataLossError("--resume_from: version " + std::to_string(version) +
+                           " has no stream position for worker " + std::to_string(i));
+    }
+  }
+  return OkStatus();
+}
+
 
 // Maps --policy onto the staleness bound and the aggregation of pushes, refusing
 // contradictory combinations with what to change.
@@ -187,6 +311,24 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   s.tolerate_worker_failures = FLAGS_tolerate_worker_failures;
   s.aggregate = FLAGS_aggregate;
   RETURN_IF_ERROR(ApplyPolicy(FLAGS_policy, &s));
+  s.model_dir = FLAGS_model_dir;
+  RETURN_IF_ERROR(ParseSnapshotEvery(FLAGS_snapshot_every, &s));
+  s.snapshot_at_end = FLAGS_snapshot_at_end;
+  s.keep_full_versions = FLAGS_keep_versions;
+  s.full_every = FLAGS_full_every;
+  s.serve_port = FLAGS_serve_port;
+  if (s.serve_port >= 0 && s.model_dir.empty()) {
+    return InvalidArgumentError("--serve_port serves model versions: it needs --model_dir");
+  }
+  if (s.serve_port > 65535) return InvalidArgumentError("--serve_port must be in [-1, 65535]");
+  s.evict_after_versions = FLAGS_evict_after_versions;
+  if (s.evict_after_versions > 0 && s.model_dir.empty()) {
+    return InvalidArgumentError("--evict_after_versions counts model versions: it needs --model_dir");
+  }
+  // Only the scheduler reads the version; the others learn it from the cluster view.
+  if (o.mode != LaunchMode::kServer && o.mode != LaunchMode::kWorker) {
+    RETURN_IF_ERROR(ParseResumeFrom(FLAGS_resume_from, &s));
+  }
 
   const int64_t max_bytes = int64_t{FLAGS_max_message_mb} << 20;
   o.server_options.bind_host = FLAGS_bind;

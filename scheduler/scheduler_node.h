@@ -15,16 +15,40 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/model_format.h"
 #include "common/mutex.h"
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
 
+namespace eddy {
+class VersionService;
+}  // namespace eddy
+
 namespace eddy::scheduler {
+
+// One model version's outcome (SchedulerOptions::on_version).
+struct VersionSummary {
+  uint64_t version = 0;
+  uint64_t parent = 0;  // 0: full
+  bool ok = false;
+  std::string error;     // when !ok
+  std::string dir;       // committed version directory
+  uint64_t rows = 0;     // sparse rows written
+  uint64_t evicted = 0;  // rows evicted after the copy (tombstones of the next delta)
+  uint64_t bytes = 0;    // data files
+  double pause_seconds = 0;   // longest server event-loop stall for the capture
+  double window_seconds = 0;  // longest first-marker-to-capture time (pushes held)
+  double write_seconds = 0;   // longest server file writing
+  double total_seconds = 0;   // request to commit
+  std::vector<proto::WorkerCut> cuts;
+};
 
 struct SchedulerOptions {
   std::string bind_host = "127.0.0.1";
@@ -56,6 +80,45 @@ struct SchedulerOptions {
   std::chrono::milliseconds progress_interval{1000};
   // METRICS payloads larger than this are dropped (counted and logged).
   uint64_t max_metrics_bytes = uint64_t{16} << 20;
+
+  // Model versions (docs/model_format.md), written under model_dir (empty: none).
+  // The servers write their own data files there, so it must be the same path
+  // for the scheduler and every server (one host, or a shared filesystem).
+  std::string model_dir;
+  // Take a version this often (0: not by time) and every this many rows
+  // (0: not by rows; rows come from rows_from_metrics, at progress ticks).
+  std::chrono::milliseconds snapshot_interval{0};
+  uint64_t snapshot_every_rows = 0;
+  std::function<uint64_t(const std::vector<std::string>& latest_metrics)> rows_from_metrics;
+  // A last version once every worker finished.
+  bool snapshot_at_end = true;
+  // Retention: the newest full versions to keep (and their deltas).
+  int keep_full_versions = 3;
+  // Every full_every-th version is full, the others deltas against the previous
+  // version (1: all full).
+  int full_every = 10;
+  // Evict sparse rows not changed in this many versions (0: never); deltas
+  // carry their tombstones.
+  uint32_t evict_after_versions = 0;
+  // A version not written by every server within this time fails.
+  std::chrono::milliseconds snapshot_timeout{300'000};
+  // Added to each version's manifest: attributes, and metrics computed from the
+  // workers' latest metrics at the commit (may be empty).
+  std::map<std::string, std::string> version_attributes;
+  std::function<std::map<std::string, double>(const std::vector<std::string>& latest_metrics)>
+      version_metrics;
+  // Called on the event-loop thread after each version commits or fails. Short.
+  std::function<void(const VersionSummary&)> on_version;
+  // Resume: servers load version resume_version of resume_root; workers start at
+  // their positions (one per worker).
+  std::string resume_root;
+  uint64_t resume_version = 0;
+  std::vector<proto::WorkerCut> resume_positions;
+  // Serve committed versions to replicas (eddy_serve --scheduler=...) on this
+  // port of bind_host: -1 off, 0 an ephemeral port.
+  int serve_port = -1;
+  // Test hook: servers' file writes fail after this many bytes per file (0: off).
+  uint64_t test_fail_after_bytes = 0;
 };
 
 // What the scheduler dropped or accepted of the workers' live metrics.
@@ -63,6 +126,8 @@ struct SchedulerStats {
   uint64_t metrics_received = 0;   // METRICS payloads kept as a worker's latest
   uint64_t metrics_ignored = 0;    // from an unregistered sender, a server or a lost worker
   uint64_t metrics_oversized = 0;  // larger than max_metrics_bytes
+  uint64_t versions_committed = 0;
+  uint64_t versions_failed = 0;
 };
 
 // Checks the options (counts, timeouts, tables) and says what to change.
@@ -89,6 +154,14 @@ class SchedulerNode {
   // come yet. A lost worker keeps its last one.
   std::vector<std::string> latest_metrics() const;
   SchedulerStats stats() const;
+
+  // Asks for a model version as soon as possible (any thread). No-op without
+  // model_dir. Also reachable over the control socket: SNAPSHOT_NOW.
+  void RequestSnapshot();
+  // The newest committed version (0: none yet).
+  uint64_t last_version() const { return last_version_.load(); }
+  // Where replicas fetch versions (empty until Run() started the service).
+  std::string version_service_endpoint() const;
 
  private:
   struct Node {
@@ -118,11 +191,22 @@ class SchedulerNode {
   // Calls on_progress when it is due (and `final`: at once).
   void ReportProgress(SteadyClock::time_point now, bool final);
   void Broadcast(proto::MsgType type, const std::string& message);
+  // Model versions, event-loop thread.
+  void StartVersion();
+  void OnSnapshotReady(const Node* node, const proto::Header& header);
+  void OnSnapshotDone(const Node* node, const proto::Header& header);
+  void FinishVersion(std::string error);
+  // The job is over once every live worker finished and the last version is done.
+  bool ReadyToEnd();
   void SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message = {});
   Node* FindNode(const std::string& routing_id);
 
   zmq::context_t& context_;
   SchedulerOptions options_;
+  std::unique_ptr<VersionService> version_service_;
+  std::jthread version_service_thread_;
+  mutable Mutex service_mu_;
+  std::string service_endpoint_ GUARDED_BY(service_mu_);
   std::unique_ptr<zmq::socket_t> socket_;
   std::string endpoint_;
   Waker stop_waker_;
@@ -131,6 +215,26 @@ class SchedulerNode {
   bool cluster_up_ = false;
   SteadyClock::time_point next_progress_ = SteadyClock::time_point::max();
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
+  struct PendingVersion {
+    uint64_t version = 0;
+    uint64_t parent = 0;
+    std::optional<VersionWriter> writer;
+    std::map<int, proto::SnapshotReport> reports;  // by server id
+    int ready = 0;  // servers that have the request
+    bool workers_told = false;
+    SteadyClock::time_point started;
+  };
+  std::optional<PendingVersion> pending_version_;
+  bool snapshot_wanted_ = false;
+  bool final_version_taken_ = false;
+  std::atomic<bool> snapshot_requested_{false};
+  std::atomic<uint64_t> last_version_{0};
+  uint64_t next_version_ = 1;
+  uint64_t last_committed_ = 0;  // by this job (a delta's parent)
+  uint64_t deltas_since_full_ = 0;
+  bool force_full_ = false;
+  SteadyClock::time_point next_snapshot_ = SteadyClock::time_point::max();
+  uint64_t next_snapshot_rows_ = 0;
   mutable Mutex reports_mu_;
   std::vector<std::string> reports_ GUARDED_BY(reports_mu_);
   mutable Mutex metrics_mu_;

@@ -109,6 +109,55 @@ Status DenseTensor::Import(std::span<const float> values, std::span<const float>
   return OkStatus();
 }
 
+uint32_t DenseTensor::state_floats_per_value() const {
+  // StateSize(d) = per_element * d + per_block.
+  return static_cast<uint32_t>(optimizer_->StateSize(1));
+}
+
+void DenseTensor::ExportPerValue(std::vector<float>* values, std::vector<float>* state) const {
+  const size_t per_element = optimizer_->StateSize(2) - optimizer_->StateSize(1);
+  const size_t per_block = optimizer_->StateSize(1) - per_element;
+  const size_t k = per_element + per_block;
+  values->resize(size_);
+  state->resize(size_ * k);
+  ForEachBlock(nullptr, [&](size_t b, size_t first, size_t len) {
+    std::memcpy(values->data() + first, weights_.data() + first, len * sizeof(float));
+    const float* st = state_.data() + b * block_state_;
+    for (size_t i = 0; i < len; ++i) {
+      float* out = state->data() + (first + i) * k;
+      for (size_t a = 0; a < per_element; ++a) out[a] = st[a * len + i];
+      for (size_t c = 0; c < per_block; ++c) out[per_element + c] = st[per_element * len + c];
+    }
+  });
+}
+
+Status DenseTensor::ImportPerValue(std::span<const float> values, std::span<const float> state) {
+  const size_t per_element = optimizer_->StateSize(2) - optimizer_->StateSize(1);
+  const size_t per_block = optimizer_->StateSize(1) - per_element;
+  const size_t k = per_element + per_block;
+  if (values.size() != size_ || (!state.empty() && state.size() != size_ * k)) {
+    return InvalidArgumentError("dense slice of '" + config_.name() + "' holds " +
+                                std::to_string(size_) + " values with " + std::to_string(k) +
+                                " state floats each; got " + std::to_string(values.size()) +
+                                " values and " + std::to_string(state.size()) + " state floats");
+  }
+  ForEachBlock(nullptr, [&](size_t b, size_t first, size_t len) {
+    std::memcpy(weights_.data() + first, values.data() + first, len * sizeof(float));
+    float* st = state_.data() + b * block_state_;
+    if (state.empty()) {
+      optimizer_->InitState(weights_.data() + first, st, len);
+      return;
+    }
+    for (size_t i = 0; i < len; ++i) {
+      const float* in = state.data() + (first + i) * k;
+      for (size_t a = 0; a < per_element; ++a) st[a * len + i] = in[a];
+    }
+    const float* head = state.data() + first * k;
+    for (size_t c = 0; c < per_block; ++c) st[per_element * len + c] = head[per_element + c];
+  });
+  return OkStatus();
+}
+
 void DenseTensor::ForEachBlock(ThreadPool* pool,
                                const std::function<void(size_t, size_t, size_t)>& fn) const {
   auto run = [&](size_t b) {

@@ -64,6 +64,17 @@ class DenseTensor {
   // InvalidArgument on sizes.
   Status Import(std::span<const float> values, std::span<const float> state);
 
+  // The same state laid out per value, independent of blocks (the model
+  // version format): state_floats_per_value() floats per element, the
+  // optimizer's per-element arrays followed by its per-block scalars (e.g.
+  // Adam's step count), repeated for every element of the block.
+  uint32_t state_floats_per_value() const;
+  void ExportPerValue(std::vector<float>* values, std::vector<float>* state) const;
+  // Inverse of ExportPerValue, for any slicing of the same tensor (per-block
+  // scalars come from each new block's first element). An empty `state`
+  // restarts the optimizer. Errors: InvalidArgument on sizes.
+  Status ImportPerValue(std::span<const float> values, std::span<const float> state);
+
   // Bytes of values and optimizer state.
   size_t MemoryBytes() const { return (weights_.size() + state_.size()) * sizeof(float); }
 

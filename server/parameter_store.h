@@ -13,6 +13,7 @@
 #include <string>
 
 #include "common/message.h"
+#include "common/model_format.h"
 #include "common/thread_pool.h"
 #include "server/dense_tensor.h"
 #include "server/embedding_table.h"
@@ -33,6 +34,18 @@ struct ParameterStoreStats {
   uint64_t keys = 0;
 };
 
+// A copy of everything one server holds, for a model version (the data files
+// of its shard).
+struct StoreCapture {
+  std::vector<SparseShard> sparse;
+  std::vector<DenseSlice> dense;
+  uint64_t rows = 0;  // sparse rows over all tables
+  uint64_t tombstones = 0;
+  uint64_t evicted = 0;  // rows evicted right after the copy (tombstones of the next delta)
+  // The epoch this capture started: the next delta exports rows changed since.
+  uint32_t epoch = 0;
+};
+
 class ParameterStore {
  public:
   explicit ParameterStore(ParameterStoreOptions options);
@@ -49,6 +62,20 @@ class ParameterStore {
   Message Handle(const Message& request, bool apply = true);
 
   ParameterStoreStats stats() const;
+
+  // Copies this server's dense slices and its sparse rows (with optimizer
+  // state): every row when since_epoch is 0 (a full version), else the rows
+  // changed since the capture whose StoreCapture::epoch was since_epoch, plus
+  // tombstones for rows evicted since (a delta). Then, if evict_before_epochs
+  // > 0, evicts rows not changed in the last that many captures (they become
+  // the next delta's tombstones). Call while no request is being applied.
+  StoreCapture Capture(uint32_t since_epoch = 0, uint32_t evict_before_epochs = 0);
+  // Loads a model version: the rows of `model` whose keys belong to this server
+  // (whatever the server count that wrote it) and this server's part of every
+  // dense tensor. Every table of the job must be in the version with the same
+  // shape and optimizer state layout. Errors: FailedPrecondition naming the
+  // mismatch. Call before the first request.
+  Status Restore(const MaterializedModel& model);
   EmbeddingTable* sparse_table(const std::string& name);
   DenseTensor* dense_tensor(const std::string& name);
 

@@ -1,5 +1,7 @@
 #include "worker/client.h"
 
+#include <algorithm>
+
 #include <cstring>
 
 #include "common/partition.h"
@@ -309,14 +311,21 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
   return op;
 }
 
+OpPtr Client::ClockAt(uint64_t stream_rows, Callback callback) {
+  stream_rows_.store(stream_rows);
+  return Clock(std::move(callback));
+}
+
 OpPtr Client::Clock(Callback callback) {
   auto op = std::make_shared<Op>(std::move(callback));
   const int64_t finished = clock_.fetch_add(1) + 1;
+  const uint64_t rows = stream_rows_.load();
   std::vector<Part> parts;
   for (uint32_t s = 0; s < servers_.size(); ++s) {
     Message m{MakeHeader(proto::CLOCK, next_request_id_.fetch_add(1)), {}, {}};
     m.header.set_sender(worker_id_);
     m.header.set_clock(finished);
+    m.header.set_offset(rows);
     op->expected_values_.push_back(0);
     parts.push_back(Part{s, std::move(m), op, s});
   }
@@ -371,6 +380,21 @@ void Client::ReportMetrics(std::string payload) {
 }
 
 Status Client::Finish(const std::string& report) {
+  // A last CLOCK tells every server this worker will not clock again, so
+  // pulls under a staleness bound, per-clock sums and version cuts stop
+  // waiting for it (its workers may have more batches than this one).
+  auto done = std::make_shared<Op>();
+  std::vector<Part> parts;
+  for (uint32_t s = 0; s < servers_.size(); ++s) {
+    Message m{MakeHeader(proto::CLOCK, next_request_id_.fetch_add(1)), {}, {}};
+    m.header.set_sender(worker_id_);
+    m.header.set_clock(kFinishedClock);
+    m.header.set_offset(stream_rows_.load());
+    done->expected_values_.push_back(0);
+    parts.push_back(Part{s, std::move(m), done, s});
+  }
+  done->remaining_parts_ = static_cast<int>(parts.size());
+  Enqueue(std::move(parts));
   return ControlOp(proto::WORKER_DONE, report, {})->Wait();
 }
 
@@ -425,13 +449,43 @@ void Client::SendQueued() {
     }
     if (part.op->done()) continue;  // another part already failed
     const uint64_t id = part.message.header.request_id();
+    const proto::MsgType type = part.message.header.type();
     pending_[id] = Pending{part.op, part.part_index, part.server, deadline};
     Status s = SendMessage(servers_[part.server], part.message);
     if (!s.ok()) {
       pending_.erase(id);
       part.op->Complete(s.WithContext("sending to " + ServerName(part.server)));
     }
+    if (type == proto::CLOCK) {
+      // A clock boundary: an owed marker goes right behind it.
+      sent_clock_ = part.message.header.clock();
+      sent_rows_ = part.message.header.offset();
+      pushed_since_clock_ = false;
+      if (cut_version_ != 0) SendCut(part.server);
+    } else if (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) {
+      pushed_since_clock_ = true;
+    }
   }
+}
+
+void Client::SendCut(uint32_t server) {
+  if (cut_sent_[server]) return;
+  Message m{MakeHeader(proto::CUT, next_request_id_.fetch_add(1)), {}, {}};
+  m.header.set_sender(worker_id_);
+  m.header.set_version(static_cast<int64_t>(cut_version_));
+  m.header.set_clock(sent_clock_);
+  m.header.set_offset(sent_rows_);
+  Status s = SendMessage(servers_[server], m);
+  if (!s.ok()) LOG(WARNING) << "worker " << worker_id_ << ": marker not sent: " << s;
+  cut_sent_[server] = true;
+  if (std::all_of(cut_sent_.begin(), cut_sent_.end(), [](bool b) { return b; })) {
+    cut_version_ = 0;
+    cuts_sent_.fetch_add(1);
+  }
+}
+
+void Client::SendCutToAll() {
+  for (uint32_t s = 0; s < servers_.size() && cut_version_ != 0; ++s) SendCut(s);
 }
 
 void Client::OnReply(uint32_t server, Message reply) {
@@ -490,6 +544,15 @@ void Client::OnControl(Message msg) {
       std::vector<OpPtr> released;
       released.swap(barrier_ops_);
       for (auto& op : released) op->Complete(OkStatus());
+      break;
+    }
+    case proto::SNAPSHOT: {
+      const uint64_t v = static_cast<uint64_t>(std::max<int64_t>(0, msg.header.version()));
+      if (v == 0) break;
+      cut_version_ = v;
+      cut_sent_.assign(servers_.size(), false);
+      // Between batches (nothing pushed since the last clock) the marker can go now.
+      if (!pushed_since_clock_) SendCutToAll();
       break;
     }
     case proto::SHUTDOWN: {

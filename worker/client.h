@@ -12,6 +12,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <span>
@@ -135,13 +136,18 @@ class Client {
   // s (SchedulerOptions::staleness), a pull made at clock c is answered once
   // every worker has finished clock c - s; without one, clocks cost nothing.
   OpPtr Clock(Callback callback = {});
+  // Clock() that also records this worker's stream position (fresh rows
+  // consumed through this clock): a model version cut at this clock stores it,
+  // and resuming from that version starts there.
+  OpPtr ClockAt(uint64_t stream_rows, Callback callback = {});
   // Clocks this worker has finished.
   int64_t clock() const { return clock_.load(); }
 
   // Blocks until every worker has reached the barrier `name`.
   Status Barrier(const std::string& name = "workers");
-  // Tells the scheduler this worker is done (with its report) and blocks until
-  // the scheduler ends the job. OK when the job ended normally.
+  // Tells the servers this worker will not clock again (a CLOCK of
+  // kFinishedClock), then the scheduler that it is done (with its report), and
+  // blocks until the scheduler ends the job. OK when the job ended normally.
   Status Finish(const std::string& report);
 
   // Tells the scheduler this worker failed (the job is aborted). Does not block.
@@ -156,6 +162,14 @@ class Client {
   void ReportMetrics(std::string payload);
   // The largest payload ReportMetrics sends.
   static constexpr size_t kMaxMetricsBytes = size_t{16} << 20;
+  // The clock a finished worker announces: it no longer holds anyone back.
+  static constexpr int64_t kFinishedClock = std::numeric_limits<int64_t>::max();
+
+  // Model versions: the scheduler's SNAPSHOT(v) makes the I/O thread send a CUT
+  // marker to every server at this worker's next clock boundary (at once when
+  // nothing was pushed since the last Clock()). Nothing to do for the caller
+  // beyond clocking every batch. Markers sent so far:
+  uint64_t cuts_sent() const { return cuts_sent_.load(); }
 
   // OK while the job runs; the reason once it was aborted or lost.
   Status health() const;
@@ -202,8 +216,19 @@ class Client {
   Status health_ GUARDED_BY(queue_mu_);
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<int64_t> clock_{0};
+  std::atomic<uint64_t> stream_rows_{0};
+  std::atomic<uint64_t> cuts_sent_{0};
+
+  // Sends the pending version's marker to `server` (after its CLOCK) or to all.
+  void SendCut(uint32_t server);
+  void SendCutToAll();
 
   // I/O-thread state.
+  bool pushed_since_clock_ = false;  // a push was sent after the last CLOCK
+  int64_t sent_clock_ = 0;           // the last CLOCK sent, and its stream position
+  uint64_t sent_rows_ = 0;
+  uint64_t cut_version_ = 0;          // marker owed (0: none)
+  std::vector<bool> cut_sent_;        // per server, for cut_version_
   std::unordered_map<uint64_t, Pending> pending_;
   std::vector<OpPtr> barrier_ops_;
   OpPtr finish_op_;

@@ -205,6 +205,20 @@ StatusOr<TrainConfig> ConfigFromFlags() {
   return c;
 }
 
+// What a model version records about the model, so a serving replica can
+// rebuild it (Manifest.attributes).
+std::map<std::string, std::string> ModelAttributes(const models::ModelOptions& m) {
+  std::map<std::string, std::string> a;
+  a["model"] = FLAGS_model;
+  a["emb_dim"] = std::to_string(m.emb_dim);
+  a["num_fields"] = std::to_string(m.num_fields);
+  a["dense_dim"] = std::to_string(m.dense_dim);
+  a["hidden"] = FLAGS_hidden;
+  a["format"] = FLAGS_format;
+  a["sparse_table"] = "emb";
+  return a;
+}
+
 // This worker's share of the stream.
 StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, zmq::context_t& ctx,
                                                          int worker, int num_workers) {
@@ -258,6 +272,9 @@ StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   options.window.seed = c.trainer.window.seed * 7919 + static_cast<uint64_t>(client.worker_id());
   if (client.worker_id() == c.straggler_worker) {
     options.delay_per_batch = std::chrono::milliseconds(c.straggler_ms);
+  }
+  for (const auto& p : client.view().resume_positions()) {
+    if (p.worker() == client.worker_id()) options.skip_rows = p.rows_consumed();
   }
   worker::Trainer trainer(client, *model, options);
   ASSIGN_OR_RETURN(worker::TrainerStats stats, trainer.Run(stream));
@@ -355,6 +372,63 @@ int Main(int argc, char** argv) {
     std::fflush(stdout);
     if (metrics_out) *metrics_out << progress->JsonLine(true) << std::endl;
     return OkStatus();
+  };
+  // Model versions: what they record besides the tables, and what the user sees.
+  auto merged = [](const std::vector<std::string>& latest) {
+    worker::TrainerStats total;
+    for (const std::string& r : latest) {
+      if (r.empty()) continue;
+      auto stats = worker::TrainerStats::Parse(r);
+      if (stats.ok()) total.Merge(*stats).IgnoreError();
+    }
+    return total;
+  };
+  scheduler::SchedulerOptions& so = job->scheduler_options;
+  so.rows_from_metrics = [merged](const std::vector<std::string>& latest) {
+    return merged(latest).rows;
+  };
+  so.version_metrics = [merged](const std::vector<std::string>& latest) {
+    const worker::TrainerStats t = merged(latest);
+    std::map<std::string, double> m;
+    m["rows"] = static_cast<double>(t.rows);
+    if (t.metrics.SinceStart().count() > 0) {
+      m["auc"] = t.metrics.SinceStart().Auc();
+      m["logloss"] = t.metrics.SinceStart().LogLoss();
+      const worker::BinaryMetrics recent = t.metrics.RecentWindow();
+      if (recent.count() > 0) {
+        m["recent_auc"] = recent.Auc();
+        m["recent_logloss"] = recent.LogLoss();
+      }
+    }
+    return m;
+  };
+  so.version_attributes = ModelAttributes(config->trainer.model);
+  so.on_version = [&](const scheduler::VersionSummary& v) {
+    char line[512];
+    if (v.ok) {
+      std::snprintf(line, sizeof(line),
+                    "version %llu (%s) %s: %llu rows, %.1f MB, training paused %.2f ms, written "
+                    "in %.2f s",
+                    static_cast<unsigned long long>(v.version), v.parent == 0 ? "full" : "delta",
+                    v.dir.c_str(), static_cast<unsigned long long>(v.rows), v.bytes / 1e6,
+                    v.pause_seconds * 1e3, v.total_seconds);
+    } else {
+      std::snprintf(line, sizeof(line), "version %llu FAILED (older versions stay valid): %s",
+                    static_cast<unsigned long long>(v.version), v.error.c_str());
+    }
+    std::fprintf(stderr, tty ? "\r%s\033[K\n" : "%s\n", line);
+    if (metrics_out) {
+      char json[512];
+      std::snprintf(json, sizeof(json),
+                    "{\"event\":\"version\",\"version\":%llu,\"ok\":%s,\"kind\":\"%s\","
+                    "\"rows\":%llu,\"bytes\":%llu,\"pause_ms\":%.3f,\"cut_window_ms\":%.3f,"
+                    "\"write_s\":%.4f,\"total_s\":%.4f}",
+                    static_cast<unsigned long long>(v.version), v.ok ? "true" : "false",
+                    v.parent == 0 ? "full" : "delta", static_cast<unsigned long long>(v.rows),
+                    static_cast<unsigned long long>(v.bytes), v.pause_seconds * 1e3,
+                    v.window_seconds * 1e3, v.write_seconds, v.total_seconds);
+      *metrics_out << json << std::endl;
+    }
   };
   return scheduler::RunJob(std::move(*job), program);
 }

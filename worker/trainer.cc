@@ -73,6 +73,7 @@ void TrainerStats::AppendTo(std::string* out) const {
   w.U32(kStatsMagic);
   w.U64(rows);
   w.U64(replayed_rows);
+  w.U64(skipped_rows);
   w.U64(batches);
   w.U64(bad_rows);
   w.U64(dropped_features);
@@ -96,6 +97,7 @@ StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
   uint32_t magic = 0;
   std::string_view m, e;
   if (!r.U32(&magic) || magic != kStatsMagic || !r.U64(&s.rows) || !r.U64(&s.replayed_rows) ||
+      !r.U64(&s.skipped_rows) ||
       !r.U64(&s.batches) || !r.U64(&s.bad_rows) || !r.U64(&s.dropped_features) ||
       !r.F64(&s.seconds) || !r.F64(&s.wait_seconds) || !r.F64(&s.compute_seconds) ||
       !r.F64(&s.data_wait_seconds)) {
@@ -122,6 +124,7 @@ Status TrainerStats::Merge(const TrainerStats& other) {
   age.Merge(other.age);
   rows += other.rows;
   replayed_rows += other.replayed_rows;
+  skipped_rows += other.skipped_rows;
   batches += other.batches;
   bad_rows += other.bad_rows;
   dropped_features += other.dropped_features;
@@ -312,7 +315,7 @@ Status Trainer::Compute(Step* step) {
   }
   // Clocks also without a staleness bound: the servers then know how far behind
   // the slowest worker is, which is the staleness reported in the metrics.
-  ops.push_back(client_.Clock());
+  ops.push_back(client_.ClockAt(options_.skip_rows + stats_.rows));
   RecordAges(/*wait=*/false);
   // Bound the pushes in flight; their errors surface here.
   push_ops_.insert(push_ops_.end(), ops.begin(), ops.end());
@@ -355,6 +358,14 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
     if (options_.max_rows > 0 && taken >= options_.max_rows) return std::optional<ExampleBatch>();
     const auto wait_start = SteadyClock::now();
     ASSIGN_OR_RETURN(std::optional<ExampleBatch> batch, stream.NextBatch());
+    while (batch && stats_.skipped_rows < options_.skip_rows) {
+      const size_t skip =
+          std::min<uint64_t>(batch->size(), options_.skip_rows - stats_.skipped_rows);
+      batch->DropFront(skip);
+      stats_.skipped_rows += skip;
+      if (!batch->empty()) break;
+      ASSIGN_OR_RETURN(batch, stream.NextBatch());
+    }
     stats_.data_wait_seconds += Seconds(SteadyClock::now() - wait_start);
     if (batch && options_.max_rows > 0) batch->Truncate(options_.max_rows - taken);
     if (batch) taken += batch->size();
@@ -406,6 +417,11 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   RecordAges(/*wait=*/true);
   stats_.bad_rows = stream.bad_rows();
   stats_.seconds = Seconds(SteadyClock::now() - start_);
+  if (stats_.skipped_rows < options_.skip_rows) {
+    LOG(WARNING) << "worker " << client_.worker_id() << ": the stream ended after "
+                 << stats_.skipped_rows << " rows, but the version resumed from says this worker "
+                 << "had consumed " << options_.skip_rows << "; is it the same --data?";
+  }
   if (options_.max_rows > 0 && taken >= options_.max_rows) stream.Stop();
   return stats_;
 }

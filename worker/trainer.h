@@ -47,6 +47,10 @@ struct TrainerOptions {
   bool prefetch = true;
   // Stop after this many fresh rows (0: at the end of the stream).
   uint64_t max_rows = 0;
+  // Resume: this worker's stream position in the version resumed from. These
+  // first rows of its stream were trained on before; they are read and skipped.
+  // Positions sent with each clock (Client::ClockAt) count from the stream start.
+  uint64_t skip_rows = 0;
   // Batches whose pushes may still be unacknowledged when the next one is sent.
   int max_push_inflight = 2;
   // How often ReportMetrics() is sent to the scheduler.
@@ -82,6 +86,7 @@ inline constexpr std::string_view kDefaultDenseOptimizer = "opt=adam,lr=0.0003";
 struct TrainerStats {
   uint64_t rows = 0;           // fresh rows trained on (each scored first)
   uint64_t replayed_rows = 0;  // rows trained on again from the window
+  uint64_t skipped_rows = 0;   // rows skipped on resume (trained before)
   uint64_t batches = 0;
   uint64_t bad_rows = 0;          // rows the parser rejected
   uint64_t dropped_features = 0;  // features that did not fit a slot

@@ -25,6 +25,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   so.on_progress = options.on_progress;
   so.progress_interval = options.progress_interval;
   so.max_metrics_bytes = options.max_metrics_bytes;
+  if (options.configure_scheduler) options.configure_scheduler(&so);
   c->scheduler_ = std::make_unique<scheduler::SchedulerNode>(c->context_, so);
   ASSIGN_OR_RETURN(c->endpoint_, c->scheduler_->Bind());
   c->threads_.emplace_back([raw = c.get()] { raw->scheduler_status_ = raw->scheduler_->Run(); });

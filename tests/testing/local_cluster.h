@@ -40,6 +40,8 @@ struct LocalClusterOptions {
   std::function<void(const std::vector<std::string>& latest_metrics, bool final)> on_progress;
   std::chrono::milliseconds progress_interval{1000};
   uint64_t max_metrics_bytes = uint64_t{16} << 20;
+  // Last say on the scheduler's options (model versions, resume, ...).
+  std::function<void(scheduler::SchedulerOptions*)> configure_scheduler;
 };
 
 class LocalCluster {

@@ -43,4 +43,20 @@ void ExampleBatch::Truncate(size_t rows) {
   dense.resize(rows * dense_dim);
 }
 
+void ExampleBatch::DropFront(size_t rows) {
+  if (rows == 0) return;
+  if (rows >= size()) {
+    Clear();
+    return;
+  }
+  const uint32_t first = offsets[rows];
+  labels.erase(labels.begin(), labels.begin() + static_cast<std::ptrdiff_t>(rows));
+  offsets.erase(offsets.begin(), offsets.begin() + static_cast<std::ptrdiff_t>(rows));
+  for (uint32_t& o : offsets) o -= first;
+  ids.erase(ids.begin(), ids.begin() + first);
+  fields.erase(fields.begin(), fields.begin() + first);
+  values.erase(values.begin(), values.begin() + first);
+  dense.erase(dense.begin(), dense.begin() + static_cast<std::ptrdiff_t>(rows * dense_dim));
+}
+
 }  // namespace eddy::worker

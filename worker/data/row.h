@@ -52,6 +52,8 @@ struct ExampleBatch {
   void Clear();
   // Keeps the first `rows` rows (no-op if there are not more).
   void Truncate(size_t rows);
+  // Removes the first `rows` rows (all of them if there are not more).
+  void DropFront(size_t rows);
   std::span<const uint64_t> Ids(size_t row) const {
     return std::span(ids).subspan(offsets[row], offsets[row + 1] - offsets[row]);
   }
