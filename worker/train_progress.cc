@@ -121,6 +121,7 @@ std::string TrainProgress::JsonLine(bool final) const {
   field("recent_logloss", Number(recent.LogLoss()));
   field("recent_calibration", Number(recent.Calibration()));
   field("replayed_rows", std::to_string(total_.replayed_rows));
+  field("skipped_rows", std::to_string(total_.skipped_rows));
   field("batches", std::to_string(total_.batches));
   field("bad_rows", std::to_string(total_.bad_rows));
   field("dropped_features", std::to_string(total_.dropped_features));
@@ -151,6 +152,10 @@ std::string TrainProgress::Summary() const {
   s += "trained on " + Grouped(total_.rows) + " rows (" + Grouped(total_.replayed_rows) +
        " replayed) in " + Fixed(total_.seconds, 1) + " s by " + std::to_string(reporting_) +
        " worker(s): " + Rate(rows_per_s()) + " rows/s\n";
+  if (total_.skipped_rows > 0) {
+    s += "resumed: skipped the " + Grouped(total_.skipped_rows) +
+         " rows the version resumed from had consumed\n";
+  }
   s += "progressive validation, since start: " + all.Summary() + "\n";
   s += "progressive validation, last " + Grouped(recent.count()) + " rows: " + recent.Summary() +
        "\n";

@@ -10,70 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "tests/testing/subprocess.h"
+#include "tests/worker/train_job_fixture.h"
 
 namespace eddy {
 namespace {
-
-using testing::Subprocess;
-using namespace std::chrono_literals;
-namespace fs = std::filesystem;
-
-const std::string kBin = EDDY_BIN_DIR;
-const std::vector<std::string> kMpiEnv = {
-    "OMPI_ALLOW_RUN_AS_ROOT=1",       "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1",
-    "OMPI_MCA_btl=self,tcp",          "OMPI_MCA_btl_tcp_if_include=lo",
-    "OMPI_MCA_oob_tcp_if_include=lo", "OMPI_MCA_rmaps_base_oversubscribe=1",
-    "ASAN_OPTIONS=detect_leaks=0"};
-
-// A small model so the job is quick even under sanitizers.
-const std::vector<std::string> kSmallModel = {"--model=deepfm", "--emb_dim=8", "--hidden=32,16",
-                                              "--batch_size=256", "--progress_interval_ms=200"};
-
-class TrainJobTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("eddy_train_test_" + std::to_string(getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
-  // Generates `rows` rows into dir_/name; returns the path.
-  std::string Generate(const std::string& name, int rows) {
-    const std::string path = (dir_ / name).string();
-    Subprocess gen({kBin + "/eddy_gen", "--rows=" + std::to_string(rows), "--seed=5",
-                    "--max_vocab=500", "--signal=2", "--ctr=0.2", "--drift_every=0",
-                    "--out=" + path});
-    auto code = gen.WaitForExit(120s);
-    EXPECT_TRUE(code.has_value() && *code == 0) << gen.output();
-    return path;
-  }
-
-  // Runs eddy_train with `flags`; returns exit code and output.
-  std::pair<int, std::string> Train(std::vector<std::string> flags, bool mpi = false,
-                                    int ranks = 4) {
-    std::vector<std::string> argv;
-    if (mpi) argv = {"/usr/bin/mpirun", "--oversubscribe", "-np", std::to_string(ranks)};
-    argv.push_back(kBin + "/eddy_train");
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    Subprocess p(argv, mpi ? kMpiEnv : std::vector<std::string>{});
-    auto code = p.WaitForExit(280s);
-    EXPECT_TRUE(code.has_value()) << p.output();
-    return {code.value_or(-1), p.output()};
-  }
-
-  static double SummaryAuc(const std::string& out) {
-    const std::string key = "progressive validation, since start: ";
-    size_t at = out.find(key);
-    if (at == std::string::npos) return 0;
-    at = out.find("auc=", at);
-    return at == std::string::npos ? 0 : std::atof(out.c_str() + at + 4);
-  }
-
-  fs::path dir_;
-};
 
 TEST_F(TrainJobTest, LocalJobLearnsAndWritesMetrics) {
   const std::string data = Generate("stream.tsv", 30000);

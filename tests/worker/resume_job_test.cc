@@ -1,0 +1,185 @@
+// Model versions of a real eddy_train job, and resuming from them: a BSP job
+// interrupted and resumed ends with exactly the parameters of an uninterrupted
+// one; under ASP no row is lost or trained twice; bad versions and flags are
+// refused with what to do.
+#include <fstream>
+#include <regex>
+
+#include "common/model_format.h"
+#include "tests/worker/train_job_fixture.h"
+
+namespace eddy {
+namespace {
+
+class ResumeJobTest : public TrainJobTest {
+ protected:
+  std::vector<std::string> Job(const std::string& data, const std::string& policy) {
+    std::vector<std::string> flags = kSmallModel;
+    flags.insert(flags.end(), {"--local", "--num_workers=2", "--num_servers=2",
+                               "--data=" + data, "--policy=" + policy, "--batch_size=100"});
+    return flags;
+  }
+  static uint64_t Newest(const std::string& root) {
+    auto v = ListVersions(root);
+    EXPECT_TRUE(v.ok() && !v->empty()) << root;
+    return v.ok() && !v->empty() ? v->back() : 0;
+  }
+  static uint64_t PositionSum(const std::string& root, uint64_t version) {
+    auto r = VersionReader::Open(root + "/" + VersionDirName(version));
+    EXPECT_TRUE(r.ok()) << r.status();
+    uint64_t sum = 0;
+    if (r.ok()) {
+      for (const auto& p : r->manifest().positions()) sum += p.rows_consumed();
+    }
+    return sum;
+  }
+  // The "rows" and "skipped_rows" of the final metrics record.
+  static std::pair<uint64_t, uint64_t> FinalRows(const std::string& metrics) {
+    std::ifstream in(metrics);
+    std::string line, last;
+    while (std::getline(in, line)) {
+      if (line.find("\"final\":true") != std::string::npos) last = line;
+    }
+    std::smatch m1, m2;
+    EXPECT_TRUE(std::regex_search(last, m1, std::regex("\"rows\":([0-9]+)"))) << last;
+    EXPECT_TRUE(std::regex_search(last, m2, std::regex("\"skipped_rows\":([0-9]+)"))) << last;
+    return {std::stoull(m1[1]), std::stoull(m2[1])};
+  }
+};
+
+void ExpectSameModel(const MaterializedModel& a, const MaterializedModel& b) {
+  ASSERT_EQ(a.sparse.size(), b.sparse.size());
+  for (const auto& [name, rows] : a.sparse) {
+    const SparseRows& other = b.sparse.at(name);
+    ASSERT_EQ(rows.size(), other.size()) << name;
+    for (uint64_t key : rows.keys()) {
+      auto v = rows.Find(key), w = other.Find(key);
+      ASSERT_EQ(v.size(), w.size()) << name << " key " << key;
+      for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], w[i]) << name << " key " << key;
+      auto s = rows.FindState(key), t = other.FindState(key);
+      ASSERT_EQ(s.size(), t.size());
+      for (size_t i = 0; i < s.size(); ++i) ASSERT_EQ(s[i], t[i]) << name << " state " << key;
+    }
+  }
+  ASSERT_EQ(a.dense.size(), b.dense.size());
+  for (const auto& [name, t] : a.dense) {
+    const auto& u = b.dense.at(name);
+    ASSERT_EQ(t.values, u.values) << name;
+    ASSERT_EQ(t.state, u.state) << name;
+  }
+}
+
+TEST_F(ResumeJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
+  const std::string data = Generate("stream.tsv", 12000);
+  const std::string whole = (dir_ / "whole").string(), first = (dir_ / "first").string(),
+                    second = (dir_ / "second").string();
+  auto flags = Job(data, "bsp");
+  auto w = flags;
+  w.push_back("--model_dir=" + whole);
+  auto [c1, o1] = Train(w);
+  ASSERT_EQ(c1, 0) << o1;
+  // Interrupted after 2,500 rows per worker: its last version is the cut.
+  auto a = flags;
+  a.insert(a.end(), {"--model_dir=" + first, "--max_rows=2500"});
+  auto [c2, o2] = Train(a);
+  ASSERT_EQ(c2, 0) << o2;
+  EXPECT_EQ(PositionSum(first, Newest(first)), 5000u);
+  auto b = flags;
+  b.insert(b.end(), {"--model_dir=" + second, "--resume_from=" + first});
+  auto [c3, o3] = Train(b);
+  ASSERT_EQ(c3, 0) << o3;
+  EXPECT_NE(o3.find("skipped the 5,000 rows"), std::string::npos) << o3;
+  auto m1 = Materialize(whole, Newest(whole));
+  auto m2 = Materialize(second, Newest(second));
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  EXPECT_GT(m1->sparse.at("emb").size(), 100u);
+  ExpectSameModel(*m1, *m2);
+  EXPECT_EQ(PositionSum(second, Newest(second)), 12000u);
+}
+
+TEST_F(ResumeJobTest, AspResumeFromAVersionCutMidTrainingTrainsEveryRowOnce) {
+  const std::string data = Generate("stream.tsv", 40000);
+  const std::string first = (dir_ / "first").string(), second = (dir_ / "second").string();
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Job(data, "asp");
+  // A version every 2,000 rows while pushes are in flight.
+  auto a = flags;
+  a.insert(a.end(), {"--model_dir=" + first, "--snapshot_every=20ms", "--keep_versions=100",
+                     "--progress_interval_ms=20"});
+  auto [c1, o1] = Train(a);
+  ASSERT_EQ(c1, 0) << o1;
+  auto versions = ListVersions(first);
+  ASSERT_TRUE(versions.ok());
+  ASSERT_GE(versions->size(), 2u) << o1;
+  // The first version that has rows but not all of them: cut mid-training.
+  uint64_t mid = 0, consumed = 0;
+  for (uint64_t v : *versions) {
+    consumed = PositionSum(first, v);
+    if (consumed > 0 && consumed < 40000) {
+      mid = v;
+      break;
+    }
+  }
+  ASSERT_NE(mid, 0u) << "no version was cut mid-training";
+  auto b = flags;
+  b.insert(b.end(), {"--model_dir=" + second, "--metrics_out=" + metrics,
+                     "--resume_from=" + first + "/" + VersionDirName(mid)});
+  auto [c2, o2] = Train(b);
+  ASSERT_EQ(c2, 0) << o2;
+  auto [rows, skipped] = FinalRows(metrics);
+  EXPECT_EQ(skipped, consumed);
+  EXPECT_EQ(rows + skipped, 40000u) << "rows lost or trained twice";
+  EXPECT_EQ(PositionSum(second, Newest(second)), 40000u);
+}
+
+TEST_F(ResumeJobTest, BadVersionsAndFlagsAreRefusedWithWhatToDo) {
+  const std::string data = Generate("stream.tsv", 3000);
+  const std::string root = (dir_ / "models").string();
+  auto flags = Job(data, "asp");
+  auto a = flags;
+  a.push_back("--model_dir=" + root);
+  auto [c0, o0] = Train(a);
+  ASSERT_EQ(c0, 0) << o0;
+  const uint64_t v = Newest(root);
+
+  struct Case {
+    std::vector<std::string> extra;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--resume_from=" + (dir_ / "nowhere").string()}, "nowhere"},
+      {{"--resume_from=7"}, "which --model_dir"},
+      {{"--resume_from=" + root, "--num_workers=3"}, "resume it with --num_workers=2"},
+      {{"--snapshot_every=often", "--model_dir=" + root}, "--snapshot_every='often'"},
+      {{"--snapshot_every=5s"}, "needs --model_dir"},
+      {{"--serve_port=0"}, "needs --model_dir"},
+      {{"--full_every=0", "--model_dir=" + root}, "--full_every must be at least 1"},
+      {{"--evict_after_versions=3"}, "needs --model_dir"},
+  };
+  for (const Case& c : cases) {
+    auto f = flags;
+    f.insert(f.end(), c.extra.begin(), c.extra.end());
+    if (c.extra[0] == "--resume_from=" + root) f.erase(std::find(f.begin(), f.end(), "--num_workers=2"));
+    auto [code, out] = Train(f);
+    EXPECT_NE(code, 0) << c.extra[0];
+    EXPECT_NE(out.find(c.message), std::string::npos) << c.extra[0] << ": " << out;
+  }
+
+  // A corrupted data file: refused, naming the file.
+  auto reader = VersionReader::Open(root + "/" + VersionDirName(v));
+  ASSERT_TRUE(reader.ok());
+  const std::string file = root + "/" + VersionDirName(v) + "/" + reader->manifest().files(0).path();
+  {
+    std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x5a');
+  }
+  auto b = flags;
+  b.push_back("--resume_from=" + root);
+  auto [c1, o1] = Train(b);
+  EXPECT_NE(c1, 0);
+  EXPECT_NE(o1.find(reader->manifest().files(0).path()), std::string::npos) << o1;
+}
+
+}  // namespace
+}  // namespace eddy
