@@ -17,7 +17,9 @@
 #include <string_view>
 #include <vector>
 
+#include "common/message.h"
 #include "common/model_format.h"
+#include "common/net.h"
 
 // gflags owns a built-in --version flag, so the version number is the flag
 // --model_version; main() rewrites --version=N to it before parsing.
@@ -35,6 +37,10 @@ DEFINE_bool(delta, false,
             "must already be exported to --to.");
 DEFINE_int32(threads, 2, "export: shards materialized and written at once.");
 DEFINE_int32(keep_full, 0, "prune: the number of newest full versions to keep (>= 1).");
+DEFINE_string(scheduler, "",
+              "snapshot: the running job's scheduler endpoint (tcp://host:port; its log names "
+              "it).");
+DEFINE_int32(timeout_ms, 10000, "snapshot: how long to wait for the scheduler's answer.");
 DEFINE_bool(materialize, false,
             "verify: also decode every file and apply the chain (catches what checksums "
             "cannot, e.g. a manifest that disagrees with a file header).");
@@ -71,6 +77,9 @@ Commands:
                         the same number, tables, positions, metrics and attributes.
   prune   --keep_full=K keeps the K newest full versions, the deltas built on them and
                         every pinned version with its chain; deletes the rest.
+  snapshot --scheduler=tcp://HOST:PORT
+                        asks a running job's scheduler for a model version now (no
+                        --model_dir needed); prints the version number it will commit.
   help                  this text.
 
 Flags:
@@ -686,7 +695,41 @@ Result Prune(const std::string& root) {
   return std::nullopt;
 }
 
+// Asks a running job's scheduler for a version now (SNAPSHOT_NOW on its
+// control socket).
+Result Snapshot() {
+  if (FLAGS_scheduler.empty()) {
+    return UsageError("snapshot needs --scheduler=tcp://host:port, the running job's scheduler");
+  }
+  zmq::context_t context;
+  zmq::socket_t socket(context, zmq::socket_type::dealer);
+  ConfigureSocket(socket, /*linger_ms=*/0, /*max_message_bytes=*/1 << 20);
+  try {
+    socket.connect(FLAGS_scheduler);
+  } catch (const zmq::error_t& e) {
+    return UsageError("--scheduler=" + FLAGS_scheduler + ": " + e.what());
+  }
+  Message request{MakeHeader(proto::SNAPSHOT_NOW, 1), {}, {}};
+  Status sent = SendMessage(socket, request);
+  if (!sent.ok()) return CommandError(sent);
+  zmq::pollitem_t item{socket.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, std::chrono::milliseconds(FLAGS_timeout_ms)) == 0) {
+    return CommandError(DeadlineExceededError(
+        "no answer from " + FLAGS_scheduler + " within " + std::to_string(FLAGS_timeout_ms) +
+        " ms: is the job running, and is this its scheduler endpoint?"));
+  }
+  auto reply = RecvMessage(socket);
+  if (!reply.ok()) return CommandError(reply.status());
+  if (reply->header.status_code() != 0) {
+    return CommandError(FailedPreconditionError(reply->header.status_message()));
+  }
+  std::printf("version %lld will be taken (watch the job's log or eddy_models list)\n",
+              static_cast<long long>(reply->header.version()));
+  return std::nullopt;
+}
+
 Result Run(const std::string& command) {
+  if (command == "snapshot") return Snapshot();
   if (FLAGS_model_dir.empty()) {
     return UsageError(command + " needs --model_dir=DIR, the model root directory");
   }
@@ -701,7 +744,8 @@ Result Run(const std::string& command) {
   if (command == "export") return Export(root);
   if (command == "prune") return Prune(root);
   return UsageError("unknown command '" + command +
-                    "'; commands: list, show, verify, pin, unpin, delete, export, prune, help");
+                    "'; commands: list, show, verify, pin, unpin, delete, export, prune, snapshot, "
+                    "help");
 }
 
 void PrintUsage() {

@@ -1,10 +1,13 @@
 #include "server/clock_aggregator.h"
 
+#include <algorithm>
+
 namespace eddy::server {
 
 void ClockAggregator::Add(const Message& push) {
   const proto::Header& h = push.header;
   ClockSums& sums = clocks_[h.clock()];
+  sums.senders.insert(h.sender());
   const Buffer values = push.values.Aligned(alignof(float));
   std::span<const float> g = values.As<float>();
   if (h.type() == proto::PUSH_DENSE) {
@@ -33,9 +36,18 @@ void ClockAggregator::Add(const Message& push) {
 }
 
 std::vector<Message> ClockAggregator::TakeBefore(int64_t clock, float scale) {
+  return Take(clock, scale, false);
+}
+
+std::vector<Message> ClockAggregator::TakeMeanBefore(int64_t clock) {
+  return Take(clock, 1.0f, true);
+}
+
+std::vector<Message> ClockAggregator::Take(int64_t clock, float scale, bool mean) {
   std::vector<Message> out;
   while (!clocks_.empty() && clocks_.begin()->first < clock) {
     ClockSums sums = std::move(clocks_.begin()->second);
+    if (mean) scale = 1.0f / static_cast<float>(std::max<size_t>(1, sums.senders.size()));
     const int64_t c = clocks_.begin()->first;
     clocks_.erase(clocks_.begin());
     for (auto& [table, s] : sums.sparse) {

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,6 +26,10 @@ class ClockAggregator {
   // PUSH_DENSE messages with the gradients multiplied by `scale` (1 for a sum,
   // 1/W for a mean).
   std::vector<Message> TakeBefore(int64_t clock, float scale);
+  // The same with each clock's gradients divided by the number of workers that
+  // pushed in that clock (the mean of the workers' gradients, also when some
+  // workers had no batch left for it).
+  std::vector<Message> TakeMeanBefore(int64_t clock);
   // Clocks with gradients waiting.
   size_t pending_clocks() const { return clocks_.size(); }
 
@@ -40,9 +45,11 @@ class ClockAggregator {
     std::vector<float> sums;
   };
   struct ClockSums {
+    std::set<int32_t> senders;
     std::map<std::string, SparseSum> sparse;
     std::map<std::string, DenseSum> dense;
   };
+  std::vector<Message> Take(int64_t clock, float scale, bool mean);
   std::map<int64_t, ClockSums> clocks_;
 };
 

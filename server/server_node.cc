@@ -253,10 +253,11 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
 void ServerNode::ApplyClosedClocksAndRelease(zmq::socket_t& router,
                                              std::vector<StalenessGate::Held> released) {
   if (aggregator_) {
-    const int live = std::max(1, gate_->live_workers());
-    const float scale = aggregate_mean_ ? 1.0f / static_cast<float>(live) : 1.0f;
     auto apply_before = [&](int64_t clock) {
-      for (const Message& push : aggregator_->TakeBefore(clock, scale)) {
+      // Mean: over the workers that pushed in the clock (a finished worker no
+      // longer does; one that pushed and then finished still counts).
+      for (const Message& push : aggregate_mean_ ? aggregator_->TakeMeanBefore(clock)
+                                                 : aggregator_->TakeBefore(clock, 1.0f)) {
         Message reply = store_->Handle(push);
         if (reply.header.status_code() != 0) {
           LOG(ERROR) << "server " << server_id_.load() << ": applying the sum of clock "

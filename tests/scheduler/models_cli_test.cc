@@ -292,9 +292,17 @@ TEST_F(ModelsCliTest, BadFlagsAndUnknownVersionsAreExplained) {
   r = Models({});
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("no command given"), std::string::npos) << r.output;
+  r = Models({"snapshot"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("snapshot needs --scheduler"), std::string::npos) << r.output;
+  // Nobody listens there: a clear timeout, not a hang.
+  r = Models({"snapshot", "--scheduler=tcp://127.0.0.1:9", "--timeout_ms=200"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("is the job running"), std::string::npos) << r.output;
   r = Models({"--help"});
   EXPECT_EQ(r.code, 0);
   for (const char* words : {"list", "show", "verify", "pin", "unpin", "delete", "export", "prune",
+                            "snapshot", "--scheduler",
                             "--model_dir", "--version", "--encoding", "--keep_full"}) {
     EXPECT_NE(r.output.find(words), std::string::npos) << words;
   }

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "common/message.h"
 #include "common/model_format.h"
 #include "tests/testing/local_cluster.h"
 
@@ -233,6 +234,38 @@ TEST(VersionsTest, AFailedWriteLeavesNoVersionAndTheJobGoesOn) {
   ASSERT_TRUE(client.Push("c", keys, grads)->Wait().ok());
   ASSERT_TRUE(client.ClockAt(2)->Wait().ok());
   EXPECT_EQ((*cluster)->scheduler().stats().versions_failed, 1u);
+  ASSERT_TRUE((*cluster)->Shutdown().ok());
+}
+
+// On demand: SNAPSHOT_NOW on the scheduler's control socket (what
+// `eddy_models snapshot` sends) answers with the version number, which commits.
+TEST(VersionsTest, OnDemandSnapshotOverTheControlSocket) {
+  TempDir dir;
+  Versions versions;
+  testing::LocalClusterOptions o;
+  o.num_servers = 1;
+  o.num_workers = 1;
+  o.tables = "c:dim=2,opt=sgd,lr=1,init=zeros";
+  o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
+    so->model_dir = dir.path;
+    so->snapshot_at_end = false;
+    so->on_version = [&](const scheduler::VersionSummary& v) { versions.Add(v); };
+  };
+  auto cluster = testing::LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  zmq::socket_t control((*cluster)->context(), zmq::socket_type::dealer);
+  control.set(zmq::sockopt::linger, 0);
+  control.connect((*cluster)->scheduler_endpoint());
+  Message request{MakeHeader(proto::SNAPSHOT_NOW, 7), {}, {}};
+  ASSERT_TRUE(SendMessage(control, request).ok());
+  auto reply = RecvMessage(control);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  EXPECT_EQ(reply->header.status_code(), 0) << reply->header.status_message();
+  EXPECT_EQ(reply->header.request_id(), 7u);
+  EXPECT_EQ(reply->header.version(), 1);
+  ASSERT_TRUE(versions.WaitFor(1));
+  EXPECT_TRUE(versions.all()[0].ok);
+  EXPECT_EQ(versions.all()[0].version, 1u);
   ASSERT_TRUE((*cluster)->Shutdown().ok());
 }
 

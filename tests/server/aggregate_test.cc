@@ -155,6 +155,29 @@ TEST(ClockAggregatorTest, SumsPerKeyAndKeepsClocksApart) {
   EXPECT_EQ(agg.pending_clocks(), 0u);
 }
 
+// The mean divides each clock by the workers that pushed in it: a worker that
+// finished (no batch for the clock) does not dilute the others' gradients.
+TEST(ClockAggregatorTest, MeanIsOverTheWorkersThatPushedInTheClock) {
+  ClockAggregator agg;
+  auto push = [](int32_t sender, int64_t clock, float g) {
+    Message m{MakeHeader(proto::PUSH), Buffer::FromVector(std::vector<uint64_t>{9}),
+              Buffer::FromVector(std::vector<float>{g})};
+    m.header.set_table("t");
+    m.header.set_sender(sender);
+    m.header.set_clock(clock);
+    m.header.set_value_dim(1);
+    m.header.set_num_keys(1);
+    return m;
+  };
+  agg.Add(push(0, 0, 2));
+  agg.Add(push(1, 0, 4));
+  agg.Add(push(0, 1, 8));  // worker 1 had no batch left for clock 1
+  auto out = agg.TakeMeanBefore(2);
+  ASSERT_EQ(out.size(), 2u);
+  EXPECT_EQ(out[0].values.As<float>()[0], 3.0f);
+  EXPECT_EQ(out[1].values.As<float>()[0], 8.0f);
+}
+
 TEST(AggregateTest, PushPullIsRefusedWhenAggregating) {
   testing::LocalClusterOptions o;
   o.num_servers = 1;
