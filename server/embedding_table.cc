@@ -446,23 +446,38 @@ size_t EmbeddingTable::MemoryBytes() const {
 }
 
 void EmbeddingTable::Export(std::vector<uint64_t>* keys, std::vector<float>* weights,
-                            std::vector<float>* state) const {
+                            std::vector<float>* state, ThreadPool* pool) const {
   const size_t sf = state_floats();
-  const size_t n = size();
-  keys->reserve(keys->size() + n);
-  weights->reserve(weights->size() + n * dim_);
-  state->reserve(state->size() + n * sf);
+  // Every shard locked at once: a consistent copy even with requests running.
+  std::vector<std::unique_lock<std::mutex>> locks;
+  locks.reserve(num_shards_);
+  std::vector<size_t> first(num_shards_ + 1, keys->size());
   for (uint32_t s = 0; s < num_shards_; ++s) {
+    locks.emplace_back(shards_[s].mu);
+    first[s + 1] = first[s] + shards_[s].num_rows.load(std::memory_order_relaxed);
+  }
+  const size_t base = keys->size(), n = first[num_shards_] - base;
+  keys->resize(base + n);
+  const size_t wbase = weights->size(), sbase = state->size();
+  weights->resize(wbase + n * dim_);
+  state->resize(sbase + n * sf);
+  auto copy_shard = [&](size_t s) {
     const Shard& shard = shards_[s];
-    std::lock_guard lock(shard.mu);
+    size_t at = first[s] - base;
     for (size_t i = 0; i <= shard.mask; ++i) {
       const Slot& slot = shard.slots[i];
       if (slot.epoch == 0) continue;
       const float* row = RowOf(shard, slot.row);
-      keys->push_back(slot.key);
-      weights->insert(weights->end(), row, row + dim_);
-      state->insert(state->end(), row + dim_, row + dim_ + sf);
+      (*keys)[base + at] = slot.key;
+      std::memcpy(weights->data() + wbase + at * dim_, row, dim_ * sizeof(float));
+      if (sf > 0) std::memcpy(state->data() + sbase + at * sf, row + dim_, sf * sizeof(float));
+      ++at;
     }
+  };
+  if (pool != nullptr && n >= 4096) {
+    pool->ParallelFor(num_shards_, copy_shard);
+  } else {
+    for (size_t s = 0; s < num_shards_; ++s) copy_shard(s);
   }
 }
 

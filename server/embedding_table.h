@@ -96,8 +96,9 @@ class EmbeddingTable {
   size_t state_floats() const { return row_floats_ - dim_; }
   // Appends every row's key, weights (dim() floats) and optimizer state
   // (state_floats()) to the vectors; each shard is locked while it is copied.
-  void Export(std::vector<uint64_t>* keys, std::vector<float>* weights,
-              std::vector<float>* state) const;
+  // With a pool, shards are copied in parallel.
+  void Export(std::vector<uint64_t>* keys, std::vector<float>* weights, std::vector<float>* state,
+              ThreadPool* pool = nullptr) const;
   // Sets rows from an export: creates missing rows, overwrites the weights and
   // optimizer state of existing ones. `state` may be empty (the state then starts
   // as for a new row with these weights). Errors: InvalidArgument on sizes.
