@@ -32,9 +32,24 @@ Status ParameterStore::AddTable(const proto::TableConfig& table) {
 
 StoreCapture ParameterStore::Capture(uint32_t since_epoch, uint32_t evict_before_epochs) {
   StoreCapture c;
+  CaptureInto(since_epoch, evict_before_epochs, &c);
+  return c;
+}
+
+void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epochs,
+                                 StoreCapture* out) {
+  StoreCapture& c = *out;
+  c.rows = c.tombstones = c.evicted = 0;
+  c.sparse.resize(sparse_.size());
+  c.dense.resize(dense_.size());
+  size_t sparse_index = 0, dense_index = 0;
   const auto start = std::chrono::steady_clock::now();
   for (const auto& [name, table] : sparse_) {
-    SparseShard& shard = c.sparse.emplace_back();
+    SparseShard& shard = c.sparse[sparse_index++];
+    shard.keys.clear();
+    shard.values.clear();
+    shard.state.clear();
+    shard.tombstones.clear();
     shard.table = name;
     shard.shard = options_.server_id;
     shard.dim = table->dim();
@@ -57,7 +72,7 @@ StoreCapture ParameterStore::Capture(uint32_t since_epoch, uint32_t evict_before
   }
   const auto sparse_done = std::chrono::steady_clock::now();
   for (const auto& [name, tensor] : dense_) {
-    DenseSlice& slice = c.dense.emplace_back();
+    DenseSlice& slice = c.dense[dense_index++];
     slice.table = name;
     slice.shard = options_.server_id;
     slice.offset = tensor->begin();
@@ -69,7 +84,6 @@ StoreCapture ParameterStore::Capture(uint32_t since_epoch, uint32_t evict_before
           << std::chrono::duration<double>(std::chrono::steady_clock::now() - sparse_done).count() *
                  1e3
           << " ms";
-  return c;
 }
 
 Status ParameterStore::Restore(const MaterializedModel& model) {

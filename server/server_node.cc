@@ -451,7 +451,13 @@ void ServerNode::Capture(zmq::socket_t& router, int64_t bsp_clock) {
                                 " on this server (restarted?): take a full version";
   }
   if (cut.error.empty()) {
-    cut.capture = store_->Capture(since, request.evict_after_versions());
+    {
+      // The previous version's buffers, once written, hold this copy.
+      MutexLock lock(&writer_mu_);
+      if (spare_capture_) cut.capture = std::move(*spare_capture_);
+      spare_capture_.reset();
+    }
+    store_->CaptureInto(since, request.evict_after_versions(), &cut.capture);
     capture_epochs_[cut.version] = cut.capture.epoch;
     // Deltas are taken against the last committed version: older epochs are moot.
     while (capture_epochs_.size() > 64) capture_epochs_.erase(capture_epochs_.begin());
@@ -529,18 +535,22 @@ void ServerNode::StartWriter() {
       report.add_file_dims(f->dim);
       report.add_file_state_floats(f->state_floats);
     };
-    if (!report.error().empty()) capture->sparse.clear(), capture->dense.clear();
+    const bool failed = !report.error().empty();
     for (const SparseShard& shard : capture->sparse) {
-      if (report.error().empty()) add(WriteShardFile(request.temp_dir(), shard, options));
+      if (!failed && report.error().empty()) {
+        add(WriteShardFile(request.temp_dir(), shard, options));
+      }
     }
     for (const DenseSlice& slice : capture->dense) {
-      if (report.error().empty()) add(WriteShardFile(request.temp_dir(), slice, options));
+      if (!failed && report.error().empty()) {
+        add(WriteShardFile(request.temp_dir(), slice, options));
+      }
     }
     report.set_write_seconds(std::chrono::duration<double>(SteadyClock::now() - start).count());
-    capture.reset();
     {
       MutexLock lock(&writer_mu_);
       written_ = std::move(report);
+      spare_capture_ = std::move(capture);  // its memory serves the next capture
     }
     writer_waker_.Notify();
   });

@@ -150,6 +150,8 @@ class ServerNode {
   Waker writer_waker_;
   Mutex writer_mu_;
   std::optional<proto::SnapshotReport> written_ GUARDED_BY(writer_mu_);
+  // A written capture whose memory the next capture reuses.
+  std::shared_ptr<StoreCapture> spare_capture_ GUARDED_BY(writer_mu_);
   std::atomic<uint64_t> versions_captured_{0};
   std::atomic<uint64_t> versions_failed_{0};
   mutable Mutex mu_;
