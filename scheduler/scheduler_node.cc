@@ -361,7 +361,16 @@ void SchedulerNode::FinishVersion(std::string error) {
       p.set_rows_consumed(c.rows_consumed());
       summary.cuts.push_back(c);
     }
-    if (options_.version_metrics) info.metrics = options_.version_metrics(latest_metrics());
+    if (options_.version_metrics) {
+      // A finished worker's final report is newer than its last METRICS.
+      std::vector<std::string> latest = latest_metrics();
+      for (const Node& n : nodes_) {
+        if (n.role == proto::WORKER && n.done && n.id < static_cast<int>(latest.size())) {
+          latest[n.id] = n.report;
+        }
+      }
+      info.metrics = options_.version_metrics(latest);
+    }
     info.metrics["pause_ms"] = summary.pause_seconds * 1e3;
     info.metrics["cut_window_ms"] = summary.window_seconds * 1e3;
     info.metrics["write_s"] = summary.write_seconds;

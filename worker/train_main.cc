@@ -375,13 +375,18 @@ int Main(int argc, char** argv) {
   };
   // Model versions: what they record besides the tables, and what the user sees.
   auto merged = [](const std::vector<std::string>& latest) {
-    worker::TrainerStats total;
+    std::optional<worker::TrainerStats> total;
     for (const std::string& r : latest) {
       if (r.empty()) continue;
       auto stats = worker::TrainerStats::Parse(r);
-      if (stats.ok()) total.Merge(*stats).IgnoreError();
+      if (!stats.ok()) continue;
+      if (!total) {
+        total = std::move(*stats);
+      } else {
+        total->Merge(*stats).IgnoreError();
+      }
     }
-    return total;
+    return total.value_or(worker::TrainerStats{});
   };
   scheduler::SchedulerOptions& so = job->scheduler_options;
   so.rows_from_metrics = [merged](const std::vector<std::string>& latest) {
