@@ -34,7 +34,11 @@ StatusOr<Scored> Score(const std::string& root, uint64_t version,
                        const std::vector<std::string>& rows, const std::vector<float>& labels) {
   ASSIGN_OR_RETURN(MaterializedModel m, Materialize(root, version));
   Scored s;
-  for (const auto& f : m.manifest.files()) s.bytes += f.bytes();
+  // Bytes of the whole chain (a full version and the deltas after it).
+  for (uint64_t v : m.chain) {
+    ASSIGN_OR_RETURN(VersionReader r, VersionReader::Open(root + "/" + VersionDirName(v)));
+    for (const auto& f : r.manifest().files()) s.bytes += f.bytes();
+  }
   ASSIGN_OR_RETURN(auto model, serving::LoadedModel::Create(std::move(m)));
   serving::Predictor predictor;
   worker::BinaryMetrics metrics;
@@ -81,7 +85,7 @@ int Main(int argc, char** argv) {
               FLAGS_model_dir.c_str(), static_cast<unsigned long long>(version),
               FLAGS_data.c_str(), rows.size());
   std::printf("| version | bytes | AUC | logloss | AUC change |\n| --- | --- | --- | --- | --- |\n");
-  std::printf("| training (float32 + optimizer state) | %.1f MB | %.5f | %.5f | |\n",
+  std::printf("| training chain (float32 + optimizer state) | %.1f MB | %.5f | %.5f | |\n",
               base->bytes / 1e6, base->auc, base->logloss);
   const std::pair<const char*, Encoding> encodings[] = {
       {"serving float32", proto::Manifest::ENCODING_FLOAT32},
