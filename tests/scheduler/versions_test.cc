@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -12,23 +13,14 @@
 #include "common/message.h"
 #include "common/model_format.h"
 #include "tests/testing/local_cluster.h"
+#include "tests/testing/temp_dir.h"
 
 namespace eddy {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/eddy_versions_test_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string path;
-};
+using testing::TempDir;
 
 // Collects on_version summaries; Wait blocks until `n` arrived (or a deadline).
 class Versions {
@@ -90,7 +82,7 @@ TEST_P(CutTest, EveryVersionHoldsExactlyThePushesBeforeEachWorkersPosition) {
     o.aggregate = "sum";
   }
   o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
-    so->model_dir = dir.path;
+    so->model_dir = dir.path();
     so->keep_full_versions = 1000;
     so->full_every = c.full_every;
     so->on_version = [&](const scheduler::VersionSummary& v) { versions.Add(v); };
@@ -143,7 +135,7 @@ TEST_P(CutTest, EveryVersionHoldsExactlyThePushesBeforeEachWorkersPosition) {
   uint64_t moving = 0;  // versions taken while workers were pushing
   for (const auto& v : versions.all()) {
     ASSERT_TRUE(v.ok) << "version " << v.version << ": " << v.error;
-    auto model = Materialize(dir.path, v.version);
+    auto model = Materialize(dir.path(), v.version);
     ASSERT_TRUE(model.ok()) << model.status();
     const MaterializedModel& m = *model;
     ASSERT_EQ(m.manifest.positions_size(), c.workers);
@@ -199,22 +191,33 @@ INSTANTIATE_TEST_SUITE_P(Policies, CutTest,
                                   (info.param.full_every > 1 ? "Deltas" : "Full");
                          });
 
+// A cluster of one worker over a table of counters (SGD, lr 1, zeros) whose
+// versions go to `dir` and are collected by `versions`; `more` adjusts the rest.
+testing::LocalClusterOptions OneWorkerOptions(int servers, const std::string& dir,
+                                              Versions* versions,
+                                              std::function<void(scheduler::SchedulerOptions*)> more) {
+  testing::LocalClusterOptions o;
+  o.num_servers = servers;
+  o.num_workers = 1;
+  o.tables = "c:dim=2,opt=sgd,lr=1,init=zeros";
+  o.configure_scheduler = [dir, versions, more](scheduler::SchedulerOptions* so) {
+    so->model_dir = dir;
+    so->snapshot_at_end = false;
+    so->on_version = [versions](const scheduler::VersionSummary& v) { versions->Add(v); };
+    if (more) more(so);
+  };
+  return o;
+}
+
 // A version whose files cannot be written (a full disk) fails cleanly: the job
 // goes on, nothing half-written is visible, and older versions stay valid.
 TEST(VersionsTest, AFailedWriteLeavesNoVersionAndTheJobGoesOn) {
   TempDir dir;
   Versions versions;
-  testing::LocalClusterOptions o;
-  o.num_servers = 2;
-  o.num_workers = 1;
-  o.tables = "c:dim=2,opt=sgd,lr=1,init=zeros";
-  o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
-    so->model_dir = dir.path;
-    so->test_fail_after_bytes = 100;  // every data file is larger
-    so->snapshot_at_end = false;
-    so->on_version = [&](const scheduler::VersionSummary& v) { versions.Add(v); };
-  };
-  auto cluster = testing::LocalCluster::Start(o);
+  auto cluster = testing::LocalCluster::Start(
+      OneWorkerOptions(2, dir.path(), &versions, [](scheduler::SchedulerOptions* so) {
+        so->test_fail_after_bytes = 100;  // every data file is larger
+      }));
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   worker::Client& client = (*cluster)->client(0);
   std::vector<uint64_t> keys;
@@ -227,7 +230,7 @@ TEST(VersionsTest, AFailedWriteLeavesNoVersionAndTheJobGoesOn) {
   const auto v = versions.all()[0];
   EXPECT_FALSE(v.ok);
   EXPECT_NE(v.error.find("No space left"), std::string::npos) << v.error;
-  auto listed = ListVersions(dir.path);
+  auto listed = ListVersions(dir.path());
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(listed->empty());
   // Training goes on after the failure.
@@ -242,16 +245,7 @@ TEST(VersionsTest, AFailedWriteLeavesNoVersionAndTheJobGoesOn) {
 TEST(VersionsTest, OnDemandSnapshotOverTheControlSocket) {
   TempDir dir;
   Versions versions;
-  testing::LocalClusterOptions o;
-  o.num_servers = 1;
-  o.num_workers = 1;
-  o.tables = "c:dim=2,opt=sgd,lr=1,init=zeros";
-  o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
-    so->model_dir = dir.path;
-    so->snapshot_at_end = false;
-    so->on_version = [&](const scheduler::VersionSummary& v) { versions.Add(v); };
-  };
-  auto cluster = testing::LocalCluster::Start(o);
+  auto cluster = testing::LocalCluster::Start(OneWorkerOptions(1, dir.path(), &versions, {}));
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   zmq::socket_t control((*cluster)->context(), zmq::socket_type::dealer);
   control.set(zmq::sockopt::linger, 0);
@@ -274,19 +268,12 @@ TEST(VersionsTest, OnDemandSnapshotOverTheControlSocket) {
 TEST(VersionsTest, EvictedRowsLeaveTheChainThroughTombstones) {
   TempDir dir;
   Versions versions;
-  testing::LocalClusterOptions o;
-  o.num_servers = 2;
-  o.num_workers = 1;
-  o.tables = "c:dim=2,opt=sgd,lr=1,init=zeros";
-  o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
-    so->model_dir = dir.path;
-    so->full_every = 100;
-    so->keep_full_versions = 100;
-    so->evict_after_versions = 2;
-    so->snapshot_at_end = false;
-    so->on_version = [&](const scheduler::VersionSummary& v) { versions.Add(v); };
-  };
-  auto cluster = testing::LocalCluster::Start(o);
+  auto cluster = testing::LocalCluster::Start(
+      OneWorkerOptions(2, dir.path(), &versions, [](scheduler::SchedulerOptions* so) {
+        so->full_every = 100;
+        so->keep_full_versions = 100;
+        so->evict_after_versions = 2;
+      }));
   ASSERT_TRUE(cluster.ok()) << cluster.status();
   worker::Client& client = (*cluster)->client(0);
   std::vector<uint64_t> old_keys, live_keys;
@@ -311,8 +298,8 @@ TEST(VersionsTest, EvictedRowsLeaveTheChainThroughTombstones) {
   }
   EXPECT_EQ(evicted, old_keys.size());
   EXPECT_EQ(tombstones, old_keys.size());
-  auto first = Materialize(dir.path, versions.all().front().version);
-  auto last = Materialize(dir.path, versions.all().back().version);
+  auto first = Materialize(dir.path(), versions.all().front().version);
+  auto last = Materialize(dir.path(), versions.all().back().version);
   ASSERT_TRUE(first.ok() && last.ok());
   EXPECT_EQ(first->sparse.at("c").size(), 100u);
   EXPECT_EQ(last->sparse.at("c").size(), 50u);

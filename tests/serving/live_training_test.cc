@@ -14,6 +14,7 @@
 #include "serving/replica.h"
 #include "serving/serve_client.h"
 #include "tests/testing/local_cluster.h"
+#include "tests/testing/temp_dir.h"
 #include "worker/data/parser.h"
 #include "worker/trainer.h"
 
@@ -22,14 +23,7 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  TempDir() {
-    char tmpl[] = "/tmp/eddy_live_serving_XXXXXX";
-    path = mkdtemp(tmpl);
-  }
-  ~TempDir() { fs::remove_all(path); }
-  std::string path;
-};
+using testing::TempDir;
 
 TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
   TempDir models, cache;
@@ -51,7 +45,7 @@ TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
   o.num_workers = 1;
   o.table_configs = *tables;
   o.configure_scheduler = [&](scheduler::SchedulerOptions* so) {
-    so->model_dir = models.path;
+    so->model_dir = models.path();
     so->serve_port = 0;
     so->full_every = 3;
     so->snapshot_at_end = false;
@@ -72,7 +66,7 @@ TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
   zmq::context_t context;
   serving::ReplicaOptions ro;
   ro.version_endpoint = service;
-  ro.cache_dir = cache.path;
+  ro.cache_dir = cache.path();
   ro.watch_timeout = std::chrono::milliseconds(200);
   serving::Replica replica(context, ro);
   auto endpoint = replica.Bind();

@@ -15,29 +15,13 @@
 #include <vector>
 
 #include "common/model_format.h"
+#include "tests/testing/temp_dir.h"
 #include "models/ctr_model.h"
 
 namespace eddy::testing {
 
 namespace fs = std::filesystem;
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "eddy_serving_XXXXXX").string();
-    path_ = ::mkdtemp(tmpl.data()) != nullptr ? tmpl : "";
-  }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 // A model description as manifest attributes (libffm rows).
 struct TestModel {
