@@ -13,7 +13,11 @@
 #include <filesystem>
 #include <thread>
 
+#include <fstream>
+#include <iostream>
+
 #include "serving/replica.h"
+#include "serving/serve_client.h"
 
 DEFINE_string(scheduler, "",
               "Endpoint of the version service that exports the model versions "
@@ -36,6 +40,16 @@ DEFINE_int32(watch_timeout_ms, 1000,
              "Long-poll timeout of a version watch; a new version is seen as soon as it is "
              "committed either way.");
 DEFINE_int32(scan_interval_ms, 50, "With --model_dir: how often the directory is rescanned.");
+DEFINE_string(replica, "",
+              "Client mode: talk to the running replica at this endpoint (tcp://host:port) "
+              "instead of serving; see --command.");
+DEFINE_string(command, "status",
+              "Client mode (--replica): status | pin | unpin | rollback (with --model_version) | "
+              "predict (rows in the model's text format from --rows, one per line; prints one "
+              "probability per row and the version that answered).");
+DEFINE_uint64(model_version, 0, "Client mode: the version to pin or roll back to.");
+DEFINE_string(rows, "-", "Client mode, predict: file of rows ('-': stdin).");
+DEFINE_int32(timeout_ms, 10000, "Client mode: how long to wait for the replica's answer.");
 
 namespace eddy {
 namespace {
@@ -79,7 +93,72 @@ StatusOr<serving::ReplicaOptions> OptionsFromFlags(std::string* temp_cache) {
   return o;
 }
 
+// Client mode: one command to a running replica.
+int RunClient() {
+  zmq::context_t context;
+  serving::ServeClient client(context, std::chrono::milliseconds(FLAGS_timeout_ms));
+  Status connected = client.Connect(FLAGS_replica);
+  if (!connected.ok()) {
+    std::fprintf(stderr, "eddy_serve: --replica: %s\n", connected.ToString().c_str());
+    return 2;
+  }
+  if (FLAGS_command == "predict") {
+    std::vector<std::string> rows;
+    std::ifstream file;
+    std::istream* in = &std::cin;
+    if (FLAGS_rows != "-") {
+      file.open(FLAGS_rows);
+      if (!file) {
+        std::fprintf(stderr, "eddy_serve: cannot read --rows=%s\n", FLAGS_rows.c_str());
+        return 2;
+      }
+      in = &file;
+    }
+    for (std::string line; std::getline(*in, line);) {
+      if (!line.empty()) rows.push_back(line);
+    }
+    auto p = client.Predict(rows);
+    if (!p.ok()) {
+      std::fprintf(stderr, "eddy_serve: %s\n", p.status().ToString().c_str());
+      return 1;
+    }
+    for (float x : p->probabilities) std::printf("%.6f\n", x);
+    std::printf("# version %llu\n", static_cast<unsigned long long>(p->version));
+    return 0;
+  }
+  proto::ServeControlRequest::Action action;
+  if (FLAGS_command == "status") {
+    action = proto::ServeControlRequest::STATUS;
+  } else if (FLAGS_command == "pin") {
+    action = proto::ServeControlRequest::PIN;
+  } else if (FLAGS_command == "unpin") {
+    action = proto::ServeControlRequest::UNPIN;
+  } else if (FLAGS_command == "rollback") {
+    action = proto::ServeControlRequest::ROLLBACK;
+  } else {
+    std::fprintf(stderr,
+                 "eddy_serve: unknown --command=%s (status, pin, unpin, rollback, predict)\n",
+                 FLAGS_command.c_str());
+    return 2;
+  }
+  if ((action == proto::ServeControlRequest::PIN ||
+       action == proto::ServeControlRequest::ROLLBACK) &&
+      FLAGS_model_version == 0) {
+    std::fprintf(stderr, "eddy_serve: --command=%s needs --model_version=N\n",
+                 FLAGS_command.c_str());
+    return 2;
+  }
+  auto status = client.Control(action, FLAGS_model_version);
+  if (!status.ok()) {
+    std::fprintf(stderr, "eddy_serve: %s\n", status.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("%s", status->DebugString().c_str());
+  return 0;
+}
+
 int Main() {
+  if (!FLAGS_replica.empty()) return RunClient();
   std::string temp_cache;
   StatusOr<serving::ReplicaOptions> options = OptionsFromFlags(&temp_cache);
   if (!options.ok()) {
@@ -136,7 +215,8 @@ int Main() {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "a serving replica: eddy_serve --scheduler=tcp://host:port | --model_dir=<root> "
-      "[--port=N]");
+      "[--port=N]\n  client: eddy_serve --replica=tcp://host:port --command=status|pin|unpin|"
+      "rollback|predict [--model_version=N] [--rows=FILE]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
