@@ -85,6 +85,8 @@ std::string SchedulerNode::Node::Name() const {
   return s + ")";
 }
 
+SchedulerNode::PendingVersion::PendingVersion() = default;
+
 SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
     : context_(context), options_(std::move(options)) {
   MutexLock lock(&metrics_mu_);

@@ -216,6 +216,7 @@ class SchedulerNode {
   SteadyClock::time_point next_progress_ = SteadyClock::time_point::max();
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
   struct PendingVersion {
+    PendingVersion();  // out of line: clang needs it complete for std::optional
     uint64_t version = 0;
     uint64_t parent = 0;
     std::optional<VersionWriter> writer;

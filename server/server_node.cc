@@ -10,6 +10,8 @@
 
 namespace eddy::server {
 
+ServerNode::Cut::Cut() = default;
+
 ServerNode::ServerNode(zmq::context_t& context, ServerOptions options)
     : context_(context), options_(std::move(options)) {}
 

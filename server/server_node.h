@@ -93,6 +93,7 @@ class ServerNode {
   // sum of clock C = the largest marker clock is applied, and every worker's
   // position is the one it reported with clock C.
   struct Cut {
+    Cut();  // out of line: clang needs Cut complete for std::optional<Cut>
     uint64_t version = 0;
     std::vector<bool> marked;
     std::vector<int64_t> marker_clock;
