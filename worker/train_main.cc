@@ -386,7 +386,8 @@ int Main(int argc, char** argv) {
         total->Merge(*stats).IgnoreError();
       }
     }
-    return total.value_or(worker::TrainerStats{});
+    if (total) return std::move(*total);
+    return worker::TrainerStats();
   };
   scheduler::SchedulerOptions& so = job->scheduler_options;
   so.rows_from_metrics = [merged](const std::vector<std::string>& latest) {
