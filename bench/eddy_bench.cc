@@ -19,7 +19,7 @@
 
 #include "bench/bench_report.h"
 #include "common/partition.h"
-#include "scheduler/job_flags.h"
+#include "job/job_flags.h"
 
 DEFINE_string(preset, "",
               "A named workload: 'pslite' = the reference workload (1M-id vocabulary, 10,000 "
@@ -177,7 +177,7 @@ int main(int argc, char** argv) {
       "  eddy_bench --preset=pslite                # local mode: every role as threads\n"
       "  mpirun -np 3 eddy_bench --preset=pslite   # scheduler, 1 server, 1 worker\n"
       "  eddy_bench --role=scheduler|server|worker --scheduler=tcp://host:port ...");
-  eddy::scheduler::ParseFlags(&argc, &argv);
+  eddy::job::ParseFlags(&argc, &argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
 
@@ -227,13 +227,13 @@ int main(int argc, char** argv) {
     tables += ";dense:shape=" + std::to_string(w.dense_elements) + ",opt=" + FLAGS_optimizer;
   gflags::SetCommandLineOption("tables", tables.c_str());
 
-  StatusOr<scheduler::JobOptions> options = scheduler::JobOptionsFromFlags();
+  StatusOr<job::JobOptions> options = job::JobOptionsFromFlags();
   if (!options.ok()) {
     LOG(ERROR) << options.status();
     return 1;
   }
   const int num_servers = options->scheduler_options.num_servers;
-  scheduler::WorkerProgram program;
+  job::WorkerProgram program;
   program.run = [w](worker::Client& client) -> StatusOr<std::string> {
     bench::WorkerReport report;
     if (w.mode != "dense") RETURN_IF_ERROR(bench::RunSparse(client, w, &report).status());
@@ -260,5 +260,5 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
     return OkStatus();
   };
-  return scheduler::RunJob(std::move(options).value(), program);
+  return job::RunJob(std::move(options).value(), program);
 }

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 #include "serving/loaded_model.h"
 #include "worker/metrics/metrics.h"
 
@@ -32,11 +32,12 @@ struct Scored {
 
 StatusOr<Scored> Score(const std::string& root, uint64_t version,
                        const std::vector<std::string>& rows, const std::vector<float>& labels) {
-  ASSIGN_OR_RETURN(MaterializedModel m, Materialize(root, version));
+  ASSIGN_OR_RETURN(model_store::MaterializedModel m, model_store::Materialize(root, version));
   Scored s;
   // Bytes of the whole chain (a full version and the deltas after it).
   for (uint64_t v : m.chain) {
-    ASSIGN_OR_RETURN(VersionReader r, VersionReader::Open(root + "/" + VersionDirName(v)));
+    ASSIGN_OR_RETURN(model_store::VersionReader r,
+                     model_store::VersionReader::Open(root + "/" + model_store::VersionDirName(v)));
     for (const auto& f : r.manifest().files()) s.bytes += f.bytes();
   }
   ASSIGN_OR_RETURN(auto model, serving::LoadedModel::Create(std::move(m)));
@@ -62,7 +63,7 @@ int Main(int argc, char** argv) {
   }
   uint64_t version = FLAGS_model_version;
   if (version == 0) {
-    auto v = ListVersions(FLAGS_model_dir);
+    auto v = model_store::ListVersions(FLAGS_model_dir);
     if (!v.ok() || v->empty()) {
       LOG(ERROR) << "no version under " << FLAGS_model_dir;
       return 1;
@@ -82,24 +83,25 @@ int Main(int argc, char** argv) {
   auto base = Score(FLAGS_model_dir, version, rows, labels);
   CHECK(base.ok()) << base.status();
   std::printf("# export_auc_bench --model_dir=%s --version=%llu --data=%s (%zu rows)\n",
-              FLAGS_model_dir.c_str(), static_cast<unsigned long long>(version),
-              FLAGS_data.c_str(), rows.size());
-  std::printf("| version | bytes | AUC | logloss | AUC change |\n| --- | --- | --- | --- | --- |\n");
+              FLAGS_model_dir.c_str(), static_cast<unsigned long long>(version), FLAGS_data.c_str(),
+              rows.size());
+  std::printf(
+      "| version | bytes | AUC | logloss | AUC change |\n| --- | --- | --- | --- | --- |\n");
   std::printf("| training chain (float32 + optimizer state) | %.1f MB | %.5f | %.5f | |\n",
               base->bytes / 1e6, base->auc, base->logloss);
-  const std::pair<const char*, Encoding> encodings[] = {
+  const std::pair<const char*, model_store::Encoding> encodings[] = {
       {"serving float32", proto::Manifest::ENCODING_FLOAT32},
       {"serving fp16", proto::Manifest::ENCODING_FLOAT16},
       {"serving int8 + row scale", proto::Manifest::ENCODING_INT8_ROW_SCALE}};
   int i = 0;
   for (const auto& [name, encoding] : encodings) {
     const std::string dst = dir + "/" + std::to_string(i++);
-    Status s = ExportForServing(FLAGS_model_dir, version, dst, encoding);
+    Status s = model_store::ExportForServing(FLAGS_model_dir, version, dst, encoding);
     CHECK(s.ok()) << s;
     auto scored = Score(dst, version, rows, labels);
     CHECK(scored.ok()) << scored.status();
-    std::printf("| %s | %.1f MB | %.5f | %.5f | %+.5f |\n", name, scored->bytes / 1e6,
-                scored->auc, scored->logloss, scored->auc - base->auc);
+    std::printf("| %s | %.1f MB | %.5f | %.5f | %+.5f |\n", name, scored->bytes / 1e6, scored->auc,
+                scored->logloss, scored->auc - base->auc);
   }
   fs::remove_all(dir);
   return 0;

@@ -19,8 +19,8 @@
 #include <thread>
 #include <vector>
 
-#include "common/model_format.h"
 #include "common/partition.h"
+#include "model_store/model_format.h"
 
 DEFINE_uint64(rows, 10'000'000, "Keys of the sparse table.");
 DEFINE_uint32(dim, 16, "Floats per key.");
@@ -62,7 +62,7 @@ void PerShard(uint32_t shards, const std::function<void(uint32_t)>& fn) {
 
 uint64_t VersionBytes(const std::string& root, uint64_t version) {
   uint64_t bytes = 0;
-  for (const auto& e : fs::directory_iterator(root + "/" + VersionDirName(version))) {
+  for (const auto& e : fs::directory_iterator(root + "/" + model_store::VersionDirName(version))) {
     bytes += e.file_size();
   }
   return bytes;
@@ -100,24 +100,24 @@ int Main(const std::string& command) {
     return 1;
   }
   const std::string dir = tmpl, train = dir + "/train";
-  WriterOptions wo;
+  model_store::WriterOptions wo;
   wo.sync = FLAGS_sync;
   std::vector<Row> rows;
-  TableSchema schema;
+  model_store::TableSchema schema;
   schema.set_name("emb");
   schema.set_dim(dim);
   schema.set_optimizer("adagrad");
   schema.set_state_floats_per_value(sf);
-  VersionInfo info;
+  model_store::VersionInfo info;
   info.tables = {schema};
   info.metrics["auc"] = 0.8;
 
   // Data: keys MixKey(i) (distinct: MixKey is a bijection), placed as servers do.
-  std::vector<SparseShard> data(shards);
+  std::vector<model_store::SparseShard> data(shards);
   {
     const auto start = Clock::now();
     PerShard(shards, [&](uint32_t s) {
-      SparseShard& d = data[s];
+      model_store::SparseShard& d = data[s];
       d.table = "emb";
       d.shard = s;
       d.dim = dim;
@@ -140,7 +140,8 @@ int Main(const std::string& command) {
   // Full training version.
   {
     const auto start = Clock::now();
-    auto w = VersionWriter::Begin(train, 1, 0, /*serving=*/false, Manifest::ENCODING_FLOAT32, wo);
+    auto w = model_store::VersionWriter::Begin(train, 1, 0, /*serving=*/false,
+                                               Manifest::ENCODING_FLOAT32, wo);
     Check(w.status(), "begin full");
     std::vector<Status> st(shards);
     PerShard(shards, [&](uint32_t s) { st[s] = w->AddSparse(data[s]); });
@@ -152,10 +153,10 @@ int Main(const std::string& command) {
   // Delta: every k-th row of each shard changes, a few others are deleted.
   uint64_t changed = 0, deleted = 0;
   {
-    std::vector<SparseShard> delta(shards);
+    std::vector<model_store::SparseShard> delta(shards);
     PerShard(shards, [&](uint32_t s) {
-      const SparseShard& d = data[s];
-      SparseShard& out = delta[s];
+      const model_store::SparseShard& d = data[s];
+      model_store::SparseShard& out = delta[s];
       out.table = "emb";
       out.shard = s;
       out.dim = dim;
@@ -178,12 +179,13 @@ int Main(const std::string& command) {
     });
     data.clear();
     data.shrink_to_fit();
-    for (const SparseShard& d : delta) {
+    for (const model_store::SparseShard& d : delta) {
       changed += d.keys.size();
       deleted += d.tombstones.size();
     }
     const auto start = Clock::now();
-    auto w = VersionWriter::Begin(train, 2, 1, /*serving=*/false, Manifest::ENCODING_FLOAT32, wo);
+    auto w = model_store::VersionWriter::Begin(train, 2, 1, /*serving=*/false,
+                                               Manifest::ENCODING_FLOAT32, wo);
     Check(w.status(), "begin delta");
     std::vector<Status> st(shards);
     PerShard(shards, [&](uint32_t s) { st[s] = w->AddSparse(delta[s]); });
@@ -197,18 +199,18 @@ int Main(const std::string& command) {
   // Read: verify every checksum of the chain, then decode and apply it.
   {
     auto start = Clock::now();
-    auto chain = ResolveChain(train, 2);
+    auto chain = model_store::ResolveChain(train, 2);
     Check(chain.status(), "resolve");
     uint64_t bytes = 0;
     for (uint64_t v : *chain) {
-      auto r = VersionReader::Open(train + "/" + VersionDirName(v));
+      auto r = model_store::VersionReader::Open(train + "/" + model_store::VersionDirName(v));
       Check(r.status(), "open");
       Check(r->Verify(), "verify");
       bytes += VersionBytes(train, v);
     }
     rows.push_back({"verify chain (CRC32C of every file)", Seconds(start), bytes, n + changed});
     start = Clock::now();
-    auto model = Materialize(train, 2);
+    auto model = model_store::Materialize(train, 2);
     Check(model.status(), "materialize");
     const double secs = Seconds(start);
     const uint64_t got = model->sparse.at("emb").size();
@@ -226,11 +228,12 @@ int Main(const std::string& command) {
        {std::pair{"f32", Manifest::ENCODING_FLOAT32}, std::pair{"fp16", Manifest::ENCODING_FLOAT16},
         std::pair{"int8", Manifest::ENCODING_INT8_ROW_SCALE}}) {
     const std::string dst = dir + "/serve_" + name;
-    ExportOptions eo;
+    model_store::ExportOptions eo;
     eo.writer = wo;
     eo.threads = static_cast<int>(shards);
     const auto start = Clock::now();
-    Check(ExportForServing(train, 2, dst, encoding, eo), std::string("export ") + name);
+    Check(model_store::ExportForServing(train, 2, dst, encoding, eo),
+          std::string("export ") + name);
     rows.push_back({std::string("export full serving ") + name, Seconds(start),
                     VersionBytes(dst, 2), n - deleted});
   }
@@ -238,13 +241,15 @@ int Main(const std::string& command) {
   // full version 1.
   {
     const std::string dst = dir + "/serve_fp16_delta";
-    ExportOptions eo;
+    model_store::ExportOptions eo;
     eo.writer = wo;
     eo.threads = static_cast<int>(shards);
-    Check(ExportForServing(train, 1, dst, Manifest::ENCODING_FLOAT16, eo), "export v1");
+    Check(model_store::ExportForServing(train, 1, dst, Manifest::ENCODING_FLOAT16, eo),
+          "export v1");
     eo.delta = true;
     const auto start = Clock::now();
-    Check(ExportForServing(train, 2, dst, Manifest::ENCODING_FLOAT16, eo), "export delta");
+    Check(model_store::ExportForServing(train, 2, dst, Manifest::ENCODING_FLOAT16, eo),
+          "export delta");
     rows.push_back(
         {"export delta serving fp16", Seconds(start), VersionBytes(dst, 2), changed + deleted});
   }

@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "bench/bench_report.h"
-#include "common/model_format.h"
-#include "scheduler/version_service.h"
+#include "model_store/model_format.h"
+#include "model_store/version_service.h"
 #include "serving/replica.h"
 #include "serving/serve_client.h"
 #include "worker/data/parser.h"
@@ -56,10 +56,10 @@ Status WriteFullVersion(const std::string& root, const models::ModelOptions& opt
   std::mt19937 rng(static_cast<uint32_t>(FLAGS_seed));
   std::normal_distribution<float> normal(0.0f, 0.05f);
   const uint32_t dim = 1 + static_cast<uint32_t>(options.emb_dim);
-  ASSIGN_OR_RETURN(VersionWriter w, VersionWriter::Begin(root, 1, 0, true,
-                                                         proto::Manifest::ENCODING_FLOAT32,
-                                                         {.sync = false}));
-  SparseShard s;
+  ASSIGN_OR_RETURN(model_store::VersionWriter w,
+                   model_store::VersionWriter::Begin(
+                       root, 1, 0, true, proto::Manifest::ENCODING_FLOAT32, {.sync = false}));
+  model_store::SparseShard s;
   s.table = "emb";
   s.dim = dim;
   for (int f = 0; f < kInts; ++f)
@@ -69,19 +69,19 @@ Status WriteFullVersion(const std::string& root, const models::ModelOptions& opt
   s.values.resize(s.keys.size() * dim);
   for (float& x : s.values) x = normal(rng);
   RETURN_IF_ERROR(w.AddSparse(s));
-  VersionInfo info;
-  TableSchema t;
+  model_store::VersionInfo info;
+  model_store::TableSchema t;
   t.set_name("emb");
   t.set_dim(dim);
   info.tables.push_back(t);
   ASSIGN_OR_RETURN(std::unique_ptr<models::CtrModel> ctr, models::CtrModel::Create(options));
   for (const auto& p : ctr->dense_params()) {
-    TableSchema d;
+    model_store::TableSchema d;
     d.set_name(p.name);
     d.set_dense(true);
     for (int64_t x : p.shape) d.add_shape(static_cast<uint64_t>(x));
     info.tables.push_back(d);
-    DenseSlice slice;
+    model_store::DenseSlice slice;
     slice.table = p.name;
     slice.values.resize(static_cast<size_t>(p.size()));
     for (float& x : slice.values) x = normal(rng);
@@ -135,16 +135,16 @@ int Main(const std::string& command) {
     return 1;
   }
   uint64_t bytes = 0;
-  for (const auto& e : fs::directory_iterator(root + "/" + VersionDirName(1)))
+  for (const auto& e : fs::directory_iterator(root + "/" + model_store::VersionDirName(1)))
     bytes += e.file_size();
-  std::printf("%-34s %10.3f s  (%.1f MB on disk)\n", "write full version", Seconds(SteadyClock::now() - t0),
-              static_cast<double>(bytes) / 1e6);
+  std::printf("%-34s %10.3f s  (%.1f MB on disk)\n", "write full version",
+              Seconds(SteadyClock::now() - t0), static_cast<double>(bytes) / 1e6);
 
   zmq::context_t context;
-  VersionServiceOptions so;
+  model_store::VersionServiceOptions so;
   so.root = root;
   so.chunk_bytes = FLAGS_chunk_bytes;
-  VersionService service(context, so);
+  model_store::VersionService service(context, so);
   auto service_endpoint = service.Bind();
   CHECK(service_endpoint.ok()) << service_endpoint.status();
   std::jthread service_thread([&] { CHECK(service.Run().ok()); });
@@ -158,8 +158,9 @@ int Main(const std::string& command) {
   CHECK(endpoint.ok()) << endpoint.status();
   t0 = SteadyClock::now();
   std::jthread replica_thread([&] { CHECK(replica.Run().ok()); });
-  const bool loaded = replica.WaitFor(
-      [](const proto::ServeStatus& st) { return st.current_version() == 1; }, std::chrono::minutes(10));
+  const bool loaded =
+      replica.WaitFor([](const proto::ServeStatus& st) { return st.current_version() == 1; },
+                      std::chrono::minutes(10));
   CHECK(loaded) << replica.status().DebugString();
   std::printf("%-34s %10.3f s  (loader: fetch+verify+materialize %.3f s)\n", "catch-up from zero",
               Seconds(SteadyClock::now() - t0), replica.status().last_load_seconds());

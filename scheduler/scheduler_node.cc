@@ -5,7 +5,7 @@
 
 #include "common/message.h"
 #include "common/table_config.h"
-#include "scheduler/version_service.h"
+#include "model_store/version_service.h"
 
 namespace eddy::scheduler {
 namespace {
@@ -67,12 +67,11 @@ Status ValidateSchedulerOptions(const SchedulerOptions& o) {
     return InvalidArgumentError("--keep_versions must be at least 1, not " +
                                 std::to_string(o.keep_full_versions));
   }
-  if (o.resume_version > 0 &&
-      static_cast<int>(o.resume_positions.size()) != o.num_workers) {
+  if (o.resume_version > 0 && static_cast<int>(o.resume_positions.size()) != o.num_workers) {
     return InvalidArgumentError(
         "version " + std::to_string(o.resume_version) + " was cut with " +
-        std::to_string(o.resume_positions.size()) + " worker(s); resume it with --num_workers=" +
         std::to_string(o.resume_positions.size()) +
+        " worker(s); resume it with --num_workers=" + std::to_string(o.resume_positions.size()) +
         " (each worker goes on from its own position in its part of the stream)");
   }
   return OkStatus();
@@ -134,7 +133,7 @@ StatusOr<std::string> SchedulerNode::Bind() {
   ASSIGN_OR_RETURN(std::string bound, BindTcp(*socket_, options_.bind_host, options_.port));
   endpoint_ = AdvertisedEndpoint(bound);
   if (!options_.model_dir.empty()) {
-    auto versions = ListVersions(options_.model_dir);
+    auto versions = model_store::ListVersions(options_.model_dir);
     if (versions.ok() && !versions->empty()) {
       next_version_ = versions->back() + 1;
       last_version_.store(versions->back());
@@ -234,8 +233,8 @@ void SchedulerNode::StartVersion() {
   const bool full = last_committed_ == 0 || force_full_ ||
                     deltas_since_full_ + 1 >= static_cast<uint64_t>(options_.full_every);
   const uint64_t parent = full ? 0 : last_committed_;
-  auto writer = VersionWriter::Begin(options_.model_dir, version, parent, /*serving=*/false,
-                                     proto::Manifest::ENCODING_FLOAT32);
+  auto writer = model_store::VersionWriter::Begin(
+      options_.model_dir, version, parent, /*serving=*/false, proto::Manifest::ENCODING_FLOAT32);
   if (!writer.ok()) {
     VersionSummary summary;
     summary.version = version;
@@ -291,8 +290,7 @@ void SchedulerNode::OnSnapshotReady(const Node* node, const proto::Header& heade
 
 void SchedulerNode::OnSnapshotDone(const Node* node, const proto::Header& header) {
   proto::SnapshotReport report;
-  if (node == nullptr || node->role != proto::SERVER ||
-      !report.ParseFromString(header.payload())) {
+  if (node == nullptr || node->role != proto::SERVER || !report.ParseFromString(header.payload())) {
     LOG(WARNING) << "scheduler: ignored a SNAPSHOT_DONE that is not from a server";
     return;
   }
@@ -317,14 +315,14 @@ void SchedulerNode::FinishVersion(std::string error) {
   std::map<std::string, uint32_t> state_floats;
   const proto::SnapshotReport* first = nullptr;
   for (const auto& [id, r] : pv.reports) {
-    if (error.empty() && (r.files_size() != r.file_dense_size() ||
-                          r.files_size() != r.file_dims_size() ||
-                          r.files_size() != r.file_state_floats_size())) {
+    if (error.empty() &&
+        (r.files_size() != r.file_dense_size() || r.files_size() != r.file_dims_size() ||
+         r.files_size() != r.file_state_floats_size())) {
       error = "server " + std::to_string(id) + " sent an inconsistent report";
     }
     for (int i = 0; error.empty() && i < r.files_size(); ++i) {
-      WrittenShardFile f{r.files(i), r.file_dense(i), r.file_dims(i), r.file_state_floats(i),
-                         proto::Manifest::ENCODING_FLOAT32};
+      model_store::WrittenShardFile f{r.files(i), r.file_dense(i), r.file_dims(i),
+                                      r.file_state_floats(i), proto::Manifest::ENCODING_FLOAT32};
       Status s = pv.writer->AddWrittenFile(f);
       if (!s.ok()) error = s.ToString();
       state_floats[r.files(i).table()] = r.file_state_floats(i);
@@ -347,9 +345,9 @@ void SchedulerNode::FinishVersion(std::string error) {
     summary.write_seconds = std::max(summary.write_seconds, r.write_seconds());
   }
   if (error.empty() && first != nullptr) {
-    VersionInfo info;
+    model_store::VersionInfo info;
     for (const proto::TableConfig& t : options_.tables) {
-      TableSchema& schema = info.tables.emplace_back();
+      model_store::TableSchema& schema = info.tables.emplace_back();
       schema.set_name(t.name());
       schema.set_dense(t.dense());
       schema.set_dim(t.dim());
@@ -358,7 +356,7 @@ void SchedulerNode::FinishVersion(std::string error) {
       schema.set_state_floats_per_value(state_floats[t.name()]);
     }
     for (const proto::WorkerCut& c : first->cuts()) {
-      StreamPosition& p = info.positions.emplace_back();
+      model_store::StreamPosition& p = info.positions.emplace_back();
       p.set_worker(c.worker());
       p.set_rows_consumed(c.rows_consumed());
       summary.cuts.push_back(c);
@@ -405,13 +403,12 @@ void SchedulerNode::FinishVersion(std::string error) {
     std::snprintf(line, sizeof(line),
                   "%s, %llu rows, %.1f MB, training paused %.2f ms, cut window %.2f ms, "
                   "written in %.2f s",
-                  pv.parent == 0 ? "full" : "delta",
-                  static_cast<unsigned long long>(summary.rows), summary.bytes / 1e6,
-                  summary.pause_seconds * 1e3, summary.window_seconds * 1e3,
+                  pv.parent == 0 ? "full" : "delta", static_cast<unsigned long long>(summary.rows),
+                  summary.bytes / 1e6, summary.pause_seconds * 1e3, summary.window_seconds * 1e3,
                   summary.total_seconds);
     LOG(INFO) << "scheduler: version " << pv.version << " committed at " << summary.dir << ": "
               << line;
-    Status r = ApplyRetention(options_.model_dir, options_.keep_full_versions);
+    Status r = model_store::ApplyRetention(options_.model_dir, options_.keep_full_versions);
     if (!r.ok()) LOG(WARNING) << "scheduler: retention: " << r;
     if (version_service_) version_service_->Notify();
   }
@@ -548,11 +545,11 @@ void SchedulerNode::SendViews() {
 Status SchedulerNode::Run() {
   if (!socket_) RETURN_IF_ERROR(Bind().status());
   if (!options_.model_dir.empty() && options_.serve_port >= 0 && !version_service_) {
-    VersionServiceOptions vo;
+    model_store::VersionServiceOptions vo;
     vo.root = options_.model_dir;
     vo.bind_host = options_.bind_host;
     vo.port = options_.serve_port;
-    version_service_ = std::make_unique<VersionService>(context_, vo);
+    version_service_ = std::make_unique<model_store::VersionService>(context_, vo);
     StatusOr<std::string> bound = version_service_->Bind();
     if (!bound.ok()) return bound.status().WithContext("--serve_port");
     const std::string endpoint = *bound;
@@ -579,9 +576,9 @@ Status SchedulerNode::Run() {
     zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
     try {
-      zmq::poll(
-          items, 2,
-          std::chrono::milliseconds(PollTimeoutMs(std::min({next_check, next_progress_, next_snapshot_}), 1000)));
+      zmq::poll(items, 2,
+                std::chrono::milliseconds(
+                    PollTimeoutMs(std::min({next_check, next_progress_, next_snapshot_}), 1000)));
     } catch (const zmq::error_t& e) {
       return UnavailableError(std::string("poll failed: ") + e.what());
     }
@@ -636,10 +633,10 @@ Status SchedulerNode::Run() {
             // On demand, from anyone who can reach the control socket.
             Message reply{MakeHeader(proto::REPLY, h.request_id()), {}, {}};
             if (options_.model_dir.empty() || !cluster_up_) {
-              SetStatus(FailedPreconditionError(options_.model_dir.empty()
-                                                    ? "this job has no --model_dir"
-                                                    : "the cluster is not up yet"),
-                        &reply.header);
+              SetStatus(
+                  FailedPreconditionError(options_.model_dir.empty() ? "this job has no --model_dir"
+                                                                     : "the cluster is not up yet"),
+                  &reply.header);
             } else {
               // The version that will hold this request: the next one to start.
               reply.header.set_version(static_cast<int64_t>(next_version_));

@@ -21,15 +21,15 @@
 #include <vector>
 #include <zmq.hpp>
 
-#include "common/model_format.h"
 #include "common/mutex.h"
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
+#include "model_store/model_format.h"
 
-namespace eddy {
+namespace eddy::model_store {
 class VersionService;
-}  // namespace eddy
+}  // namespace eddy::model_store
 
 namespace eddy::scheduler {
 
@@ -38,11 +38,11 @@ struct VersionSummary {
   uint64_t version = 0;
   uint64_t parent = 0;  // 0: full
   bool ok = false;
-  std::string error;     // when !ok
-  std::string dir;       // committed version directory
-  uint64_t rows = 0;     // sparse rows written
-  uint64_t evicted = 0;  // rows evicted after the copy (tombstones of the next delta)
-  uint64_t bytes = 0;    // data files
+  std::string error;          // when !ok
+  std::string dir;            // committed version directory
+  uint64_t rows = 0;          // sparse rows written
+  uint64_t evicted = 0;       // rows evicted after the copy (tombstones of the next delta)
+  uint64_t bytes = 0;         // data files
   double pause_seconds = 0;   // longest server event-loop stall for the capture
   double window_seconds = 0;  // longest first-marker-to-capture time (pushes held)
   double write_seconds = 0;   // longest server file writing
@@ -203,7 +203,7 @@ class SchedulerNode {
 
   zmq::context_t& context_;
   SchedulerOptions options_;
-  std::unique_ptr<VersionService> version_service_;
+  std::unique_ptr<model_store::VersionService> version_service_;
   std::jthread version_service_thread_;
   mutable Mutex service_mu_;
   std::string service_endpoint_ GUARDED_BY(service_mu_);
@@ -219,9 +219,9 @@ class SchedulerNode {
     PendingVersion();  // out of line: clang needs it complete for std::optional
     uint64_t version = 0;
     uint64_t parent = 0;
-    std::optional<VersionWriter> writer;
+    std::optional<model_store::VersionWriter> writer;
     std::map<int, proto::SnapshotReport> reports;  // by server id
-    int ready = 0;  // servers that have the request
+    int ready = 0;                                 // servers that have the request
     bool workers_told = false;
     SteadyClock::time_point started;
   };

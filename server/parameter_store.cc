@@ -45,7 +45,7 @@ void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epo
   size_t sparse_index = 0, dense_index = 0;
   const auto start = std::chrono::steady_clock::now();
   for (const auto& [name, table] : sparse_) {
-    SparseShard& shard = c.sparse[sparse_index++];
+    model_store::SparseShard& shard = c.sparse[sparse_index++];
     shard.keys.clear();
     shard.values.clear();
     shard.state.clear();
@@ -60,8 +60,7 @@ void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epo
       table->Export(&shard.keys, &shard.values, &shard.state, &pool_);
       table->DropTombstonesBefore(c.epoch);
     } else {
-      table->ExportSince(since_epoch, &shard.keys, &shard.values, &shard.state,
-                         &shard.tombstones);
+      table->ExportSince(since_epoch, &shard.keys, &shard.values, &shard.state, &shard.tombstones);
       table->DropTombstonesBefore(since_epoch);
     }
     c.rows += shard.keys.size();
@@ -72,7 +71,7 @@ void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epo
   }
   const auto sparse_done = std::chrono::steady_clock::now();
   for (const auto& [name, tensor] : dense_) {
-    DenseSlice& slice = c.dense[dense_index++];
+    model_store::DenseSlice& slice = c.dense[dense_index++];
     slice.table = name;
     slice.shard = options_.server_id;
     slice.offset = tensor->begin();
@@ -86,14 +85,14 @@ void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epo
           << " ms";
 }
 
-Status ParameterStore::Restore(const MaterializedModel& model) {
+Status ParameterStore::Restore(const model_store::MaterializedModel& model) {
   const std::string v = "version " + std::to_string(model.manifest.version());
   for (const auto& [name, table] : sparse_) {
     auto it = model.sparse.find(name);
     if (it == model.sparse.end()) {
       return FailedPreconditionError(v + " has no sparse table '" + name + "'");
     }
-    const SparseRows& rows = it->second;
+    const model_store::SparseRows& rows = it->second;
     if (rows.dim() != table->dim()) {
       return FailedPreconditionError(v + ": table '" + name + "' has dim " +
                                      std::to_string(rows.dim()) + ", the job " +
@@ -125,7 +124,7 @@ Status ParameterStore::Restore(const MaterializedModel& model) {
     if (it == model.dense.end()) {
       return FailedPreconditionError(v + " has no dense tensor '" + name + "'");
     }
-    const eddy::DenseTensor& t = it->second;
+    const model_store::DenseTensor& t = it->second;
     if (t.values.size() < tensor->begin() + tensor->size()) {
       return FailedPreconditionError(v + ": dense tensor '" + name + "' has " +
                                      std::to_string(t.values.size()) + " values, the job " +
@@ -133,14 +132,14 @@ Status ParameterStore::Restore(const MaterializedModel& model) {
     }
     const uint32_t k = tensor->state_floats_per_value();
     if (t.state_floats != k && t.state_floats != 0) {
-      return FailedPreconditionError(v + ": dense tensor '" + name + "' has " +
-                                     std::to_string(t.state_floats) +
-                                     " optimizer state floats per value, the job's optimizer " +
-                                     std::to_string(k));
+      return FailedPreconditionError(
+          v + ": dense tensor '" + name + "' has " + std::to_string(t.state_floats) +
+          " optimizer state floats per value, the job's optimizer " + std::to_string(k));
     }
     std::span<const float> values(t.values.data() + tensor->begin(), tensor->size());
     std::span<const float> state;
-    if (t.state_floats == k && k > 0) state = std::span(t.state).subspan(tensor->begin() * k, tensor->size() * k);
+    if (t.state_floats == k && k > 0)
+      state = std::span(t.state).subspan(tensor->begin() * k, tensor->size() * k);
     RETURN_IF_ERROR(tensor->ImportPerValue(values, state).WithContext(v));
   }
   return OkStatus();

@@ -13,8 +13,8 @@
 #include <string>
 
 #include "common/message.h"
-#include "common/model_format.h"
 #include "common/thread_pool.h"
+#include "model_store/model_format.h"
 #include "server/dense_tensor.h"
 #include "server/embedding_table.h"
 
@@ -37,8 +37,8 @@ struct ParameterStoreStats {
 // A copy of everything one server holds, for a model version (the data files
 // of its shard).
 struct StoreCapture {
-  std::vector<SparseShard> sparse;
-  std::vector<DenseSlice> dense;
+  std::vector<model_store::SparseShard> sparse;
+  std::vector<model_store::DenseSlice> dense;
   uint64_t rows = 0;  // sparse rows over all tables
   uint64_t tombstones = 0;
   uint64_t evicted = 0;  // rows evicted right after the copy (tombstones of the next delta)
@@ -78,7 +78,7 @@ class ParameterStore {
   // dense tensor. Every table of the job must be in the version with the same
   // shape and optimizer state layout. Errors: FailedPrecondition naming the
   // mismatch. Call before the first request.
-  Status Restore(const MaterializedModel& model);
+  Status Restore(const model_store::MaterializedModel& model);
   EmbeddingTable* sparse_table(const std::string& name);
   DenseTensor* dense_tensor(const std::string& name);
 

@@ -5,8 +5,8 @@
 #include <set>
 
 #include "common/message.h"
-#include "common/model_format.h"
 #include "common/scheduler_link.h"
+#include "model_store/model_format.h"
 
 namespace eddy::server {
 
@@ -99,10 +99,9 @@ Status ServerNode::RunInternal() {
   }
   store_ptr_.store(store_.get());
   if (view.resume_version() > 0) {
-    RETURN_IF_ERROR(Resume(view).WithContext("server " + std::to_string(view.your_id()) +
-                                             ": resuming from version " +
-                                             std::to_string(view.resume_version()) + " of " +
-                                             view.resume_root()));
+    RETURN_IF_ERROR(Resume(view).WithContext(
+        "server " + std::to_string(view.your_id()) + ": resuming from version " +
+        std::to_string(view.resume_version()) + " of " + view.resume_root()));
   }
   gate_ = std::make_unique<StalenessGate>(view.workers_size(), view.staleness());
   worker_rows_.assign(view.workers_size(), {});
@@ -130,23 +129,24 @@ Status ServerNode::Resume(const proto::ClusterView& view) {
   // With the same server count a server's keys are all in its own sparse files;
   // otherwise every sparse file is read and the server keeps the keys it owns.
   ASSIGN_OR_RETURN(std::vector<uint64_t> chain,
-                   ResolveChain(view.resume_root(), view.resume_version()));
-  ASSIGN_OR_RETURN(VersionReader last,
-                   VersionReader::Open(view.resume_root() + "/" + VersionDirName(chain.back())));
+                   model_store::ResolveChain(view.resume_root(), view.resume_version()));
+  ASSIGN_OR_RETURN(model_store::VersionReader last,
+                   model_store::VersionReader::Open(view.resume_root() + "/" +
+                                                    model_store::VersionDirName(chain.back())));
   std::set<uint32_t> shards;
-  for (const FileEntry& f : last.manifest().files()) {
+  for (const model_store::FileEntry& f : last.manifest().files()) {
     if (!dense.count(f.table())) shards.insert(f.shard());
   }
-  MaterializeOptions load;
+  model_store::MaterializeOptions load;
   const uint32_t me = static_cast<uint32_t>(view.your_id());
   if (shards.size() == static_cast<size_t>(view.servers_size()) &&
       (shards.empty() || *shards.rbegin() + 1 == shards.size())) {
-    load.include = [&dense, me](const FileEntry& f) {
+    load.include = [&dense, me](const model_store::FileEntry& f) {
       return dense.count(f.table()) > 0 || f.shard() == me;
     };
   }
-  ASSIGN_OR_RETURN(MaterializedModel model,
-                   Materialize(view.resume_root(), view.resume_version(), load));
+  ASSIGN_OR_RETURN(model_store::MaterializedModel model,
+                   model_store::Materialize(view.resume_root(), view.resume_version(), load));
   RETURN_IF_ERROR(store_->Restore(model));
   LOG(INFO) << "server " << view.your_id() << " restored version " << view.resume_version()
             << " in " << std::chrono::duration<double>(SteadyClock::now() - started).count()
@@ -221,7 +221,8 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
     SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
     return;
   }
-  if (!aggregator_ && (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) &&
+  if (!aggregator_ &&
+      (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) &&
       HoldsPushesOf(request.header.sender())) {
     // After this worker's marker: belongs to the next version. Acknowledged now
     // (PUSH_PULL: answered with its values later), applied right after the capture.
@@ -347,8 +348,8 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
 }
 
 bool ServerNode::HoldsPushesOf(int worker) const {
-  return cut_ && !cut_->captured && worker >= 0 &&
-         worker < static_cast<int>(cut_->marked.size()) && cut_->marked[worker];
+  return cut_ && !cut_->captured && worker >= 0 && worker < static_cast<int>(cut_->marked.size()) &&
+         cut_->marked[worker];
 }
 
 std::optional<uint64_t> ServerNode::RowsAt(int worker, int64_t clock) const {
@@ -409,8 +410,8 @@ void ServerNode::OnSnapshotRequest(zmq::socket_t& router, proto::SnapshotRequest
     return;
   }
   if (cut->request) return;
-  if (!cut->captured && std::none_of(cut->marked.begin(), cut->marked.end(),
-                                     [](bool b) { return b; })) {
+  if (!cut->captured &&
+      std::none_of(cut->marked.begin(), cut->marked.end(), [](bool b) { return b; })) {
     cut->first_marker = SteadyClock::now();
   }
   cut->request = std::move(request);
@@ -448,9 +449,9 @@ void ServerNode::Capture(zmq::socket_t& router, int64_t bsp_clock) {
   if (request.parent_version() != 0) {
     auto it = capture_epochs_.find(request.parent_version());
     since = it == capture_epochs_.end() ? 0 : it->second;
-    if (since == 0) cut.error = "no capture of parent version " +
-                                std::to_string(request.parent_version()) +
-                                " on this server (restarted?): take a full version";
+    if (since == 0)
+      cut.error = "no capture of parent version " + std::to_string(request.parent_version()) +
+                  " on this server (restarted?): take a full version";
   }
   if (cut.error.empty()) {
     {
@@ -517,45 +518,46 @@ void ServerNode::StartWriter() {
   report.set_rows(capture->rows);
   report.set_evicted(capture->evicted);
   report.set_error(cut.error);
-  writer_ = std::jthread([this, capture, request = *cut.request,
-                          report = std::move(report)]() mutable {
-    const auto start = SteadyClock::now();
-    ShardFileOptions options;
-    options.encoding = request.encoding() == proto::Manifest::ENCODING_UNSPECIFIED
-                           ? proto::Manifest::ENCODING_FLOAT32
-                           : request.encoding();
-    options.serving = request.serving();
-    options.delta = request.parent_version() != 0;
-    if (request.fail_after_bytes() > 0) options.writer.fail_after_bytes = request.fail_after_bytes();
-    auto add = [&](const StatusOr<WrittenShardFile>& f) {
-      if (!f.ok()) {
-        if (report.error().empty()) report.set_error(f.status().ToString());
-        return;
-      }
-      *report.add_files() = f->entry;
-      report.add_file_dense(f->dense);
-      report.add_file_dims(f->dim);
-      report.add_file_state_floats(f->state_floats);
-    };
-    const bool failed = !report.error().empty();
-    for (const SparseShard& shard : capture->sparse) {
-      if (!failed && report.error().empty()) {
-        add(WriteShardFile(request.temp_dir(), shard, options));
-      }
-    }
-    for (const DenseSlice& slice : capture->dense) {
-      if (!failed && report.error().empty()) {
-        add(WriteShardFile(request.temp_dir(), slice, options));
-      }
-    }
-    report.set_write_seconds(std::chrono::duration<double>(SteadyClock::now() - start).count());
-    {
-      MutexLock lock(&writer_mu_);
-      written_ = std::move(report);
-      spare_capture_ = std::move(capture);  // its memory serves the next capture
-    }
-    writer_waker_.Notify();
-  });
+  writer_ =
+      std::jthread([this, capture, request = *cut.request, report = std::move(report)]() mutable {
+        const auto start = SteadyClock::now();
+        model_store::ShardFileOptions options;
+        options.encoding = request.encoding() == proto::Manifest::ENCODING_UNSPECIFIED
+                               ? proto::Manifest::ENCODING_FLOAT32
+                               : request.encoding();
+        options.serving = request.serving();
+        options.delta = request.parent_version() != 0;
+        if (request.fail_after_bytes() > 0)
+          options.writer.fail_after_bytes = request.fail_after_bytes();
+        auto add = [&](const StatusOr<model_store::WrittenShardFile>& f) {
+          if (!f.ok()) {
+            if (report.error().empty()) report.set_error(f.status().ToString());
+            return;
+          }
+          *report.add_files() = f->entry;
+          report.add_file_dense(f->dense);
+          report.add_file_dims(f->dim);
+          report.add_file_state_floats(f->state_floats);
+        };
+        const bool failed = !report.error().empty();
+        for (const model_store::SparseShard& shard : capture->sparse) {
+          if (!failed && report.error().empty()) {
+            add(model_store::WriteShardFile(request.temp_dir(), shard, options));
+          }
+        }
+        for (const model_store::DenseSlice& slice : capture->dense) {
+          if (!failed && report.error().empty()) {
+            add(model_store::WriteShardFile(request.temp_dir(), slice, options));
+          }
+        }
+        report.set_write_seconds(std::chrono::duration<double>(SteadyClock::now() - start).count());
+        {
+          MutexLock lock(&writer_mu_);
+          written_ = std::move(report);
+          spare_capture_ = std::move(capture);  // its memory serves the next capture
+        }
+        writer_waker_.Notify();
+      });
 }
 
 void ServerNode::SendWrittenReport(SchedulerLink& link) {

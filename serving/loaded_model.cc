@@ -49,9 +49,8 @@ StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest
   spec.slots_by_field = spec.format != "libsvm";
   if (const std::string* t = FindAttribute(manifest, "sparse_table")) spec.sparse_table = *t;
   const bool criteo = spec.format == "criteo";
-  spec.options.num_fields = criteo ? worker::kCriteoIntegerFeatures +
-                                         worker::kCriteoCategoricalFeatures
-                                   : 0;
+  spec.options.num_fields =
+      criteo ? worker::kCriteoIntegerFeatures + worker::kCriteoCategoricalFeatures : 0;
   spec.options.dense_dim = criteo ? worker::kCriteoIntegerFeatures : 0;
   if (const std::string* f = FindAttribute(manifest, "num_fields")) {
     ASSIGN_OR_RETURN(spec.options.num_fields, ParseInt("num_fields", *f, 1, 1 << 16));
@@ -79,7 +78,8 @@ StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest
   return spec;
 }
 
-StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(MaterializedModel model) {
+StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
+    model_store::MaterializedModel model) {
   std::shared_ptr<LoadedModel> m(new LoadedModel());
   m->model_ = std::move(model);
   const std::string where = "version " + std::to_string(m->model_.manifest.version());
@@ -135,7 +135,7 @@ Status BuildInputs(const LoadedModel& model, const worker::ExampleBatch& rows, M
   out->linear.assign(b * f, 0.0f);
   out->mask.assign(b * f, 0.0f);
   out->dense.assign(rows.dense.begin(), rows.dense.end());
-  const SparseRows& table = model.sparse();
+  const model_store::SparseRows& table = model.sparse();
   for (size_t r = 0; r < b; ++r) {
     auto ids = rows.Ids(r);
     auto fields = rows.Fields(r);
@@ -189,10 +189,10 @@ StatusOr<std::vector<float>> Predictor::Predict(const LoadedModel& model,
     it = models_.emplace(key, std::move(ctr)).first;
   }
   std::vector<float> probs(rows.size());
-  models::ModelBatch batch{inputs_.batch, inputs_.emb, inputs_.linear, inputs_.mask,
-                           inputs_.dense, {}};
-  ASSIGN_OR_RETURN(float loss,
-                   it->second->Forward(batch, model.dense_params(), {.logits = {}, .probs = probs}));
+  models::ModelBatch batch{inputs_.batch, inputs_.emb,   inputs_.linear,
+                           inputs_.mask,  inputs_.dense, {}};
+  ASSIGN_OR_RETURN(
+      float loss, it->second->Forward(batch, model.dense_params(), {.logits = {}, .probs = probs}));
   (void)loss;
   return probs;
 }

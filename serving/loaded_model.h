@@ -14,8 +14,8 @@
 #include <string_view>
 #include <vector>
 
-#include "common/model_format.h"
 #include "common/status.h"
+#include "model_store/model_format.h"
 #include "models/ctr_model.h"
 #include "worker/data/parser.h"
 #include "worker/data/row.h"
@@ -41,27 +41,27 @@ class LoadedModel {
   // Checks the tables against the model the manifest describes (sparse table
   // dim = 1 + emb_dim, every dense parameter present with its size).
   // Errors: InvalidArgument / FailedPrecondition naming what does not fit.
-  static StatusOr<std::shared_ptr<const LoadedModel>> Create(MaterializedModel model);
+  static StatusOr<std::shared_ptr<const LoadedModel>> Create(model_store::MaterializedModel model);
 
   LoadedModel(const LoadedModel&) = delete;
   LoadedModel& operator=(const LoadedModel&) = delete;
 
   uint64_t version() const { return model_.manifest.version(); }
-  const MaterializedModel& model() const { return model_; }
+  const model_store::MaterializedModel& model() const { return model_; }
   const ServingModelSpec& spec() const { return spec_; }
   const worker::Parser& parser() const { return *parser_; }
   // The sparse table "emb": per id [first-order weight, embedding...].
-  const SparseRows& sparse() const { return *sparse_; }
+  const model_store::SparseRows& sparse() const { return *sparse_; }
   // Dense parameters in CtrModel::dense_params() order.
   std::span<const std::span<const float>> dense_params() const { return dense_params_; }
   uint64_t rows() const { return sparse_->size(); }
 
  private:
   LoadedModel() = default;
-  MaterializedModel model_;
+  model_store::MaterializedModel model_;
   ServingModelSpec spec_;
   std::unique_ptr<worker::Parser> parser_;
-  const SparseRows* sparse_ = nullptr;                // into model_
+  const model_store::SparseRows* sparse_ = nullptr;   // into model_
   std::vector<std::span<const float>> dense_params_;  // into model_
 };
 

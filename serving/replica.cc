@@ -3,16 +3,15 @@
 #include <glog/logging.h>
 #include <poll.h>
 
-#include <thread>
-
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <thread>
 
-#include "common/crc32c.h"
 #include "common/message.h"
-#include "common/model_format.h"
+#include "model_store/crc32c.h"
+#include "model_store/model_format.h"
 
 namespace eddy::serving {
 namespace {
@@ -66,11 +65,11 @@ class Replica::LocalSource : public Replica::Source {
       : root_(std::move(root)), scan_interval_(scan_interval), waker_(waker) {}
 
   StatusOr<std::vector<Entry>> List(uint64_t after) override {
-    ASSIGN_OR_RETURN(std::vector<uint64_t> versions, ListVersions(root_));
+    ASSIGN_OR_RETURN(std::vector<uint64_t> versions, model_store::ListVersions(root_));
     std::vector<Entry> out;
     for (uint64_t v : versions) {
       if (v <= after) continue;
-      const std::string path = root_ + "/" + VersionDirName(v) + "/manifest.pb";
+      const std::string path = root_ + "/" + model_store::VersionDirName(v) + "/manifest.pb";
       std::ifstream in(path, std::ios::binary);
       Entry e;
       e.manifest_bytes.assign(std::istreambuf_iterator<char>(in), {});
@@ -90,8 +89,8 @@ class Replica::LocalSource : public Replica::Source {
     while (true) {
       StatusOr<std::vector<Entry>> got = List(after);
       if (!got.ok() || !got->empty()) return got;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - SteadyClock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
       if (left.count() <= 0) return got;
       if (WaitReadable(waker_.fd(), std::min(left, scan_interval_))) {
         waker_.Drain();
@@ -101,7 +100,7 @@ class Replica::LocalSource : public Replica::Source {
   }
 
   StatusOr<std::string> Fetch(const Entry& entry) override {
-    return root_ + "/" + VersionDirName(entry.manifest.version());
+    return root_ + "/" + model_store::VersionDirName(entry.manifest.version());
   }
 
  private:
@@ -141,10 +140,10 @@ class Replica::RemoteSource : public Replica::Source {
 
   StatusOr<std::string> Fetch(const Entry& entry) override {
     const uint64_t v = entry.manifest.version();
-    const std::string dir = options_.cache_dir + "/" + VersionDirName(v);
+    const std::string dir = options_.cache_dir + "/" + model_store::VersionDirName(v);
     std::error_code ec;
     if (fs::exists(dir + "/manifest.pb", ec)) return dir;  // fetched before; verified by the caller
-    const std::string tmp = options_.cache_dir + "/.fetch-" + VersionDirName(v);
+    const std::string tmp = options_.cache_dir + "/.fetch-" + model_store::VersionDirName(v);
     fs::remove_all(tmp, ec);
     fs::create_directories(tmp, ec);
     if (ec) return UnavailableError("cannot create " + tmp + ": " + ec.message());
@@ -162,11 +161,11 @@ class Replica::RemoteSource : public Replica::Source {
 
   void Discard(uint64_t version) override {
     std::error_code ec;
-    fs::remove_all(options_.cache_dir + "/" + VersionDirName(version), ec);
+    fs::remove_all(options_.cache_dir + "/" + model_store::VersionDirName(version), ec);
   }
 
   void Prune(uint64_t full) override {
-    StatusOr<std::vector<uint64_t>> cached = ListVersions(options_.cache_dir);
+    StatusOr<std::vector<uint64_t>> cached = model_store::ListVersions(options_.cache_dir);
     if (!cached.ok()) return;
     for (uint64_t v : *cached) {
       if (v < full) Discard(v);  // a pin of an older version fetches it again
@@ -178,10 +177,11 @@ class Replica::RemoteSource : public Replica::Source {
     const uint64_t v = entry.manifest.version();
     {
       std::ofstream out(tmp + "/manifest.pb", std::ios::binary | std::ios::trunc);
-      out.write(entry.manifest_bytes.data(), static_cast<std::streamsize>(entry.manifest_bytes.size()));
+      out.write(entry.manifest_bytes.data(),
+                static_cast<std::streamsize>(entry.manifest_bytes.size()));
       if (!out.good()) return UnavailableError("cannot write " + tmp + "/manifest.pb");
     }
-    for (const FileEntry& file : entry.manifest.files()) {
+    for (const model_store::FileEntry& file : entry.manifest.files()) {
       if (!SafeFileName(file.path())) {
         return DataLossError("version " + std::to_string(v) + ": bad file name '" + file.path() +
                              "' in the manifest");
@@ -203,8 +203,8 @@ class Replica::RemoteSource : public Replica::Source {
         if (!info.ParseFromString(reply.header.payload())) {
           return DataLossError("VERSION_FETCH reply does not parse");
         }
-        const std::string where =
-            "version " + std::to_string(v) + " file " + file.path() + " at " + std::to_string(offset);
+        const std::string where = "version " + std::to_string(v) + " file " + file.path() + " at " +
+                                  std::to_string(offset);
         if (info.file_bytes() != file.bytes()) {
           return DataLossError(where + ": the service has " + std::to_string(info.file_bytes()) +
                                " bytes, the manifest says " + std::to_string(file.bytes()));
@@ -214,7 +214,7 @@ class Replica::RemoteSource : public Replica::Source {
           return DataLossError(where + ": unexpected chunk of " + std::to_string(chunk.size()) +
                                " bytes at " + std::to_string(info.offset()));
         }
-        if (Crc32c(chunk) != info.crc32c()) {
+        if (model_store::Crc32c(chunk) != info.crc32c()) {
           return DataLossError(where + ": chunk checksum mismatch (corrupted in transit)");
         }
         out.write(reinterpret_cast<const char*>(chunk.data()),
@@ -360,7 +360,8 @@ bool Replica::WaitFor(const std::function<bool(const proto::ServeStatus&)>& pred
 void Replica::LoaderMain() {
   std::unique_ptr<Source> source;
   if (!options_.model_dir.empty()) {
-    source = std::make_unique<LocalSource>(options_.model_dir, options_.scan_interval, loader_waker_);
+    source =
+        std::make_unique<LocalSource>(options_.model_dir, options_.scan_interval, loader_waker_);
   } else {
     auto remote = std::make_unique<RemoteSource>(context_, options_, loader_waker_, stop_);
     Status s = remote->Connect();
@@ -393,8 +394,8 @@ void Replica::LoaderMain() {
     if (!got.ok()) {
       if (stopping()) break;
       if (++failures <= 5 || failures % 100 == 0) {
-        LOG(WARNING) << "replica: cannot list versions (" << failures << " failures): "
-                     << got.status();
+        LOG(WARNING) << "replica: cannot list versions (" << failures
+                     << " failures): " << got.status();
       }
       // Back off, but wake at once for Stop or a pin request.
       if (WaitReadable(loader_waker_.fd(), std::chrono::milliseconds(200))) loader_waker_.Drain();
@@ -430,11 +431,11 @@ void Replica::LoaderMain() {
 Status Replica::Follow(Source& source, const Entry& entry) {
   const proto::Manifest& m = entry.manifest;
   const uint64_t v = m.version();
-  if (m.format_version() > kModelFormatVersion) {
+  if (m.format_version() > model_store::kModelFormatVersion) {
     broken_chain_ = true;
     return FailedPreconditionError("written by model format " + std::to_string(m.format_version()) +
                                    ", this replica reads up to " +
-                                   std::to_string(kModelFormatVersion));
+                                   std::to_string(model_store::kModelFormatVersion));
   }
   const bool full = m.kind() == proto::Manifest::KIND_FULL;
   if (!full) {
@@ -454,17 +455,19 @@ Status Replica::Follow(Source& source, const Entry& entry) {
   const auto start = SteadyClock::now();
   Status s = [&]() -> Status {
     ASSIGN_OR_RETURN(std::string dir, source.Fetch(entry));
-    ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(dir));
+    ASSIGN_OR_RETURN(model_store::VersionReader reader, model_store::VersionReader::Open(dir));
     Status verified = reader.Verify();
     if (!verified.ok()) {
       source.Discard(v);
       return verified;
     }
     // Build on a copy: the version being served stays untouched.
-    MaterializedModel model;
+    model_store::MaterializedModel model;
     if (!full) model = newest_->model();
-    RETURN_IF_ERROR(ApplyVersion(reader, &model, {.verify_checksums = false, .include = {}}));
-    ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, LoadedModel::Create(std::move(model)));
+    RETURN_IF_ERROR(
+        model_store::ApplyVersion(reader, &model, {.verify_checksums = false, .include = {}}));
+    ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded,
+                     LoadedModel::Create(std::move(model)));
     newest_ = loaded;
     return OkStatus();
   }();
@@ -497,26 +500,29 @@ Status Replica::LoadPinned(Source& source, uint64_t version) {
   for (uint64_t v = version;;) {
     auto it = by_version.find(v);
     if (it == by_version.end()) {
-      return NotFoundError("version " + std::to_string(v) +
-                           (v == version ? " is not available" : " (in the chain) is not available"));
+      return NotFoundError(
+          "version " + std::to_string(v) +
+          (v == version ? " is not available" : " (in the chain) is not available"));
     }
     chain.insert(chain.begin(), it->second);
     if (it->second->manifest.kind() == proto::Manifest::KIND_FULL) break;
     v = it->second->manifest.parent_version();
     if (v == 0 || chain.size() > 100000) return DataLossError("broken chain");
   }
-  MaterializedModel model;
+  model_store::MaterializedModel model;
   for (const Entry* e : chain) {
     ASSIGN_OR_RETURN(std::string dir, source.Fetch(*e));
-    ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(dir));
+    ASSIGN_OR_RETURN(model_store::VersionReader reader, model_store::VersionReader::Open(dir));
     Status verified = reader.Verify();
     if (!verified.ok()) {
       source.Discard(e->manifest.version());
       return verified;
     }
-    RETURN_IF_ERROR(ApplyVersion(reader, &model, {.verify_checksums = false, .include = {}}));
+    RETURN_IF_ERROR(
+        model_store::ApplyVersion(reader, &model, {.verify_checksums = false, .include = {}}));
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded, LoadedModel::Create(std::move(model)));
+  ASSIGN_OR_RETURN(std::shared_ptr<const LoadedModel> loaded,
+                   LoadedModel::Create(std::move(model)));
   LOG(INFO) << "replica: loaded version " << version << " to pin it: " << loaded->rows()
             << " rows in " << Seconds(SteadyClock::now() - start) << " s";
   MutexLock lock(&mu_);

@@ -11,7 +11,7 @@
 #include "common/message.h"
 #include "common/mutex.h"
 #include "common/table_config.h"
-#include "scheduler/launcher.h"
+#include "job/launcher.h"
 #include "tests/testing/local_cluster.h"
 
 namespace eddy::scheduler {
@@ -166,8 +166,8 @@ TEST(SchedulerProgressTest, WorkerProgramGetsEveryWorkersLastReportThroughRunJob
   constexpr int kWorkers = 3, kReports = 500;
   ProgressLog log;
   log.SetWorkers(kWorkers);
-  JobOptions job;
-  job.mode = LaunchMode::kLocal;
+  job::JobOptions job;
+  job.mode = job::LaunchMode::kLocal;
   job.scheduler_options.num_servers = 1;
   job.scheduler_options.num_workers = kWorkers;
   job.scheduler_options.heartbeat_interval = 200ms;
@@ -176,7 +176,7 @@ TEST(SchedulerProgressTest, WorkerProgramGetsEveryWorkersLastReportThroughRunJob
   ASSERT_TRUE(tables.ok()) << tables.status();
   job.scheduler_options.tables = *tables;
   job.server_options.num_threads = 1;
-  WorkerProgram program;
+  job::WorkerProgram program;
   program.run = [&](worker::Client& client) -> StatusOr<std::string> {
     const std::vector<uint64_t> keys = {static_cast<uint64_t>(client.worker_id())};
     const std::vector<float> grads = {-1.0f};
@@ -195,7 +195,7 @@ TEST(SchedulerProgressTest, WorkerProgramGetsEveryWorkersLastReportThroughRunJob
   };
   program.progress = log.AsCallback();
   program.progress_interval = 5ms;
-  EXPECT_EQ(RunJob(job, program), 0);
+  EXPECT_EQ(job::RunJob(job, program), 0);
   EXPECT_EQ(finals_before_summary, 1);
   EXPECT_EQ(log.finals(), 1);
   EXPECT_EQ(log.final_metrics(), std::vector<std::string>(kWorkers, std::to_string(kReports)));

@@ -5,13 +5,13 @@
 
 #include <atomic>
 #include <condition_variable>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <mutex>
 #include <thread>
 
 #include "common/message.h"
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 #include "tests/testing/local_cluster.h"
 #include "tests/testing/temp_dir.h"
 
@@ -135,12 +135,12 @@ TEST_P(CutTest, EveryVersionHoldsExactlyThePushesBeforeEachWorkersPosition) {
   uint64_t moving = 0;  // versions taken while workers were pushing
   for (const auto& v : versions.all()) {
     ASSERT_TRUE(v.ok) << "version " << v.version << ": " << v.error;
-    auto model = Materialize(dir.path(), v.version);
+    auto model = model_store::Materialize(dir.path(), v.version);
     ASSERT_TRUE(model.ok()) << model.status();
-    const MaterializedModel& m = *model;
+    const model_store::MaterializedModel& m = *model;
     ASSERT_EQ(m.manifest.positions_size(), c.workers);
-    const SparseRows& rows = m.sparse.at("c");
-    const eddy::DenseTensor& d = m.dense.at("d");
+    const model_store::SparseRows& rows = m.sparse.at("c");
+    const eddy::model_store::DenseTensor& d = m.dense.at("d");
     ASSERT_EQ(d.values.size(), static_cast<size_t>(c.workers));
     double sum = 0;
     for (const auto& p : m.manifest.positions()) {
@@ -193,9 +193,9 @@ INSTANTIATE_TEST_SUITE_P(Policies, CutTest,
 
 // A cluster of one worker over a table of counters (SGD, lr 1, zeros) whose
 // versions go to `dir` and are collected by `versions`; `more` adjusts the rest.
-testing::LocalClusterOptions OneWorkerOptions(int servers, const std::string& dir,
-                                              Versions* versions,
-                                              std::function<void(scheduler::SchedulerOptions*)> more) {
+testing::LocalClusterOptions OneWorkerOptions(
+    int servers, const std::string& dir, Versions* versions,
+    std::function<void(scheduler::SchedulerOptions*)> more) {
   testing::LocalClusterOptions o;
   o.num_servers = servers;
   o.num_workers = 1;
@@ -230,7 +230,7 @@ TEST(VersionsTest, AFailedWriteLeavesNoVersionAndTheJobGoesOn) {
   const auto v = versions.all()[0];
   EXPECT_FALSE(v.ok);
   EXPECT_NE(v.error.find("No space left"), std::string::npos) << v.error;
-  auto listed = ListVersions(dir.path());
+  auto listed = model_store::ListVersions(dir.path());
   ASSERT_TRUE(listed.ok());
   EXPECT_TRUE(listed->empty());
   // Training goes on after the failure.
@@ -292,14 +292,14 @@ TEST(VersionsTest, EvictedRowsLeaveTheChainThroughTombstones) {
   for (const auto& v : versions.all()) {
     ASSERT_TRUE(v.ok) << v.error;
     evicted += v.evicted;
-    auto reader = VersionReader::Open(v.dir);
+    auto reader = model_store::VersionReader::Open(v.dir);
     ASSERT_TRUE(reader.ok());
     for (const auto& f : reader->manifest().files()) tombstones += f.tombstones();
   }
   EXPECT_EQ(evicted, old_keys.size());
   EXPECT_EQ(tombstones, old_keys.size());
-  auto first = Materialize(dir.path(), versions.all().front().version);
-  auto last = Materialize(dir.path(), versions.all().back().version);
+  auto first = model_store::Materialize(dir.path(), versions.all().front().version);
+  auto last = model_store::Materialize(dir.path(), versions.all().back().version);
   ASSERT_TRUE(first.ok() && last.ok());
   EXPECT_EQ(first->sparse.at("c").size(), 100u);
   EXPECT_EQ(last->sparse.at("c").size(), 50u);

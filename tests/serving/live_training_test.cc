@@ -9,7 +9,7 @@
 #include <mutex>
 #include <thread>
 
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 #include "models/ctr_model.h"
 #include "serving/replica.h"
 #include "serving/serve_client.h"
@@ -49,8 +49,8 @@ TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
     so->serve_port = 0;
     so->full_every = 3;
     so->snapshot_at_end = false;
-    so->version_attributes = {{"model", "lr"},    {"num_fields", "2"}, {"dense_dim", "0"},
-                              {"emb_dim", "0"},   {"hidden", ""},      {"format", "libsvm"},
+    so->version_attributes = {{"model", "lr"},        {"num_fields", "2"}, {"dense_dim", "0"},
+                              {"emb_dim", "0"},       {"hidden", ""},      {"format", "libsvm"},
                               {"sparse_table", "emb"}};
     so->on_version = [&](const scheduler::VersionSummary& v) {
       std::lock_guard lock(mu);
@@ -96,9 +96,9 @@ TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
       ASSERT_TRUE(committed.back().ok) << committed.back().error;
     }
     const uint64_t version = committed.back().version;
-    ASSERT_TRUE(replica.WaitFor(
-        [&](const proto::ServeStatus& s) { return s.current_version() >= version; },
-        std::chrono::seconds(30)))
+    ASSERT_TRUE(
+        replica.WaitFor([&](const proto::ServeStatus& s) { return s.current_version() >= version; },
+                        std::chrono::seconds(30)))
         << replica.status().DebugString();
     auto p = client.Predict(rows);
     ASSERT_TRUE(p.ok()) << p.status();

@@ -10,7 +10,7 @@
 #include <thread>
 
 #include "common/message.h"
-#include "scheduler/version_service.h"
+#include "model_store/version_service.h"
 #include "serving/serve_client.h"
 #include "tests/serving/serving_test_util.h"
 #include "worker/data/row.h"
@@ -33,11 +33,11 @@ uint64_t Id(uint32_t field, uint64_t index) { return worker::FeatureId(field, in
 class ReplicaTest : public ::testing::Test {
  protected:
   void StartService() {
-    VersionServiceOptions o;
+    model_store::VersionServiceOptions o;
     o.root = root_.path();
     o.chunk_bytes = 256;  // many chunks per file
     o.scan_interval = std::chrono::milliseconds(20);
-    service_ = std::make_unique<VersionService>(context_, o);
+    service_ = std::make_unique<model_store::VersionService>(context_, o);
     auto endpoint = service_->Bind();
     ASSERT_TRUE(endpoint.ok()) << endpoint.status();
     service_endpoint_ = *endpoint;
@@ -70,8 +70,7 @@ class ReplicaTest : public ::testing::Test {
     if (service_thread_.joinable()) service_thread_.join();
   }
   bool WaitCurrent(uint64_t v) {
-    return replica_->WaitFor([v](const ServeStatus& s) { return s.current_version() == v; },
-                             kWait);
+    return replica_->WaitFor([v](const ServeStatus& s) { return s.current_version() == v; }, kWait);
   }
   bool WaitRefused(uint64_t n) {
     return replica_->WaitFor([n](const ServeStatus& s) { return s.versions_refused() >= n; },
@@ -79,7 +78,8 @@ class ReplicaTest : public ::testing::Test {
   }
   // Moves version `v` from `staging` into the served root (an atomic rename).
   void Publish(const TempDir& staging, uint64_t v) {
-    fs::rename(staging.path() + "/" + VersionDirName(v), root_.path() + "/" + VersionDirName(v));
+    fs::rename(staging.path() + "/" + model_store::VersionDirName(v),
+               root_.path() + "/" + model_store::VersionDirName(v));
     service_->Notify();
   }
   // A staging root holding copies of the served versions, to write versions
@@ -90,7 +90,7 @@ class ReplicaTest : public ::testing::Test {
 
   TempDir root_, cache_;
   zmq::context_t context_;
-  std::unique_ptr<VersionService> service_;
+  std::unique_ptr<model_store::VersionService> service_;
   std::string service_endpoint_;
   std::jthread service_thread_;
   std::unique_ptr<Replica> replica_;
@@ -125,13 +125,13 @@ VersionContent RandomContent(const TestModel& m, const std::vector<uint64_t>& ke
 // Materialize + CtrModel::Forward (one feature per field, weight 1).
 std::vector<float> Direct(const std::string& root, uint64_t version, const TestModel& m,
                           const std::vector<std::vector<std::pair<uint32_t, uint64_t>>>& rows) {
-  auto model = Materialize(root, version);
+  auto model = model_store::Materialize(root, version);
   EXPECT_TRUE(model.ok()) << model.status();
   auto ctr = models::CtrModel::Create(m.Options());
   const size_t f = static_cast<size_t>(m.num_fields), k = static_cast<size_t>(m.emb_dim);
   const size_t b = rows.size();
   std::vector<float> emb(b * f * k, 0), linear(b * f, 0), mask(b * f, 0), probs(b);
-  const SparseRows& table = model->sparse.at("emb");
+  const model_store::SparseRows& table = model->sparse.at("emb");
   for (size_t r = 0; r < b; ++r) {
     for (auto [field, index] : rows[r]) {
       mask[r * f + field] = 1;
@@ -215,9 +215,7 @@ class UniformReplicaTest : public ReplicaTest {
     for (uint32_t field = 0; field < kFields; ++field)
       for (uint64_t i = 0; i < 10; ++i) keys_.push_back(Id(field, i));
   }
-  VersionContent Content(uint64_t v) const {
-    return testing::UniformContent(m_, keys_, Value(v));
-  }
+  VersionContent Content(uint64_t v) const { return testing::UniformContent(m_, keys_, Value(v)); }
   void Write(uint64_t v, uint64_t parent) {
     testing::WriteVersion(root_.path(), m_, v, parent, Content(v));
   }
@@ -262,7 +260,7 @@ TEST_F(UniformReplicaTest, CorruptedVersionIsRefusedAndTheOldOneKeepsServing) {
   CopyServedInto(staging);
   WriteIn(staging, 2, 1);
   WriteIn(staging, 3, 2);
-  testing::CorruptFirstDataFile(staging.path() + "/" + VersionDirName(2));
+  testing::CorruptFirstDataFile(staging.path() + "/" + model_store::VersionDirName(2));
   Publish(staging, 2);
   ASSERT_TRUE(WaitRefused(1));
   ServeStatus s = replica_->status();
@@ -325,7 +323,8 @@ TEST_F(UniformReplicaTest, PinRollbackAndUnpin) {
   EXPECT_EQ(PredictChecked(*client_), 2u);
   Write(4, 3);
   service_->Notify();
-  ASSERT_TRUE(replica_->WaitFor([](const ServeStatus& s) { return s.newest_version() == 4; }, kWait));
+  ASSERT_TRUE(
+      replica_->WaitFor([](const ServeStatus& s) { return s.newest_version() == 4; }, kWait));
   EXPECT_EQ(PredictChecked(*client_), 2u);
   // A request for a cached version that is not served.
   auto v4 = client_->Predict(std::vector<std::string>{kRow}, 4);

@@ -14,14 +14,13 @@
 #include <string>
 #include <vector>
 
-#include "common/model_format.h"
-#include "tests/testing/temp_dir.h"
+#include "model_store/model_format.h"
 #include "models/ctr_model.h"
+#include "tests/testing/temp_dir.h"
 
 namespace eddy::testing {
 
 namespace fs = std::filesystem;
-
 
 // A model description as manifest attributes (libffm rows).
 struct TestModel {
@@ -44,12 +43,9 @@ struct TestModel {
   }
   uint32_t row_dim() const { return 1 + static_cast<uint32_t>(Options().emb_dim); }
   std::map<std::string, std::string> Attributes() const {
-    return {{"model", model},
-            {"emb_dim", std::to_string(Options().emb_dim)},
-            {"hidden", hidden},
-            {"num_fields", std::to_string(num_fields)},
-            {"dense_dim", "0"},
-            {"format", "libffm"},
+    return {{"model", model},       {"emb_dim", std::to_string(Options().emb_dim)},
+            {"hidden", hidden},     {"num_fields", std::to_string(num_fields)},
+            {"dense_dim", "0"},     {"format", "libffm"},
             {"sparse_table", "emb"}};
   }
 };
@@ -65,10 +61,10 @@ struct VersionContent {
 // Writes and commits `version` (a delta of `parent`, or full if parent == 0).
 inline void WriteVersion(const std::string& root, const TestModel& m, uint64_t version,
                          uint64_t parent, const VersionContent& c) {
-  auto w = VersionWriter::Begin(root, version, parent, /*serving=*/true,
-                                proto::Manifest::ENCODING_FLOAT32, {.sync = false});
+  auto w = model_store::VersionWriter::Begin(root, version, parent, /*serving=*/true,
+                                             proto::Manifest::ENCODING_FLOAT32, {.sync = false});
   ASSERT_TRUE(w.ok()) << w.status();
-  SparseShard s;
+  model_store::SparseShard s;
   s.table = "emb";
   s.dim = m.row_dim();
   for (const auto& [k, v] : c.rows) {
@@ -77,22 +73,22 @@ inline void WriteVersion(const std::string& root, const TestModel& m, uint64_t v
   }
   s.tombstones = c.tombstones;
   ASSERT_TRUE(w->AddSparse(s).ok());
-  VersionInfo info;
-  TableSchema t;
+  model_store::VersionInfo info;
+  model_store::TableSchema t;
   t.set_name("emb");
   t.set_dim(m.row_dim());
   info.tables.push_back(t);
   auto ctr = models::CtrModel::Create(m.Options());
   ASSERT_TRUE(ctr.ok()) << ctr.status();
   for (const auto& p : (*ctr)->dense_params()) {
-    TableSchema d;
+    model_store::TableSchema d;
     d.set_name(p.name);
     d.set_dense(true);
     for (int64_t x : p.shape) d.add_shape(static_cast<uint64_t>(x));
     info.tables.push_back(d);
     auto it = c.dense.find(p.name);
     if (it == c.dense.end()) continue;  // unchanged in a delta
-    DenseSlice slice;
+    model_store::DenseSlice slice;
     slice.table = p.name;
     slice.values = it->second;
     ASSERT_TRUE(w->AddDense(slice).ok());
@@ -116,7 +112,7 @@ inline VersionContent UniformContent(const TestModel& m, const std::vector<uint6
 
 // Flips one byte in the middle of the first data file of the version in `dir`.
 inline void CorruptFirstDataFile(const std::string& dir) {
-  auto reader = VersionReader::Open(dir);
+  auto reader = model_store::VersionReader::Open(dir);
   ASSERT_TRUE(reader.ok()) << reader.status();
   const std::string path = dir + "/" + reader->manifest().files(0).path();
   std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);

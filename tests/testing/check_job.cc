@@ -15,7 +15,7 @@
 #include <random>
 
 #include "common/partition.h"
-#include "scheduler/job_flags.h"
+#include "job/job_flags.h"
 
 DEFINE_int32(check_keys, 2000, "Number of distinct keys.");
 DEFINE_int32(check_pushes, 400, "Pushes per worker.");
@@ -217,20 +217,20 @@ Status Summarize(const std::vector<std::string>& raw) {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Checks exactly-once application of acknowledged pushes on a real cluster.");
-  eddy::scheduler::ParseFlags(&argc, &argv);
+  eddy::job::ParseFlags(&argc, &argv);
   google::InitGoogleLogging(argv[0]);
   FLAGS_logtostderr = true;
   std::string tables =
       "counts:dim=2,opt=sgd,lr=1;dense_counts:shape=" + std::to_string(FLAGS_check_dense) +
       ",opt=sgd,lr=1";
   gflags::SetCommandLineOption("tables", tables.c_str());
-  auto options = eddy::scheduler::JobOptionsFromFlags();
+  auto options = eddy::job::JobOptionsFromFlags();
   if (!options.ok()) {
     LOG(ERROR) << options.status();
     return 1;
   }
-  eddy::scheduler::WorkerProgram program;
+  eddy::job::WorkerProgram program;
   program.run = eddy::RunWorker;
   program.summarize = eddy::Summarize;
-  return eddy::scheduler::RunJob(std::move(options).value(), program);
+  return eddy::job::RunJob(std::move(options).value(), program);
 }

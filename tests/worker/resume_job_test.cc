@@ -5,7 +5,7 @@
 #include <fstream>
 #include <regex>
 
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 #include "tests/worker/train_job_fixture.h"
 
 namespace eddy {
@@ -15,17 +15,17 @@ class ResumeJobTest : public TrainJobTest {
  protected:
   std::vector<std::string> Job(const std::string& data, const std::string& policy) {
     std::vector<std::string> flags = kSmallModel;
-    flags.insert(flags.end(), {"--local", "--num_workers=2", "--num_servers=2",
-                               "--data=" + data, "--policy=" + policy, "--batch_size=100"});
+    flags.insert(flags.end(), {"--local", "--num_workers=2", "--num_servers=2", "--data=" + data,
+                               "--policy=" + policy, "--batch_size=100"});
     return flags;
   }
   static uint64_t Newest(const std::string& root) {
-    auto v = ListVersions(root);
+    auto v = model_store::ListVersions(root);
     EXPECT_TRUE(v.ok() && !v->empty()) << root;
     return v.ok() && !v->empty() ? v->back() : 0;
   }
   static uint64_t PositionSum(const std::string& root, uint64_t version) {
-    auto r = VersionReader::Open(root + "/" + VersionDirName(version));
+    auto r = model_store::VersionReader::Open(root + "/" + model_store::VersionDirName(version));
     EXPECT_TRUE(r.ok()) << r.status();
     uint64_t sum = 0;
     if (r.ok()) {
@@ -47,10 +47,11 @@ class ResumeJobTest : public TrainJobTest {
   }
 };
 
-void ExpectSameModel(const MaterializedModel& a, const MaterializedModel& b) {
+void ExpectSameModel(const model_store::MaterializedModel& a,
+                     const model_store::MaterializedModel& b) {
   ASSERT_EQ(a.sparse.size(), b.sparse.size());
   for (const auto& [name, rows] : a.sparse) {
-    const SparseRows& other = b.sparse.at(name);
+    const model_store::SparseRows& other = b.sparse.at(name);
     ASSERT_EQ(rows.size(), other.size()) << name;
     for (uint64_t key : rows.keys()) {
       auto v = rows.Find(key), w = other.Find(key);
@@ -89,8 +90,8 @@ TEST_F(ResumeJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   auto [c3, o3] = Train(b);
   ASSERT_EQ(c3, 0) << o3;
   EXPECT_NE(o3.find("skipped the 5,000 rows"), std::string::npos) << o3;
-  auto m1 = Materialize(whole, Newest(whole));
-  auto m2 = Materialize(second, Newest(second));
+  auto m1 = model_store::Materialize(whole, Newest(whole));
+  auto m2 = model_store::Materialize(second, Newest(second));
   ASSERT_TRUE(m1.ok() && m2.ok());
   EXPECT_GT(m1->sparse.at("emb").size(), 100u);
   ExpectSameModel(*m1, *m2);
@@ -108,7 +109,7 @@ TEST_F(ResumeJobTest, AspResumeFromAVersionCutMidTrainingTrainsEveryRowOnce) {
                      "--progress_interval_ms=20"});
   auto [c1, o1] = Train(a);
   ASSERT_EQ(c1, 0) << o1;
-  auto versions = ListVersions(first);
+  auto versions = model_store::ListVersions(first);
   ASSERT_TRUE(versions.ok());
   ASSERT_GE(versions->size(), 2u) << o1;
   // The first version that has rows but not all of them: cut mid-training.
@@ -123,7 +124,7 @@ TEST_F(ResumeJobTest, AspResumeFromAVersionCutMidTrainingTrainsEveryRowOnce) {
   ASSERT_NE(mid, 0u) << "no version was cut mid-training";
   auto b = flags;
   b.insert(b.end(), {"--model_dir=" + second, "--metrics_out=" + metrics,
-                     "--resume_from=" + first + "/" + VersionDirName(mid)});
+                     "--resume_from=" + first + "/" + model_store::VersionDirName(mid)});
   auto [c2, o2] = Train(b);
   ASSERT_EQ(c2, 0) << o2;
   auto [rows, skipped] = FinalRows(metrics);
@@ -159,16 +160,18 @@ TEST_F(ResumeJobTest, BadVersionsAndFlagsAreRefusedWithWhatToDo) {
   for (const Case& c : cases) {
     auto f = flags;
     f.insert(f.end(), c.extra.begin(), c.extra.end());
-    if (c.extra[0] == "--resume_from=" + root) f.erase(std::find(f.begin(), f.end(), "--num_workers=2"));
+    if (c.extra[0] == "--resume_from=" + root)
+      f.erase(std::find(f.begin(), f.end(), "--num_workers=2"));
     auto [code, out] = Train(f);
     EXPECT_NE(code, 0) << c.extra[0];
     EXPECT_NE(out.find(c.message), std::string::npos) << c.extra[0] << ": " << out;
   }
 
   // A corrupted data file: refused, naming the file.
-  auto reader = VersionReader::Open(root + "/" + VersionDirName(v));
+  auto reader = model_store::VersionReader::Open(root + "/" + model_store::VersionDirName(v));
   ASSERT_TRUE(reader.ok());
-  const std::string file = root + "/" + VersionDirName(v) + "/" + reader->manifest().files(0).path();
+  const std::string file =
+      root + "/" + model_store::VersionDirName(v) + "/" + reader->manifest().files(0).path();
   {
     std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
     f.seekp(100);

@@ -15,7 +15,6 @@
 #include "worker/dedup.h"
 #include "worker/generator/generator.h"
 #include "worker/metrics/auc.h"
-#include "worker/train_progress.h"
 
 namespace eddy::worker {
 namespace {
@@ -279,33 +278,6 @@ TEST(TrainerStatsTest, RoundTripsMergesAndRejectsGarbage) {
   EXPECT_FALSE(TrainerStats::Parse(bytes.substr(0, bytes.size() - 1)).ok());
   EXPECT_FALSE(TrainerStats::Parse("garbage").ok());
   EXPECT_FALSE(TrainerStats::Parse(bytes + "x").ok());
-}
-
-TEST(TrainProgressTest, MergesWorkersAndWritesJson) {
-  TrainerStats a, b;
-  a.rows = 100;
-  a.seconds = 2;
-  b.rows = 300;
-  b.seconds = 4;
-  for (int i = 0; i < 100; ++i) a.metrics.Add(i % 2 ? 0.8f : 0.3f, static_cast<float>(i % 2));
-  std::string ra, rb;
-  a.AppendTo(&ra);
-  b.AppendTo(&rb);
-  const auto start = SteadyClock::now();
-  TrainProgress progress(3, start);
-  EXPECT_FALSE(progress.Update({"", "", ""}, start));
-  ASSERT_TRUE(progress.Update({ra, "", "not stats"}, start + std::chrono::seconds(1)));
-  EXPECT_EQ(progress.reporting_workers(), 1);
-  EXPECT_EQ(progress.bad_reports(), 1u);
-  ASSERT_TRUE(progress.Update({ra, rb, ""}, start + std::chrono::seconds(2)));
-  EXPECT_EQ(progress.total().rows, 400u);
-  EXPECT_DOUBLE_EQ(progress.recent_rows_per_s(), 300.0);
-  EXPECT_DOUBLE_EQ(progress.rows_per_s(), 100.0);  // 400 rows / slowest worker's 4 s
-  const std::string json = progress.JsonLine(false);
-  EXPECT_NE(json.find("\"rows\":400"), std::string::npos) << json;
-  EXPECT_NE(json.find("\"auc\":1"), std::string::npos) << json;
-  EXPECT_NE(progress.Line().find("400 rows"), std::string::npos) << progress.Line();
-  EXPECT_NE(progress.Line().find("2/3 workers"), std::string::npos) << progress.Line();
 }
 
 TEST(ModelTablesTest, OneSparseTableAndOneDenseTensorPerParameter) {

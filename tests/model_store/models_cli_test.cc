@@ -14,10 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 #include "tests/testing/subprocess.h"
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 using testing::Subprocess;
@@ -301,12 +301,12 @@ TEST_F(ModelsCliTest, BadFlagsAndUnknownVersionsAreExplained) {
   EXPECT_NE(r.output.find("is the job running"), std::string::npos) << r.output;
   r = Models({"--help"});
   EXPECT_EQ(r.code, 0);
-  for (const char* words : {"list", "show", "verify", "pin", "unpin", "delete", "export", "prune",
-                            "snapshot", "--scheduler",
-                            "--model_dir", "--version", "--encoding", "--keep_full"}) {
+  for (const char* words :
+       {"list", "show", "verify", "pin", "unpin", "delete", "export", "prune", "snapshot",
+        "--scheduler", "--model_dir", "--version", "--encoding", "--keep_full"}) {
     EXPECT_NE(r.output.find(words), std::string::npos) << words;
   }
 }
 
 }  // namespace
-}  // namespace eddy
+}  // namespace eddy::model_store

@@ -7,8 +7,8 @@
 // members of a writer or reader need external synchronisation. Free functions
 // are thread-compatible; at most one process writes a given root, while pins,
 // DeleteVersion and ApplyRetention may come from others (they lock the root).
-#ifndef EDDY_COMMON_MODEL_FORMAT_H_
-#define EDDY_COMMON_MODEL_FORMAT_H_
+#ifndef EDDY_MODEL_STORE_MODEL_FORMAT_H_
+#define EDDY_MODEL_STORE_MODEL_FORMAT_H_
 
 #include <chrono>
 #include <cstdint>
@@ -25,7 +25,7 @@
 #include "common/proto/model.pb.h"
 #include "common/status.h"
 
-namespace eddy {
+namespace eddy::model_store {
 
 // Format version written into manifests and data file headers. Readers refuse
 // anything newer.
@@ -352,6 +352,6 @@ uint16_t FloatToHalf(float f);
 float HalfToFloat(uint16_t h);
 }  // namespace internal
 
-}  // namespace eddy
+}  // namespace eddy::model_store
 
-#endif  // EDDY_COMMON_MODEL_FORMAT_H_
+#endif  // EDDY_MODEL_STORE_MODEL_FORMAT_H_

@@ -1,17 +1,17 @@
 // VersionService over loopback: LIST, chunked FETCH with CRCs, WATCH answered on
 // a commit or at its timeout, and garbage requests refused while serving goes on.
-#include "scheduler/version_service.h"
+#include "model_store/version_service.h"
 
 #include <gtest/gtest.h>
 
 #include <thread>
 
-#include "common/crc32c.h"
 #include "common/message.h"
 #include "common/proto/serving.pb.h"
+#include "model_store/crc32c.h"
 #include "tests/serving/serving_test_util.h"
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 using testing::TempDir;
@@ -196,4 +196,4 @@ TEST_F(VersionServiceTest, RefusesGarbageAndTraversalAndKeepsServing) {
 }
 
 }  // namespace
-}  // namespace eddy
+}  // namespace eddy::model_store

@@ -1,15 +1,15 @@
-#include "scheduler/job_flags.h"
+#include "job/job_flags.h"
 
 #include <gflags/gflags.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <algorithm>
 #include <filesystem>
 #include <map>
 
-#include "common/model_format.h"
 #include "common/table_config.h"
+#include "model_store/model_format.h"
 
 DECLARE_bool(help);  // defined by gflags
 
@@ -91,12 +91,12 @@ DEFINE_string(resume_from, "",
 DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
-namespace eddy::scheduler {
+namespace eddy::job {
 
 namespace {
 
 // "30s", "500ms", "5m", "2h" -> interval; "1000000rows" -> rows; "0" -> neither.
-Status ParseSnapshotEvery(const std::string& v, SchedulerOptions* o) {
+Status ParseSnapshotEvery(const std::string& v, scheduler::SchedulerOptions* o) {
   auto bad = [&]() {
     return InvalidArgumentError("--snapshot_every='" + v +
                                 "': use a duration (30s, 500ms, 5m, 1h), a row count "
@@ -134,7 +134,7 @@ Status ParseSnapshotEvery(const std::string& v, SchedulerOptions* o) {
 
 // --resume_from: a version directory, a model root (newest version) or a number
 // inside --model_dir.
-Status ParseResumeFrom(const std::string& v, SchedulerOptions* o) {
+Status ParseResumeFrom(const std::string& v, scheduler::SchedulerOptions* o) {
   if (v.empty()) return OkStatus();
   std::string root;
   uint64_t version = 0;
@@ -147,7 +147,7 @@ Status ParseResumeFrom(const std::string& v, SchedulerOptions* o) {
     root = FLAGS_model_dir;
     version = std::stoull(v);
   } else if (std::filesystem::exists(std::filesystem::path(v) / "manifest.pb")) {
-    ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(v));
+    ASSIGN_OR_RETURN(model_store::VersionReader reader, model_store::VersionReader::Open(v));
     version = reader.version();
     std::filesystem::path dir = std::filesystem::path(v).lexically_normal();
     if (!dir.has_filename()) dir = dir.parent_path();
@@ -155,15 +155,17 @@ Status ParseResumeFrom(const std::string& v, SchedulerOptions* o) {
     if (root.empty()) root = ".";
   } else {
     root = v;
-    auto versions = ListVersions(root);
+    auto versions = model_store::ListVersions(root);
     if (!versions.ok()) return versions.status().WithContext("--resume_from");
     if (versions->empty()) {
       return NotFoundError("--resume_from=" + v + ": no committed version in this directory");
     }
     version = versions->back();
   }
-  RETURN_IF_ERROR(ResolveChain(root, version).status().WithContext("--resume_from"));
-  ASSIGN_OR_RETURN(VersionReader reader, VersionReader::Open(root + "/" + VersionDirName(version)));
+  RETURN_IF_ERROR(model_store::ResolveChain(root, version).status().WithContext("--resume_from"));
+  ASSIGN_OR_RETURN(
+      model_store::VersionReader reader,
+      model_store::VersionReader::Open(root + "/" + model_store::VersionDirName(version)));
   if (reader.manifest().serving()) {
     return InvalidArgumentError("--resume_from: version " + std::to_string(version) +
                                 " is a serving export without optimizer state; resume from a "
@@ -189,18 +191,17 @@ Status ParseResumeFrom(const std::string& v, SchedulerOptions* o) {
   return OkStatus();
 }
 
-
 // Maps --policy onto the staleness bound and the aggregation of pushes, refusing
 // contradictory combinations with what to change.
-Status ApplyPolicy(const std::string& policy, SchedulerOptions* options) {
+Status ApplyPolicy(const std::string& policy, scheduler::SchedulerOptions* options) {
   const bool staleness_set = !gflags::GetCommandLineFlagInfoOrDie("staleness").is_default;
   const bool aggregate_set = !gflags::GetCommandLineFlagInfoOrDie("aggregate").is_default;
   if (policy.empty()) return OkStatus();
   if (policy == "asp") {
     if (staleness_set && options->staleness != -1) {
-      return InvalidArgumentError("--policy=asp never waits, but --staleness=" +
-                                  std::to_string(options->staleness) +
-                                  " bounds it: drop --staleness or use --policy=ssp");
+      return InvalidArgumentError(
+          "--policy=asp never waits, but --staleness=" + std::to_string(options->staleness) +
+          " bounds it: drop --staleness or use --policy=ssp");
     }
     if (aggregate_set && options->aggregate != "none") {
       return InvalidArgumentError("--policy=asp applies pushes at once; --aggregate=" +
@@ -225,9 +226,9 @@ Status ApplyPolicy(const std::string& policy, SchedulerOptions* options) {
   }
   if (policy == "bsp") {
     if (staleness_set && options->staleness != 0) {
-      return InvalidArgumentError("--policy=bsp is staleness 0; --staleness=" +
-                                  std::to_string(options->staleness) +
-                                  " contradicts it (use --policy=ssp for a bound s > 0)");
+      return InvalidArgumentError(
+          "--policy=bsp is staleness 0; --staleness=" + std::to_string(options->staleness) +
+          " contradicts it (use --policy=ssp for a bound s > 0)");
     }
     options->staleness = 0;
     if (!aggregate_set || options->aggregate == "none") options->aggregate = "mean";
@@ -252,8 +253,7 @@ void ParseFlags(int* argc, char*** argv) {
     std::map<std::string, std::vector<const gflags::CommandLineFlagInfo*>> by_file;
     // Eddy's flags are those defined in files of this source tree.
     const std::string self = __FILE__;
-    const std::string root =
-        self.substr(0, self.size() - std::string("scheduler/job_flags.cc").size());
+    const std::string root = self.substr(0, self.size() - std::string("job/job_flags.cc").size());
     for (const auto& f : flags) {
       if (f.filename.rfind(root, 0) == 0) by_file[f.filename.substr(root.size())].push_back(&f);
     }
@@ -294,7 +294,7 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   if (FLAGS_registration_timeout_s <= 0)
     return InvalidArgumentError("--registration_timeout_s must be > 0");
 
-  SchedulerOptions& s = o.scheduler_options;
+  scheduler::SchedulerOptions& s = o.scheduler_options;
   s.bind_host = FLAGS_bind;
   s.port = FLAGS_port;
   s.num_servers = FLAGS_num_servers;
@@ -323,7 +323,8 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   if (s.serve_port > 65535) return InvalidArgumentError("--serve_port must be in [-1, 65535]");
   s.evict_after_versions = FLAGS_evict_after_versions;
   if (s.evict_after_versions > 0 && s.model_dir.empty()) {
-    return InvalidArgumentError("--evict_after_versions counts model versions: it needs --model_dir");
+    return InvalidArgumentError(
+        "--evict_after_versions counts model versions: it needs --model_dir");
   }
   // Only the scheduler reads the version; the others learn it from the cluster view.
   if (o.mode != LaunchMode::kServer && o.mode != LaunchMode::kWorker) {
@@ -342,4 +343,4 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   return o;
 }
 
-}  // namespace eddy::scheduler
+}  // namespace eddy::job

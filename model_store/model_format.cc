@@ -1,4 +1,4 @@
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 
 #include <fcntl.h>
 #include <google/protobuf/io/coded_stream.h>
@@ -24,10 +24,10 @@
 #include <type_traits>
 #include <utility>
 
-#include "common/crc32c.h"
 #include "common/mutex.h"
+#include "model_store/crc32c.h"
 
-namespace eddy {
+namespace eddy::model_store {
 
 static_assert(std::endian::native == std::endian::little,
               "model files are little-endian and written from memory as is");
@@ -2275,4 +2275,4 @@ Status ExportForServing(const std::string& src_root, uint64_t version, const std
   return OkStatus();
 }
 
-}  // namespace eddy
+}  // namespace eddy::model_store

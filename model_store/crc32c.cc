@@ -1,8 +1,8 @@
-#include "common/crc32c.h"
+#include "model_store/crc32c.h"
 
 #include <array>
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 constexpr uint32_t kPolynomial = 0x82F63B78u;  // Castagnoli, bit-reflected
@@ -49,4 +49,4 @@ uint32_t Crc32cExtend(uint32_t crc, std::span<const std::byte> data) {
   return ~c;
 }
 
-}  // namespace eddy
+}  // namespace eddy::model_store

@@ -18,8 +18,8 @@
 #include <vector>
 
 #include "common/message.h"
-#include "common/model_format.h"
 #include "common/net.h"
+#include "model_store/model_format.h"
 
 // gflags owns a built-in --version flag, so the version number is the flag
 // --model_version; main() rewrites --version=N to it before parsing.
@@ -45,7 +45,7 @@ DEFINE_bool(materialize, false,
             "verify: also decode every file and apply the chain (catches what checksums "
             "cannot, e.g. a manifest that disagrees with a file header).");
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 namespace fs = std::filesystem;
@@ -780,16 +780,16 @@ void RewriteVersionFlag(int argc, char** argv, std::vector<std::string>* storage
 }
 
 }  // namespace
-}  // namespace eddy
+}  // namespace eddy::model_store
 
 int main(int argc, char** argv) {
   std::vector<std::string> rewritten;
-  eddy::RewriteVersionFlag(argc, argv, &rewritten);
+  eddy::model_store::RewriteVersionFlag(argc, argv, &rewritten);
   gflags::SetUsageMessage("eddy_models <command> --model_dir=DIR [flags]; see --help");
   gflags::ParseCommandLineNonHelpFlags(&argc, &argv, /*remove_flags=*/true);
   std::string help;
   if (gflags::GetCommandLineOption("help", &help) && help == "true") {
-    eddy::PrintUsage();
+    eddy::model_store::PrintUsage();
     return 0;
   }
   gflags::HandleCommandLineHelpFlags();  // --helpfull and friends
@@ -800,9 +800,9 @@ int main(int argc, char** argv) {
       std::fprintf(stderr,
                    "eddy_models: error: no command given (list, show, verify, pin, unpin, "
                    "delete, export, prune); eddy_models --help explains them\n");
-      return eddy::kExitUsage;
+      return eddy::model_store::kExitUsage;
     }
-    eddy::PrintUsage();
+    eddy::model_store::PrintUsage();
     return 0;
   }
   if (argc > 2) {
@@ -810,12 +810,12 @@ int main(int argc, char** argv) {
                  "eddy_models: error: unexpected argument '%s' (one command at a time; "
                  "flags are --name=value)\n",
                  argv[2]);
-    return eddy::kExitUsage;
+    return eddy::model_store::kExitUsage;
   }
   const std::string command = argv[1];
-  if (auto failure = eddy::Run(command)) {
+  if (auto failure = eddy::model_store::Run(command)) {
     std::fprintf(stderr, "eddy_models %s: error: %s\n", command.c_str(), failure->message.c_str());
-    if (failure->code == eddy::kExitUsage) {
+    if (failure->code == eddy::model_store::kExitUsage) {
       std::fprintf(stderr, "(eddy_models --help lists commands and flags)\n");
     }
     return failure->code;

@@ -1,4 +1,4 @@
-#include "common/model_format.h"
+#include "model_store/model_format.h"
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -12,9 +12,9 @@
 #include <random>
 #include <thread>
 
-#include "common/crc32c.h"
+#include "model_store/crc32c.h"
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 namespace fs = std::filesystem;
@@ -1188,4 +1188,4 @@ TEST(SparseRowsTest, UpsertEraseFind) {
 }
 
 }  // namespace
-}  // namespace eddy
+}  // namespace eddy::model_store

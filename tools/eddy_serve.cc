@@ -11,10 +11,9 @@
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
-#include <thread>
-
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "serving/replica.h"
 #include "serving/serve_client.h"
@@ -28,8 +27,9 @@ DEFINE_string(model_dir, "",
               "place and rescanned for new versions. Give this or --scheduler.");
 DEFINE_string(bind, "127.0.0.1",
               "Address the prediction socket binds to (0.0.0.0 for every interface).");
-DEFINE_int32(port, 0, "Port of the prediction socket (ZeroMQ ROUTER; REQ and DEALER clients); 0: "
-                      "an ephemeral port, printed at start.");
+DEFINE_int32(port, 0,
+             "Port of the prediction socket (ZeroMQ ROUTER; REQ and DEALER clients); 0: "
+             "an ephemeral port, printed at start.");
 DEFINE_string(cache_dir, "",
               "Where fetched versions are written (with --scheduler). Empty: a fresh temporary "
               "directory, removed at exit.");

@@ -3,8 +3,8 @@
 // docs/protocol.md "Serving"), so serving replicas need no shared filesystem.
 // Thread-safety: Bind and Run are called by one thread (Run owns the socket);
 // Stop, Notify and stats() may be called from any thread.
-#ifndef EDDY_SCHEDULER_VERSION_SERVICE_H_
-#define EDDY_SCHEDULER_VERSION_SERVICE_H_
+#ifndef EDDY_MODEL_STORE_VERSION_SERVICE_H_
+#define EDDY_MODEL_STORE_VERSION_SERVICE_H_
 
 #include <atomic>
 #include <chrono>
@@ -16,16 +16,16 @@
 #include <zmq.hpp>
 
 #include "common/message.h"
-#include "common/proto/model.pb.h"
 #include "common/net.h"
+#include "common/proto/model.pb.h"
 #include "common/status.h"
 
-namespace eddy {
+namespace eddy::model_store {
 
 struct VersionServiceOptions {
   std::string root;  // the directory holding v<12 digits>/ version directories
   std::string bind_host = "127.0.0.1";
-  int port = 0;  // 0: an ephemeral port
+  int port = 0;                              // 0: an ephemeral port
   uint64_t chunk_bytes = uint64_t{1} << 20;  // largest VERSION_FETCH chunk
   // The root is rescanned this often (and at once on Notify()).
   std::chrono::milliseconds scan_interval{50};
@@ -92,11 +92,11 @@ class VersionService {
     proto::Manifest manifest;
   };
   std::map<uint64_t, Committed> versions_;  // committed versions under the root
-  std::map<uint64_t, bool> unreadable_;       // versions whose manifest did not open (logged once)
+  std::map<uint64_t, bool> unreadable_;     // versions whose manifest did not open (logged once)
   std::vector<Watcher> watchers_;
   SteadyClock::time_point next_scan_{};
 };
 
-}  // namespace eddy
+}  // namespace eddy::model_store
 
-#endif  // EDDY_SCHEDULER_VERSION_SERVICE_H_
+#endif  // EDDY_MODEL_STORE_VERSION_SERVICE_H_

@@ -1,4 +1,4 @@
-#include "scheduler/version_service.h"
+#include "model_store/version_service.h"
 
 #include <fcntl.h>
 #include <glog/logging.h>
@@ -10,11 +10,11 @@
 #include <fstream>
 #include <iterator>
 
-#include "common/crc32c.h"
-#include "common/model_format.h"
 #include "common/proto/serving.pb.h"
+#include "model_store/crc32c.h"
+#include "model_store/model_format.h"
 
-namespace eddy {
+namespace eddy::model_store {
 namespace {
 
 constexpr int64_t kMaxRequestBytes = 1 << 20;  // requests are small protobufs
@@ -213,7 +213,8 @@ void VersionService::HandleFetch(const std::string& routing_id, const Message& r
   const uint64_t request_id = request.header.request_id();
   proto::VersionFetchRequest body;
   if (!body.ParseFromString(request.header.payload())) {
-    ReplyError(routing_id, request_id, InvalidArgumentError("VERSION_FETCH: payload does not parse"));
+    ReplyError(routing_id, request_id,
+               InvalidArgumentError("VERSION_FETCH: payload does not parse"));
     return;
   }
   auto it = versions_.find(body.version());
@@ -239,10 +240,10 @@ void VersionService::HandleFetch(const std::string& routing_id, const Message& r
   }
   const uint64_t length = body.length() == 0 ? options_.chunk_bytes : body.length();
   if (length > options_.chunk_bytes) {
-    ReplyError(routing_id, request_id,
-               InvalidArgumentError("VERSION_FETCH: length " + std::to_string(length) +
-                                    " exceeds the chunk size " +
-                                    std::to_string(options_.chunk_bytes)));
+    ReplyError(
+        routing_id, request_id,
+        InvalidArgumentError("VERSION_FETCH: length " + std::to_string(length) +
+                             " exceeds the chunk size " + std::to_string(options_.chunk_bytes)));
     return;
   }
   const std::string path = options_.root + "/" + VersionDirName(body.version()) + "/" + body.path();
@@ -322,4 +323,4 @@ void VersionService::Send(const std::string& routing_id, const Message& reply) {
   if (!s.ok()) LOG(WARNING) << "version service: reply not sent: " << s;
 }
 
-}  // namespace eddy
+}  // namespace eddy::model_store

@@ -2,8 +2,8 @@
 // or every role as threads in local mode), bootstraps the scheduler address and
 // runs the role until the job ends.
 // Thread-safety: RunJob is called once, from main().
-#ifndef EDDY_SCHEDULER_LAUNCHER_H_
-#define EDDY_SCHEDULER_LAUNCHER_H_
+#ifndef EDDY_JOB_LAUNCHER_H_
+#define EDDY_JOB_LAUNCHER_H_
 
 #include <chrono>
 #include <functional>
@@ -15,7 +15,7 @@
 #include "server/server_node.h"
 #include "worker/client.h"
 
-namespace eddy::scheduler {
+namespace eddy::job {
 
 enum class LaunchMode {
   kAuto,       // MPI if launched by mpirun, else local
@@ -28,8 +28,8 @@ enum class LaunchMode {
 
 struct JobOptions {
   LaunchMode mode = LaunchMode::kAuto;
-  std::string scheduler;               // endpoint, for kServer / kWorker
-  SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
+  std::string scheduler;                          // endpoint, for kServer / kWorker
+  scheduler::SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
   server::ServerOptions server_options;
   worker::ClientOptions client_options;
 };
@@ -59,6 +59,6 @@ bool LaunchedByMpi();
 // the job finished normally, 1 otherwise (the reason is logged).
 int RunJob(JobOptions options, const WorkerProgram& program);
 
-}  // namespace eddy::scheduler
+}  // namespace eddy::job
 
-#endif  // EDDY_SCHEDULER_LAUNCHER_H_
+#endif  // EDDY_JOB_LAUNCHER_H_

@@ -2,8 +2,8 @@
 // latest TrainerStats into job-wide figures and renders them as a progress line,
 // a JSON-lines record (for plots) and a final summary.
 // Thread-safety: not thread-safe; used by the scheduler's event-loop thread.
-#ifndef EDDY_WORKER_TRAIN_PROGRESS_H_
-#define EDDY_WORKER_TRAIN_PROGRESS_H_
+#ifndef EDDY_JOB_TRAIN_PROGRESS_H_
+#define EDDY_JOB_TRAIN_PROGRESS_H_
 
 #include <cstdint>
 #include <string>
@@ -13,7 +13,7 @@
 #include "common/status.h"
 #include "worker/trainer.h"
 
-namespace eddy::worker {
+namespace eddy::job {
 
 class TrainProgress {
  public:
@@ -25,7 +25,7 @@ class TrainProgress {
   bool Update(const std::vector<std::string>& reports, SteadyClock::time_point now);
 
   // The merged stats of the last Update().
-  const TrainerStats& total() const { return total_; }
+  const worker::TrainerStats& total() const { return total_; }
   // Rows per second since the previous Update() (since start for the first).
   double recent_rows_per_s() const { return recent_rows_per_s_; }
   // Rows per second over the job: rows / the slowest worker's training time.
@@ -51,9 +51,9 @@ class TrainProgress {
   double recent_rows_per_s_ = 0;
   int reporting_ = 0;
   uint64_t bad_reports_ = 0;
-  TrainerStats total_;
+  worker::TrainerStats total_;
 };
 
-}  // namespace eddy::worker
+}  // namespace eddy::job
 
-#endif  // EDDY_WORKER_TRAIN_PROGRESS_H_
+#endif  // EDDY_JOB_TRAIN_PROGRESS_H_

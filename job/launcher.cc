@@ -1,4 +1,4 @@
-#include "scheduler/launcher.h"
+#include "job/launcher.h"
 
 #include <mpi.h>
 
@@ -6,7 +6,7 @@
 #include <iostream>
 #include <thread>
 
-namespace eddy::scheduler {
+namespace eddy::job {
 namespace {
 
 // Runs a worker's program against a connected client, then finishes.
@@ -24,7 +24,7 @@ Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
   return client->Finish(*report);
 }
 
-Status RunScheduler(SchedulerNode& node, const WorkerProgram& program) {
+Status RunScheduler(scheduler::SchedulerNode& node, const WorkerProgram& program) {
   RETURN_IF_ERROR(node.Run());
   if (program.summarize) return program.summarize(node.worker_reports());
   return OkStatus();
@@ -38,7 +38,7 @@ int ExitCode(const Status& s, const std::string& role) {
 
 int RunLocal(JobOptions& options, const WorkerProgram& program) {
   zmq::context_t context;
-  SchedulerNode scheduler(context, options.scheduler_options);
+  scheduler::SchedulerNode scheduler(context, options.scheduler_options);
   StatusOr<std::string> endpoint = scheduler.Bind();
   if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
   LOG(INFO) << "local job: scheduler at " << *endpoint << ", "
@@ -96,11 +96,11 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
   options.scheduler_options.num_workers = num_workers;
   zmq::context_t context;
   // Rank 0 binds the scheduler and broadcasts its endpoint; data then moves over ZeroMQ.
-  std::unique_ptr<SchedulerNode> scheduler;
+  std::unique_ptr<scheduler::SchedulerNode> scheduler;
   std::string endpoint;
   int ok = 1;
   if (rank == 0) {
-    scheduler = std::make_unique<SchedulerNode>(context, options.scheduler_options);
+    scheduler = std::make_unique<scheduler::SchedulerNode>(context, options.scheduler_options);
     StatusOr<std::string> bound = scheduler->Bind();
     if (bound.ok()) {
       endpoint = *bound;
@@ -191,7 +191,7 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
     }
     if (mode == LaunchMode::kMpi)
       options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
-    Status valid = ValidateSchedulerOptions(options.scheduler_options);
+    Status valid = scheduler::ValidateSchedulerOptions(options.scheduler_options);
     if (!valid.ok()) return ExitCode(valid, "configuration");
   }
   switch (mode) {
@@ -201,7 +201,7 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
       return RunLocal(options, program);
     case LaunchMode::kScheduler: {
       zmq::context_t context;
-      SchedulerNode node(context, options.scheduler_options);
+      scheduler::SchedulerNode node(context, options.scheduler_options);
       StatusOr<std::string> endpoint = node.Bind();
       if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
       std::cout << "scheduler endpoint: " << *endpoint << std::endl;
@@ -225,4 +225,4 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
   return 1;
 }
 
-}  // namespace eddy::scheduler
+}  // namespace eddy::job

@@ -18,11 +18,11 @@
 #include <sstream>
 
 #include "common/table_config.h"
-#include "scheduler/job_flags.h"
+#include "job/job_flags.h"
+#include "job/train_progress.h"
 #include "worker/data/parsed_stream.h"
 #include "worker/data/source.h"
 #include "worker/generator/generator_source.h"
-#include "worker/train_progress.h"
 #include "worker/trainer.h"
 
 DEFINE_string(data, "",
@@ -302,13 +302,13 @@ int Main(int argc, char** argv) {
       "  eddy_train --local --data=stream.tsv [--model=deepfm ...]\n"
       "  mpirun -np 4 eddy_train --flagfile=job.flags   (rank 0 scheduler, then servers, "
       "then workers)");
-  scheduler::ParseFlags(&argc, &argv);
+  job::ParseFlags(&argc, &argv);
   if (!gflags::GetCommandLineFlagInfoOrDie("tables").is_default) {
     LOG(ERROR) << "eddy_train derives its tables from the model flags (--model, --emb_dim, "
                   "--hidden, --sparse_opt, --dense_opt); drop --tables";
     return 1;
   }
-  StatusOr<scheduler::JobOptions> job = scheduler::JobOptionsFromFlags();
+  StatusOr<job::JobOptions> job = job::JobOptionsFromFlags();
   if (!job.ok()) {
     LOG(ERROR) << job.status();
     return 1;
@@ -344,15 +344,15 @@ int Main(int argc, char** argv) {
     }
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
-  std::unique_ptr<worker::TrainProgress> progress;  // made on the scheduler's first call
-  scheduler::WorkerProgram program;
+  std::unique_ptr<job::TrainProgress> progress;  // made on the scheduler's first call
+  job::WorkerProgram program;
   program.run = [&](worker::Client& client) { return RunWorker(*config, client); };
   program.progress_interval = std::chrono::milliseconds(FLAGS_progress_interval_ms);
   program.progress = [&](const std::vector<std::string>& latest, bool final) {
     if (final) return;  // summarize() writes the last record from the final reports
     if (progress == nullptr) {
       // The first call comes one interval after the cluster is up: start there.
-      progress = std::make_unique<worker::TrainProgress>(
+      progress = std::make_unique<job::TrainProgress>(
           static_cast<int>(latest.size()), SteadyClock::now() - program.progress_interval);
     }
     if (!progress->Update(latest, SteadyClock::now())) return;
@@ -362,7 +362,7 @@ int Main(int argc, char** argv) {
   program.summarize = [&](const std::vector<std::string>& reports) -> Status {
     if (tty) std::fprintf(stderr, "\n");
     if (progress == nullptr) {
-      progress = std::make_unique<worker::TrainProgress>(static_cast<int>(reports.size()));
+      progress = std::make_unique<job::TrainProgress>(static_cast<int>(reports.size()));
     }
     const uint64_t bad_before = progress->bad_reports();
     if (!progress->Update(reports, SteadyClock::now()) || progress->bad_reports() > bad_before) {
@@ -436,7 +436,7 @@ int Main(int argc, char** argv) {
       *metrics_out << json << std::endl;
     }
   };
-  return scheduler::RunJob(std::move(*job), program);
+  return job::RunJob(std::move(*job), program);
 }
 
 }  // namespace

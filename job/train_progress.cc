@@ -1,11 +1,14 @@
-#include "worker/train_progress.h"
+#include "job/train_progress.h"
 
 #include <glog/logging.h>
 
 #include <cmath>
 #include <cstdio>
 
-namespace eddy::worker {
+namespace eddy::job {
+
+using worker::BinaryMetrics;
+using worker::TrainerStats;
 namespace {
 
 std::string Number(double v, const char* format = "%.6g") {
@@ -183,4 +186,4 @@ std::string TrainProgress::Summary() const {
   return s;
 }
 
-}  // namespace eddy::worker
+}  // namespace eddy::job
