@@ -46,7 +46,7 @@ StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest
     return InvalidArgumentError("manifest attribute format='" + spec.format +
                                 "': expected criteo, libsvm or libffm");
   }
-  spec.slots_by_field = spec.format != "libsvm";
+  spec.slots = worker::SlotModeForFormat(spec.format);
   if (const std::string* t = FindAttribute(manifest, "sparse_table")) spec.sparse_table = *t;
   const bool criteo = spec.format == "criteo";
   spec.options.num_fields =
@@ -136,25 +136,15 @@ Status BuildInputs(const LoadedModel& model, const worker::ExampleBatch& rows, M
   out->mask.assign(b * f, 0.0f);
   out->dense.assign(rows.dense.begin(), rows.dense.end());
   const model_store::SparseRows& table = model.sparse();
+  std::vector<worker::SlottedFeature> features;
   for (size_t r = 0; r < b; ++r) {
-    auto ids = rows.Ids(r);
-    auto fields = rows.Fields(r);
-    auto values = rows.Values(r);
-    size_t next_slot = 0;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      size_t slot;
-      if (model.spec().slots_by_field) {
-        slot = fields[i];
-        if (slot >= f || out->mask[r * f + slot] != 0.0f) continue;
-      } else {
-        if (next_slot >= f) break;
-        slot = next_slot++;
-      }
-      if (values[i] == 0.0f) continue;
-      const size_t at = r * f + slot;
-      out->mask[at] = values[i];
-      std::span<const float> row = table.Find(ids[i]);
+    features.clear();
+    worker::AssignSlots(rows, r, model.spec().slots, std::span<float>(out->mask).subspan(r * f, f),
+                        &features);
+    for (const worker::SlottedFeature& x : features) {
+      std::span<const float> row = table.Find(x.id);
       if (row.empty()) continue;  // unknown id: a zero row
+      const size_t at = r * f + x.slot;
       out->linear[at] = row[0];
       if (k > 0) std::copy_n(row.data() + 1, k, out->emb.data() + at * k);
     }

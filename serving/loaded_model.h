@@ -19,6 +19,7 @@
 #include "models/ctr_model.h"
 #include "worker/data/parser.h"
 #include "worker/data/row.h"
+#include "worker/data/slots.h"
 
 namespace eddy::serving {
 
@@ -27,7 +28,7 @@ struct ServingModelSpec {
   models::ModelOptions options;
   std::string format = "criteo";  // criteo | libsvm | libffm
   // Slot of a feature: its field (criteo, libffm) or its position in the row (libsvm).
-  bool slots_by_field = true;
+  worker::SlotMode slots = worker::SlotMode::kByField;
   std::string sparse_table = "emb";
 };
 
@@ -65,11 +66,9 @@ class LoadedModel {
   std::vector<std::span<const float>> dense_params_;  // into model_
 };
 
-// The model inputs of parsed rows, mapped as the trainer does (worker/trainer.cc,
-// Trainer::Prepare/Compute): features go to slots (by field or in order), a
-// feature that does not fit or repeats a slot is dropped, a zero weight is
-// skipped, mask = the feature's weight; an id absent from the table reads as a
-// zero row.
+// The model inputs of parsed rows, mapped to slots by the function training
+// uses (worker/data/slots.h: AssignSlots); an id absent from the table reads as
+// a zero row.
 struct ModelInputs {
   int batch = 0;
   std::vector<float> emb;     // B*F*K

@@ -148,7 +148,7 @@ StatusOr<TrainConfig> ConfigFromFlags() {
     return InvalidArgumentError("unknown --format '" + FLAGS_format +
                                 "' (criteo, libsvm or libffm)");
   }
-  t.slots = FLAGS_format == "libsvm" ? worker::SlotMode::kInOrder : worker::SlotMode::kByField;
+  t.slots = worker::SlotModeForFormat(FLAGS_format);
   t.model.num_fields = FLAGS_num_fields;
   t.model.dense_dim = 0;
   if (FLAGS_format == "criteo") {

@@ -97,10 +97,9 @@ StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
   uint32_t magic = 0;
   std::string_view m, e;
   if (!r.U32(&magic) || magic != kStatsMagic || !r.U64(&s.rows) || !r.U64(&s.replayed_rows) ||
-      !r.U64(&s.skipped_rows) ||
-      !r.U64(&s.batches) || !r.U64(&s.bad_rows) || !r.U64(&s.dropped_features) ||
-      !r.F64(&s.seconds) || !r.F64(&s.wait_seconds) || !r.F64(&s.compute_seconds) ||
-      !r.F64(&s.data_wait_seconds)) {
+      !r.U64(&s.skipped_rows) || !r.U64(&s.batches) || !r.U64(&s.bad_rows) ||
+      !r.U64(&s.dropped_features) || !r.F64(&s.seconds) || !r.F64(&s.wait_seconds) ||
+      !r.F64(&s.compute_seconds) || !r.F64(&s.data_wait_seconds)) {
     return DataLossError("trainer stats: truncated or not a trainer report (" +
                          std::to_string(bytes.size()) + " bytes)");
   }
@@ -183,34 +182,18 @@ Status Trainer::Prepare(const ExampleBatch& fresh, Step* step) {
   step->slots.clear();
   std::vector<uint64_t> ids;
   ids.reserve(b * f);
+  std::vector<SlottedFeature> features;
   size_t row = 0;
   for (const ExampleBatch* part : std::array<const ExampleBatch*, 2>{&fresh, &step->replay}) {
     for (size_t r = 0; r < part->size(); ++r, ++row) {
       step->labels[row] = part->labels[r];
       if (d > 0) std::copy_n(part->Dense(r).data(), d, step->dense.data() + row * d);
-      auto row_ids = part->Ids(r);
-      auto row_fields = part->Fields(r);
-      auto row_values = part->Values(r);
-      size_t next_slot = 0;
-      for (size_t i = 0; i < row_ids.size(); ++i) {
-        size_t slot;
-        if (options_.slots == SlotMode::kByField) {
-          slot = row_fields[i];
-          if (slot >= f || step->mask[row * f + slot] != 0.0f) {
-            ++stats_.dropped_features;
-            continue;
-          }
-        } else {
-          if (next_slot >= f) {
-            stats_.dropped_features += row_ids.size() - i;
-            break;
-          }
-          slot = next_slot++;
-        }
-        if (row_values[i] == 0.0f) continue;  // contributes nothing
-        step->mask[row * f + slot] = row_values[i];
-        step->slots.push_back(static_cast<uint32_t>(row * f + slot));
-        ids.push_back(row_ids[i]);
+      features.clear();
+      stats_.dropped_features += AssignSlots(
+          *part, r, options_.slots, std::span<float>(step->mask).subspan(row * f, f), &features);
+      for (const SlottedFeature& x : features) {
+        step->slots.push_back(static_cast<uint32_t>(row * f + x.slot));
+        ids.push_back(x.id);
       }
     }
   }

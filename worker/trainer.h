@@ -21,18 +21,12 @@
 #include "models/ctr_model.h"
 #include "worker/client.h"
 #include "worker/data/parsed_stream.h"
+#include "worker/data/slots.h"
 #include "worker/data/window.h"
 #include "worker/metrics/count_histogram.h"
 #include "worker/metrics/metrics.h"
 
 namespace eddy::worker {
-
-// How a row's features map to the model's F slots.
-enum class SlotMode {
-  kByField,  // slot = feature field (Criteo, libffm); a second feature of a field, or a field >= F,
-             // is dropped (counted)
-  kInOrder,  // slot = position in the row (libsvm); features beyond F are dropped (counted)
-};
 
 struct TrainerOptions {
   models::ModelOptions model;
