@@ -65,26 +65,16 @@ void SetOptimizerDefaults(proto::OptimizerConfig* o) {
   }
 }
 
-Status ApplyKey(proto::TableConfig* t, std::string_view key, std::string_view value) {
-  proto::OptimizerConfig* o = t->mutable_optimizer();
-  proto::InitializerConfig* init = t->mutable_initializer();
+// Applies an optimizer or initializer key to `o` / `init`. Returns NotFound
+// for a key of neither kind.
+Status ApplyUpdateKey(proto::OptimizerConfig* o, proto::InitializerConfig* init,
+                      std::string_view key, std::string_view value) {
   auto set_float = [&](void (proto::OptimizerConfig::*setter)(float)) -> Status {
     ASSIGN_OR_RETURN(float f, ParseFloat(value));
     (o->*setter)(f);
     return OkStatus();
   };
-  if (key == "dim") {
-    ASSIGN_OR_RETURN(uint64_t d, ParseUint(value));
-    t->set_dim(static_cast<uint32_t>(d));
-    if (d > 65536) return InvalidArgumentError("dim must be at most 65536");
-  } else if (key == "shape") {
-    t->set_dense(true);
-    t->clear_shape();
-    for (std::string_view part : Split(value, 'x')) {
-      ASSIGN_OR_RETURN(uint64_t d, ParseUint(part));
-      t->add_shape(d);
-    }
-  } else if (key == "opt") {
+  if (key == "opt") {
     o->Clear();
     o->set_kind(std::string(value));
     SetOptimizerDefaults(o);
@@ -113,11 +103,75 @@ Status ApplyKey(proto::TableConfig* t, std::string_view key, std::string_view va
     ASSIGN_OR_RETURN(uint64_t s, ParseUint(value));
     init->set_seed(s);
   } else {
+    return NotFoundError(std::string(key));
+  }
+  return OkStatus();
+}
+
+constexpr std::string_view kHeadPrefix = "head_";
+
+Status ApplyKey(proto::TableConfig* t, std::string_view key, std::string_view value) {
+  if (key == "dim") {
+    ASSIGN_OR_RETURN(uint64_t d, ParseUint(value));
+    t->set_dim(static_cast<uint32_t>(d));
+    if (d > 65536) return InvalidArgumentError("dim must be at most 65536");
+    return OkStatus();
+  }
+  if (key == "shape") {
+    t->set_dense(true);
+    t->clear_shape();
+    for (std::string_view part : Split(value, 'x')) {
+      ASSIGN_OR_RETURN(uint64_t d, ParseUint(part));
+      t->add_shape(d);
+    }
+    return OkStatus();
+  }
+  if (key == "head") {
+    ASSIGN_OR_RETURN(uint64_t d, ParseUint(value));
+    if (d > 65536) return InvalidArgumentError("head must be at most 65536");
+    t->mutable_head()->set_dim(static_cast<uint32_t>(d));
+    return OkStatus();
+  }
+  Status s;
+  if (key.starts_with(kHeadPrefix) && key != "head_dim") {
+    proto::RowHead* head = t->mutable_head();
+    s = ApplyUpdateKey(head->mutable_optimizer(), head->mutable_initializer(),
+                       key.substr(kHeadPrefix.size()), value);
+  } else {
+    s = ApplyUpdateKey(t->mutable_optimizer(), t->mutable_initializer(), key, value);
+  }
+  if (s.code() == StatusCode::kNotFound) {
     return InvalidArgumentError(
         "unknown key '" + std::string(key) +
         "' (known: dim, shape, opt, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta, init, "
-        "init_scale, seed)");
+        "init_scale, seed; head=N and head_<key> for the first N floats of every row)");
   }
+  return s;
+}
+
+bool IsOptKey(std::string_view k) { return k == "opt" || k == "head_opt"; }
+
+Status ValidateUpdate(const std::string& ctx, const proto::OptimizerConfig& o,
+                      const proto::InitializerConfig& init) {
+  if (o.kind() != "sgd" && o.kind() != "adagrad" && o.kind() != "adam" && o.kind() != "ftrl") {
+    return InvalidArgumentError(ctx + ": unknown optimizer '" + o.kind() +
+                                "' (sgd, adagrad, adam, ftrl)");
+  }
+  if (!(o.learning_rate() > 0)) return InvalidArgumentError(ctx + ": lr must be > 0");
+  if (o.l1() < 0 || o.l2() < 0) return InvalidArgumentError(ctx + ": l1 and l2 must be >= 0");
+  if (o.l1() > 0 && o.kind() != "ftrl") {
+    return InvalidArgumentError(
+        ctx + ": l1 is only supported by opt=ftrl (its proximal step gives exact zeros)");
+  }
+  if (o.kind() == "adam" && (o.beta1() < 0 || o.beta1() >= 1 || o.beta2() < 0 || o.beta2() >= 1)) {
+    return InvalidArgumentError(ctx + ": adam needs 0 <= beta1, beta2 < 1");
+  }
+  if (o.initial_accumulator() < 0) return InvalidArgumentError(ctx + ": acc must be >= 0");
+  if (init.kind() != "zeros" && init.kind() != "uniform" && init.kind() != "normal") {
+    return InvalidArgumentError(ctx + ": unknown initializer '" + init.kind() +
+                                "' (zeros, uniform, normal)");
+  }
+  if (init.scale() < 0) return InvalidArgumentError(ctx + ": init_scale must be >= 0");
   return OkStatus();
 }
 
@@ -154,11 +208,25 @@ StatusOr<std::vector<proto::TableConfig>> ParseTableSpecs(std::string_view spec)
         kvs.emplace_back(Trim(kv.substr(0, eq)), Trim(kv.substr(eq + 1)));
       }
     }
+    // A head starts as a copy of the row's optimizer and initializer (so head=N
+    // alone changes nothing); its own head_opt= and head_ keys come after.
     for (auto& [k, v] : kvs) {
       if (k == "opt") RETURN_IF_ERROR(ApplyKey(&t, k, v).WithContext("table '" + name + "'"));
     }
     for (auto& [k, v] : kvs) {
-      if (k != "opt") RETURN_IF_ERROR(ApplyKey(&t, k, v).WithContext("table '" + name + "'"));
+      if (!k.starts_with(kHeadPrefix) && !IsOptKey(k))
+        RETURN_IF_ERROR(ApplyKey(&t, k, v).WithContext("table '" + name + "'"));
+    }
+    if (t.head().dim() > 0) {
+      *t.mutable_head()->mutable_optimizer() = t.optimizer();
+      *t.mutable_head()->mutable_initializer() = t.initializer();
+    }
+    for (auto& [k, v] : kvs) {
+      if (k == "head_opt") RETURN_IF_ERROR(ApplyKey(&t, k, v).WithContext("table '" + name + "'"));
+    }
+    for (auto& [k, v] : kvs) {
+      if (k.starts_with(kHeadPrefix) && !IsOptKey(k))
+        RETURN_IF_ERROR(ApplyKey(&t, k, v).WithContext("table '" + name + "'"));
     }
     RETURN_IF_ERROR(ValidateTableConfig(t));
     tables.push_back(std::move(t));
@@ -185,27 +253,15 @@ Status ValidateTableConfig(const proto::TableConfig& t) {
     return InvalidArgumentError(
         ctx + ": sparse table needs dim=N with N >= 1 (or shape= for a dense tensor)");
   }
-  const auto& o = t.optimizer();
-  if (o.kind() != "sgd" && o.kind() != "adagrad" && o.kind() != "adam" && o.kind() != "ftrl") {
-    return InvalidArgumentError(ctx + ": unknown optimizer '" + o.kind() +
-                                "' (sgd, adagrad, adam, ftrl)");
+  RETURN_IF_ERROR(ValidateUpdate(ctx, t.optimizer(), t.initializer()));
+  if (t.has_head() && t.head().dim() > 0) {
+    if (t.dense()) return InvalidArgumentError(ctx + ": head= is for sparse tables only");
+    if (t.head().dim() >= t.dim()) {
+      return InvalidArgumentError(ctx + ": head=" + std::to_string(t.head().dim()) +
+                                  " must be smaller than dim=" + std::to_string(t.dim()));
+    }
+    RETURN_IF_ERROR(ValidateUpdate(ctx + " (head)", t.head().optimizer(), t.head().initializer()));
   }
-  if (!(o.learning_rate() > 0)) return InvalidArgumentError(ctx + ": lr must be > 0");
-  if (o.l1() < 0 || o.l2() < 0) return InvalidArgumentError(ctx + ": l1 and l2 must be >= 0");
-  if (o.l1() > 0 && o.kind() != "ftrl") {
-    return InvalidArgumentError(
-        ctx + ": l1 is only supported by opt=ftrl (its proximal step gives exact zeros)");
-  }
-  if (o.kind() == "adam" && (o.beta1() < 0 || o.beta1() >= 1 || o.beta2() < 0 || o.beta2() >= 1)) {
-    return InvalidArgumentError(ctx + ": adam needs 0 <= beta1, beta2 < 1");
-  }
-  if (o.initial_accumulator() < 0) return InvalidArgumentError(ctx + ": acc must be >= 0");
-  const auto& init = t.initializer();
-  if (init.kind() != "zeros" && init.kind() != "uniform" && init.kind() != "normal") {
-    return InvalidArgumentError(ctx + ": unknown initializer '" + init.kind() +
-                                "' (zeros, uniform, normal)");
-  }
-  if (init.scale() < 0) return InvalidArgumentError(ctx + ": init_scale must be >= 0");
   return OkStatus();
 }
 
@@ -224,9 +280,17 @@ std::string DescribeTable(const proto::TableConfig& t) {
   } else {
     os << "sparse dim=" << t.dim();
   }
-  os << " " << t.optimizer().kind() << "(lr=" << t.optimizer().learning_rate() << ")";
-  os << " init=" << t.initializer().kind();
-  if (t.initializer().kind() != "zeros") os << "(" << t.initializer().scale() << ")";
+  auto describe = [&os](const proto::OptimizerConfig& o, const proto::InitializerConfig& init) {
+    os << o.kind() << "(lr=" << o.learning_rate() << ") init=" << init.kind();
+    if (init.kind() != "zeros") os << "(" << init.scale() << ")";
+  };
+  if (!t.dense() && t.head().dim() > 0) {
+    os << " head " << t.head().dim() << ": ";
+    describe(t.head().optimizer(), t.head().initializer());
+    os << ", rest:";
+  }
+  os << " ";
+  describe(t.optimizer(), t.initializer());
   return os.str();
 }
 

@@ -4,6 +4,10 @@
 // Keys: dim=N (sparse table, floats per key) or shape=AxBx... (dense tensor);
 // opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc (initial
 // accumulator, adagrad/ftrl), ftrl_beta; init=zeros|uniform|normal, init_scale, seed.
+// Sparse tables may give the first N floats of every row (e.g. a feature's
+// first-order weight) their own optimizer and initializer: head=N, then any of
+// the keys above prefixed with head_ (head_opt=adagrad,head_lr=0.05,head_init=zeros);
+// the head starts with the row's settings.
 // Thread-safety: pure functions.
 #ifndef EDDY_COMMON_TABLE_CONFIG_H_
 #define EDDY_COMMON_TABLE_CONFIG_H_

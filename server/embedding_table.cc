@@ -133,7 +133,7 @@ StatusOr<std::unique_ptr<EmbeddingTable>> EmbeddingTable::Create(const proto::Ta
   }
   if (num_shards == 0)
     return InvalidArgumentError("table '" + config.name() + "': num_shards must be >= 1");
-  auto optimizer = Optimizer::Create(config.optimizer());
+  auto optimizer = CreateRowOptimizer(config);
   if (!optimizer.ok()) return optimizer.status().WithContext("table '" + config.name() + "'");
   return std::unique_ptr<EmbeddingTable>(
       new EmbeddingTable(config, num_shards, std::move(optimizer).value()));
@@ -145,7 +145,7 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
       dim_(config.dim()),
       num_shards_(num_shards),
       optimizer_(std::move(optimizer)),
-      initializer_(config.initializer()),
+      initializer_(Initializer::ForRows(config)),
       row_floats_(dim_ + optimizer_->StateSize(dim_)),
       first_chunk_rows_(
           std::bit_floor(std::max<size_t>(1, kFirstChunkBytes / (row_floats_ * sizeof(float))))),

@@ -1,5 +1,6 @@
 #include "server/initializer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numbers>
@@ -19,43 +20,59 @@ inline double UnitOpen(uint64_t bits32) { return (static_cast<double>(bits32) + 
 
 }  // namespace
 
-Initializer::Initializer(const proto::InitializerConfig& config) : scale_(config.scale()) {
-  if (config.kind() == "uniform") {
-    kind_ = Kind::kUniform;
-  } else if (config.kind() == "normal") {
-    kind_ = Kind::kNormal;
-  } else {
-    kind_ = Kind::kZeros;
-  }
-  if (scale_ == 0) kind_ = Kind::kZeros;
-  row_salt_ = MixKey(config.seed() ^ 0x5ca1ab1e0ddba11ULL);
-  dense_base_ = MixKey(MixKey(config.seed()) ^ 0xde05e7e05b0a7dULL);
+Initializer::Part Initializer::MakePart(const proto::InitializerConfig& config, uint64_t salt) {
+  Part p{Kind::kZeros, config.scale(), MixKey(config.seed() ^ salt)};
+  if (config.kind() == "uniform") p.kind = Kind::kUniform;
+  if (config.kind() == "normal") p.kind = Kind::kNormal;
+  if (p.scale == 0) p.kind = Kind::kZeros;
+  return p;
 }
 
-void Initializer::FillRow(uint64_t key, float* w, size_t dim) const {
-  if (dim == 0) return;  // w may be null
-  if (kind_ == Kind::kZeros) {
-    std::memset(w, 0, dim * sizeof(float));
+Initializer::Initializer(const proto::InitializerConfig& config)
+    : rows_(MakePart(config, 0x5ca1ab1e0ddba11ULL)),
+      head_(rows_),
+      dense_base_(MixKey(MixKey(config.seed()) ^ 0xde05e7e05b0a7dULL)) {}
+
+Initializer Initializer::ForRows(const proto::TableConfig& table) {
+  Initializer init(table.initializer());
+  if (!table.dense() && table.head().dim() > 0) {
+    init.head_dim_ = table.head().dim();
+    init.head_ = MakePart(table.head().initializer(), 0x4eadc01dfeedULL);
+  }
+  return init;
+}
+
+void Initializer::FillRowPart(const Part& part, uint64_t key, uint64_t first, float* w, size_t n) {
+  if (n == 0) return;  // w may be null
+  if (part.kind == Kind::kZeros) {
+    std::memset(w, 0, n * sizeof(float));
     return;
   }
   // MixKey is a bijection, so distinct keys start distinct streams.
-  Fill(MixKey(key ^ row_salt_), 0, w, dim);
+  Fill(part, MixKey(key ^ part.row_salt), first, w, n);
+}
+
+void Initializer::FillRow(uint64_t key, float* w, size_t dim) const {
+  const size_t h = std::min(head_dim_, dim);
+  FillRowPart(head_, key, 0, w, h);
+  FillRowPart(rows_, key, h, w + h, dim - h);
 }
 
 void Initializer::FillDense(uint64_t first_element, float* w, size_t n) const {
   if (n == 0) return;  // w may be null (an empty slice)
-  if (kind_ == Kind::kZeros) {
+  if (rows_.kind == Kind::kZeros) {
     std::memset(w, 0, n * sizeof(float));
     return;
   }
-  Fill(dense_base_, first_element, w, n);
+  Fill(rows_, dense_base_, first_element, w, n);
 }
 
-void Initializer::Fill(uint64_t stream, uint64_t first, float* w, size_t n) const {
-  if (kind_ == Kind::kUniform) {
+void Initializer::Fill(const Part& part, uint64_t stream, uint64_t first, float* w, size_t n) {
+  const double scale = part.scale;
+  if (part.kind == Kind::kUniform) {
     for (size_t i = 0; i < n; ++i) {
       const double u = UnitOpen(Draw(stream, first + i) >> 32);
-      w[i] = static_cast<float>(scale_ * (2.0 * u - 1.0));
+      w[i] = static_cast<float>(scale * (2.0 * u - 1.0));
     }
     return;
   }
@@ -63,7 +80,7 @@ void Initializer::Fill(uint64_t stream, uint64_t first, float* w, size_t n) cons
   const uint64_t end = first + n;
   for (uint64_t e = first; e < end;) {
     const uint64_t x = Draw(stream, e / 2);
-    const double r = scale_ * std::sqrt(-2.0 * std::log(UnitOpen(x >> 32)));
+    const double r = scale * std::sqrt(-2.0 * std::log(UnitOpen(x >> 32)));
     const double theta = 2.0 * std::numbers::pi * static_cast<double>(x & 0xffffffffULL) * 0x1p-32;
     if (e % 2 == 0) {
       w[e - first] = static_cast<float>(r * std::cos(theta));

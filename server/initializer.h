@@ -21,6 +21,11 @@ class Initializer {
   // Requires a config accepted by eddy::ValidateTableConfig (an unknown kind
   // gives zeros).
   explicit Initializer(const proto::InitializerConfig& config);
+  // The initializer of a sparse table's rows: the table's, except that the
+  // first head.dim floats of a row come from the head's initializer when the
+  // table has a head (proto::RowHead). The rest of a row is the same as without
+  // a head: element i of key k is the same value either way.
+  static Initializer ForRows(const proto::TableConfig& table);
 
   // Writes the `dim` initial weights of sparse row `key` to w.
   void FillRow(uint64_t key, float* w, size_t dim) const;
@@ -29,13 +34,20 @@ class Initializer {
 
  private:
   enum class Kind { kZeros, kUniform, kNormal };
+  struct Part {
+    Kind kind;
+    double scale;
+    uint64_t row_salt;  // mixed into a key to start its row's stream
+  };
 
+  static Part MakePart(const proto::InitializerConfig& config, uint64_t salt);
   // Writes elements [first, first + n) of the stream starting at `stream`.
-  void Fill(uint64_t stream, uint64_t first, float* w, size_t n) const;
+  static void Fill(const Part& part, uint64_t stream, uint64_t first, float* w, size_t n);
+  static void FillRowPart(const Part& part, uint64_t key, uint64_t first, float* w, size_t n);
 
-  Kind kind_;
-  double scale_;
-  uint64_t row_salt_;    // mixed into a key to start its row's stream
+  Part rows_;
+  Part head_;  // the first head_dim_ floats of a row
+  size_t head_dim_ = 0;
   uint64_t dense_base_;  // start of the dense tensors' stream
 };
 

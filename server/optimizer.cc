@@ -221,7 +221,46 @@ class Ftrl final : public Optimizer {
   const float inv_alpha_, beta_, l1_, l2_, n0_;
 };
 
+// A row of `head_dim` floats updated by `head`, then the rest by `rest`.
+class SplitRow final : public Optimizer {
+ public:
+  SplitRow(const proto::OptimizerConfig& c, size_t head_dim, std::unique_ptr<Optimizer> head,
+           std::unique_ptr<Optimizer> rest)
+      : Optimizer(c), head_dim_(head_dim), head_(std::move(head)), rest_(std::move(rest)) {}
+
+  size_t StateSize(size_t dim) const override {
+    return head_->StateSize(head_dim_) + rest_->StateSize(dim - head_dim_);
+  }
+  void InitState(const float* w, float* state, size_t dim) const override {
+    head_->InitState(w, state, head_dim_);
+    rest_->InitState(w + head_dim_, state + head_->StateSize(head_dim_), dim - head_dim_);
+  }
+  void Apply(float* w, float* state, const float* grad, size_t dim) const override {
+    head_->Apply(w, state, grad, head_dim_);
+    rest_->Apply(w + head_dim_, state + head_->StateSize(head_dim_), grad + head_dim_,
+                 dim - head_dim_);
+  }
+
+ private:
+  const size_t head_dim_;
+  const std::unique_ptr<Optimizer> head_, rest_;
+};
+
 }  // namespace
+
+StatusOr<std::unique_ptr<Optimizer>> CreateRowOptimizer(const proto::TableConfig& table) {
+  ASSIGN_OR_RETURN(std::unique_ptr<Optimizer> rest, Optimizer::Create(table.optimizer()));
+  const uint32_t h = table.head().dim();
+  if (table.dense() || h == 0) return rest;
+  if (h >= table.dim()) {
+    return InvalidArgumentError("head=" + std::to_string(h) +
+                                " must be smaller than dim=" + std::to_string(table.dim()));
+  }
+  StatusOr<std::unique_ptr<Optimizer>> head = Optimizer::Create(table.head().optimizer());
+  if (!head.ok()) return head.status().WithContext("the row head");
+  return std::unique_ptr<Optimizer>(
+      std::make_unique<SplitRow>(table.optimizer(), h, std::move(head).value(), std::move(rest)));
+}
 
 StatusOr<std::unique_ptr<Optimizer>> Optimizer::Create(const proto::OptimizerConfig& config) {
   const std::string& kind = config.kind();

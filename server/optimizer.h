@@ -60,6 +60,12 @@ class Optimizer {
   proto::OptimizerConfig config_;
 };
 
+// The optimizer of a sparse table's rows: Optimizer::Create(table.optimizer())
+// or, when the table has a head (proto::RowHead), one that applies the head's
+// optimizer to each row's first head.dim floats and the table's to the rest.
+// State per row: the head's state, then the rest's. Errors as for Create.
+StatusOr<std::unique_ptr<Optimizer>> CreateRowOptimizer(const proto::TableConfig& table);
+
 }  // namespace eddy::server
 
 #endif  // EDDY_SERVER_OPTIMIZER_H_

@@ -137,3 +137,42 @@ TEST(TableConfigTest, DenseElementCount) {
 
 }  // namespace
 }  // namespace eddy
+
+namespace eddy {
+namespace {
+
+TEST(TableConfigTest, RowHeadStartsAsTheRowAndTakesItsOwnKeys) {
+  auto tables = ParseTableSpecs(
+      "e:dim=17,opt=adam,lr=0.002,init=normal,init_scale=0.01,seed=3,head=1,head_lr=0.2;"
+      "f:head_init=zeros,head_opt=adagrad,dim=9,opt=adam,head=1,head_acc=0.5,init=normal");
+  ASSERT_TRUE(tables.ok()) << tables.status();
+  const proto::TableConfig& e = (*tables)[0];
+  EXPECT_EQ(e.head().dim(), 1u);
+  EXPECT_EQ(e.head().optimizer().kind(), "adam");  // inherited from the row
+  EXPECT_FLOAT_EQ(e.head().optimizer().learning_rate(), 0.2f);
+  EXPECT_FLOAT_EQ(e.optimizer().learning_rate(), 0.002f);
+  EXPECT_EQ(e.head().initializer().kind(), "normal");
+  EXPECT_EQ(e.head().initializer().seed(), 3u);
+  // Key order does not matter: head_opt before opt= still gives the head AdaGrad.
+  const proto::TableConfig& f = (*tables)[1];
+  EXPECT_EQ(f.head().optimizer().kind(), "adagrad");
+  EXPECT_FLOAT_EQ(f.head().optimizer().learning_rate(), 0.05f);
+  EXPECT_FLOAT_EQ(f.head().optimizer().initial_accumulator(), 0.5f);
+  EXPECT_EQ(f.head().initializer().kind(), "zeros");
+  EXPECT_EQ(f.optimizer().kind(), "adam");
+  EXPECT_NE(DescribeTable(f).find("head 1: adagrad"), std::string::npos) << DescribeTable(f);
+  auto plain = ParseTableSpecs("g:dim=4,opt=adam");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)[0].head().dim(), 0u);
+}
+
+TEST(TableConfigTest, RejectsBadRowHeads) {
+  ExpectRejected("e:dim=4,head=4", "must be smaller than dim=4");
+  ExpectRejected("e:shape=4,head=1", "sparse tables only");
+  ExpectRejected("e:dim=4,head=1,head_opt=nope", "(head): unknown optimizer 'nope'");
+  ExpectRejected("e:dim=4,head=1,head_colour=red", "unknown key 'head_colour'");
+  ExpectRejected("e:dim=4,head=1,head_lr=0", "(head): lr must be > 0");
+}
+
+}  // namespace
+}  // namespace eddy

@@ -142,3 +142,35 @@ TEST(InitializerTest, NormalMoments) {
 
 }  // namespace
 }  // namespace eddy::server
+
+namespace eddy::server {
+namespace {
+
+TEST(InitializerTest, RowHeadHasItsOwnInitializerAndTheRestIsUnchanged) {
+  proto::TableConfig table;
+  table.set_name("emb");
+  table.set_dim(17);
+  *table.mutable_initializer() = Config("normal", 0.01f, 5);
+  const Initializer plain = Initializer::ForRows(table);
+  table.mutable_head()->set_dim(1);
+  *table.mutable_head()->mutable_initializer() = Config("zeros", 0.0f, 5);
+  const Initializer with_head = Initializer::ForRows(table);
+  for (uint64_t key : {uint64_t{3}, uint64_t{77}, UINT64_MAX}) {
+    const std::vector<float> a = Row(plain, key, 17), b = Row(with_head, key, 17);
+    EXPECT_NE(a[0], 0.0f);
+    EXPECT_EQ(b[0], 0.0f);
+    EXPECT_EQ(std::vector<float>(a.begin() + 1, a.end()),
+              std::vector<float>(b.begin() + 1, b.end()));
+  }
+  // A head drawn from its own stream: not the row's first values.
+  *table.mutable_head()->mutable_initializer() = Config("normal", 0.01f, 5);
+  table.mutable_head()->set_dim(2);
+  const std::vector<float> c = Row(Initializer::ForRows(table), 3, 17);
+  const std::vector<float> a = Row(plain, 3, 17);
+  EXPECT_NE(c[0], a[0]);
+  EXPECT_NE(c[0], 0.0f);
+  EXPECT_EQ(c[5], a[5]);
+}
+
+}  // namespace
+}  // namespace eddy::server

@@ -283,3 +283,65 @@ TEST(OptimizerTest, ConfigIsKept) {
 
 }  // namespace
 }  // namespace eddy::server
+
+namespace eddy::server {
+namespace {
+
+// A table whose rows are `dim` floats, the first `head` with AdaGrad and the
+// rest with Adam.
+proto::TableConfig HeadTable(uint32_t dim, uint32_t head) {
+  proto::TableConfig t;
+  t.set_name("emb");
+  t.set_dim(dim);
+  *t.mutable_optimizer() = AdamConfig(0.001f);
+  t.mutable_head()->set_dim(head);
+  *t.mutable_head()->mutable_optimizer() = Config("adagrad", 0.05f);
+  t.mutable_head()->mutable_optimizer()->set_epsilon(1e-8f);
+  return t;
+}
+
+TEST(RowOptimizerTest, HeadAndRestUpdateLikeTheirOwnOptimizers) {
+  for (uint32_t head : {1u, 3u, 5u}) {
+    const uint32_t dim = 17;
+    const proto::TableConfig table = HeadTable(dim, head);
+    auto row = CreateRowOptimizer(table);
+    ASSERT_TRUE(row.ok()) << row.status();
+    auto head_opt = Make(table.head().optimizer());
+    auto rest_opt = Make(table.optimizer());
+    ASSERT_EQ((*row)->StateSize(dim), head_opt->StateSize(head) + rest_opt->StateSize(dim - head));
+
+    std::vector<float> w(dim), w_head(head), w_rest(dim - head);
+    for (uint32_t i = 0; i < dim; ++i) w[i] = 0.01f * static_cast<float>(i);
+    std::copy_n(w.begin(), head, w_head.begin());
+    std::copy(w.begin() + head, w.end(), w_rest.begin());
+    std::vector<float> state((*row)->StateSize(dim)), s_head(head_opt->StateSize(head)),
+        s_rest(rest_opt->StateSize(dim - head));
+    (*row)->InitState(w.data(), state.data(), dim);
+    head_opt->InitState(w_head.data(), s_head.data(), head);
+    rest_opt->InitState(w_rest.data(), s_rest.data(), dim - head);
+    for (const std::vector<float>& g : Gradients(dim, 20, 0.3f, 7 + head)) {
+      (*row)->Apply(w.data(), state.data(), g.data(), dim);
+      head_opt->Apply(w_head.data(), s_head.data(), g.data(), head);
+      rest_opt->Apply(w_rest.data(), s_rest.data(), g.data() + head, dim - head);
+    }
+    for (uint32_t i = 0; i < head; ++i) EXPECT_EQ(w[i], w_head[i]) << "head " << head << " i " << i;
+    for (uint32_t i = head; i < dim; ++i) EXPECT_EQ(w[i], w_rest[i - head]) << "i " << i;
+    // AdaGrad's first step moves the head by about lr; Adam's by about 0.001.
+    EXPECT_NE(w[0], 0.0f);
+  }
+}
+
+TEST(RowOptimizerTest, NoHeadIsThePlainOptimizerAndABadHeadIsRefused) {
+  proto::TableConfig table = HeadTable(8, 0);
+  auto plain = CreateRowOptimizer(table);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->StateSize(8), Make(table.optimizer())->StateSize(8));
+  table.mutable_head()->set_dim(8);
+  EXPECT_FALSE(CreateRowOptimizer(table).ok());
+  table.mutable_head()->set_dim(2);
+  table.mutable_head()->mutable_optimizer()->set_kind("nope");
+  EXPECT_FALSE(CreateRowOptimizer(table).ok());
+}
+
+}  // namespace
+}  // namespace eddy::server
