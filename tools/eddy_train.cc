@@ -56,12 +56,15 @@ DEFINE_double(
 DEFINE_double(replay_ratio, 0,
               "Fraction of each mini-batch replayed from older rows still in the window, in [0,1); "
               "needs --window_rows or --window_seconds.");
-DEFINE_string(sparse_opt, "",
-              "Optimizer of the embedding table (syntax of --tables: opt=sgd|adagrad|adam|ftrl, "
-              "lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta). Empty: opt=adagrad,acc=1e-7 with "
-              "lr=0.05 for lr and fm, lr=0.01 for wdl and deepfm.");
-DEFINE_string(dense_opt, eddy::worker::kDefaultDenseOptimizer.data(),
-              "Optimizer of the dense tensors (same syntax).");
+DEFINE_string(linear_opt, "opt=adagrad,lr=0.05,acc=1e-7",
+              "Optimizer of every feature's first-order weight (syntax of --tables: "
+              "opt=sgd|adagrad|adam|ftrl, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta).");
+DEFINE_double(linear_init_scale, 0, "First-order weights start as normal(0, scale^2); 0: zeros.");
+DEFINE_string(sparse_opt, "opt=adam,lr=0.001",
+              "Optimizer of every feature's embedding vector (same syntax; unused by lr). Adam's "
+              "bias correction counts each row's own updates (lazy sparse Adam).");
+DEFINE_double(emb_init_scale, 0.01, "Embedding vectors start as normal(0, scale^2).");
+DEFINE_string(dense_opt, "opt=adam,lr=0.0003", "Optimizer of the dense tensors (same syntax).");
 DEFINE_uint64(freeze_after_rows, 0,
               "Stop updating the model after this many rows per worker and only score the rest "
               "(a frozen model, to compare with incremental training). 0: never.");
@@ -90,8 +93,7 @@ struct TrainConfig {
   bool stdin_source = false;
   std::string zmq_endpoint;
   std::optional<worker::GeneratedStreamSpec> generated;
-  std::string sparse_opt;
-  std::string dense_opt;
+  worker::ModelTableOptions tables;
   int straggler_worker = -1;
   int straggler_ms = 0;
 };
@@ -199,9 +201,15 @@ StatusOr<TrainConfig> ConfigFromFlags() {
   }
   t.freeze_after_rows = FLAGS_freeze_after_rows;
   t.eval_from_rows = FLAGS_eval_from_rows;
-  c.sparse_opt = FLAGS_sparse_opt;
-  if (c.sparse_opt.empty()) c.sparse_opt = worker::DefaultSparseOptimizer(t.model.kind);
-  c.dense_opt = FLAGS_dense_opt;
+  c.tables.linear_opt = FLAGS_linear_opt;
+  c.tables.linear_init_scale = static_cast<float>(FLAGS_linear_init_scale);
+  c.tables.emb_opt = FLAGS_sparse_opt;
+  c.tables.emb_init_scale = static_cast<float>(FLAGS_emb_init_scale);
+  c.tables.dense_opt = FLAGS_dense_opt;
+  c.tables.seed = FLAGS_seed;
+  if (FLAGS_linear_init_scale < 0 || FLAGS_emb_init_scale < 0) {
+    return InvalidArgumentError("--linear_init_scale and --emb_init_scale must be >= 0");
+  }
   return c;
 }
 
@@ -305,7 +313,7 @@ int Main(int argc, char** argv) {
   job::ParseFlags(&argc, &argv);
   if (!gflags::GetCommandLineFlagInfoOrDie("tables").is_default) {
     LOG(ERROR) << "eddy_train derives its tables from the model flags (--model, --emb_dim, "
-                  "--hidden, --sparse_opt, --dense_opt); drop --tables";
+                  "--hidden, --linear_opt, --sparse_opt, --dense_opt); drop --tables";
     return 1;
   }
   StatusOr<job::JobOptions> job = job::JobOptionsFromFlags();
@@ -326,10 +334,10 @@ int Main(int argc, char** argv) {
       LOG(ERROR) << model.status();
       return 1;
     }
-    StatusOr<std::vector<proto::TableConfig>> tables = worker::ModelTables(
-        **model, config->trainer.sparse_table, config->sparse_opt, config->dense_opt, FLAGS_seed);
+    StatusOr<std::vector<proto::TableConfig>> tables =
+        worker::ModelTables(**model, config->trainer.sparse_table, config->tables);
     if (!tables.ok()) {
-      LOG(ERROR) << tables.status().WithContext("--sparse_opt / --dense_opt");
+      LOG(ERROR) << tables.status().WithContext("--linear_opt / --sparse_opt / --dense_opt");
       return 1;
     }
     job->scheduler_options.tables = std::move(tables).value();

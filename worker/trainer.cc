@@ -19,20 +19,43 @@ constexpr uint32_t kStatsMagic = 0x45445453;  // "EDTS"
 
 double Seconds(SteadyClock::duration d) { return std::chrono::duration<double>(d).count(); }
 
+// "opt=adagrad,lr=0.05" -> ",head_opt=adagrad,head_lr=0.05": settings for a row head.
+std::string HeadKeys(std::string_view settings) {
+  std::string out;
+  size_t start = 0;
+  while (start <= settings.size()) {
+    size_t end = settings.find(',', start);
+    if (end == std::string_view::npos) end = settings.size();
+    std::string_view kv = settings.substr(start, end - start);
+    while (!kv.empty() && kv.front() == ' ') kv.remove_prefix(1);
+    if (!kv.empty()) out += ",head_" + std::string(kv);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::string InitKeys(float scale) {
+  return scale > 0 ? "init=normal,init_scale=" + std::to_string(scale) : "init=zeros";
+}
+
 }  // namespace
 
 StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& model,
                                                       std::string_view sparse_table,
-                                                      std::string_view sparse_opt,
-                                                      std::string_view dense_opt, uint64_t seed) {
+                                                      const ModelTableOptions& options) {
   const auto& m = model.options();
   const int dim = 1 + m.emb_dim;
-  std::string spec = std::string(sparse_table) + ":dim=" + std::to_string(dim) + "," +
-                     std::string(sparse_opt) +
-                     ",init=normal,init_scale=0.01,seed=" + std::to_string(seed);
+  const std::string seed = ",seed=" + std::to_string(options.seed);
+  std::string spec = std::string(sparse_table) + ":dim=" + std::to_string(dim) + ",";
+  if (m.emb_dim == 0) {
+    spec += options.linear_opt + "," + InitKeys(options.linear_init_scale) + seed;
+  } else {
+    spec += options.emb_opt + "," + InitKeys(options.emb_init_scale) + seed + ",head=1" +
+            HeadKeys(options.linear_opt) + HeadKeys(InitKeys(options.linear_init_scale));
+  }
   ASSIGN_OR_RETURN(std::vector<proto::TableConfig> sparse, ParseTableSpecs(spec));
   ASSIGN_OR_RETURN(std::vector<proto::TableConfig> dense_proto,
-                   ParseTableSpecs("d:shape=1," + std::string(dense_opt)));
+                   ParseTableSpecs("d:shape=1," + options.dense_opt));
   std::vector<proto::TableConfig> tables = std::move(sparse);
   uint64_t index = 0;
   for (const models::DenseParamSpec& p : model.dense_params()) {
@@ -41,7 +64,7 @@ StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& mo
     t.clear_shape();
     for (int64_t d : p.shape) t.add_shape(static_cast<uint64_t>(d));
     proto::InitializerConfig* init = t.mutable_initializer();
-    init->set_seed(seed * 1000003 + (++index));
+    init->set_seed(options.seed * 1000003 + (++index));
     switch (p.init) {
       case models::Initializer::kZeros:
         init->set_kind("zeros");
@@ -61,11 +84,6 @@ StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& mo
     tables.push_back(std::move(t));
   }
   return tables;
-}
-
-std::string DefaultSparseOptimizer(models::ModelKind kind) {
-  const bool deep = kind == models::ModelKind::kDeepFm || kind == models::ModelKind::kWideDeep;
-  return deep ? "opt=adagrad,lr=0.01,acc=1e-7" : "opt=adagrad,lr=0.05,acc=1e-7";
 }
 
 void TrainerStats::AppendTo(std::string* out) const {

@@ -60,20 +60,28 @@ struct TrainerOptions {
   std::chrono::milliseconds delay_per_batch{0};
 };
 
-// The tables a job needs for `model`: the sparse table (row = first-order weight +
-// embedding, normal(0.01) init) and one dense tensor per model parameter, named as
-// the model names it, initialised as the model asks (He / Xavier uniform, zeros).
-// `sparse_opt` / `dense_opt` are optimizer settings in --tables syntax, e.g.
-// "opt=adagrad,lr=0.05". Errors: InvalidArgument naming the bad setting.
+// How the tables of a model are updated and initialised. Optimizer settings are
+// in --tables syntax, e.g. "opt=adagrad,lr=0.05".
+struct ModelTableOptions {
+  // A feature's first-order weight (the first float of its row; LR's whole row).
+  std::string linear_opt = "opt=adagrad,lr=0.05,acc=1e-7";
+  float linear_init_scale = 0.0f;  // normal(0, scale^2); 0: zeros
+  // A feature's embedding vector (the rest of its row; unused by LR).
+  std::string emb_opt = "opt=adam,lr=0.001";
+  float emb_init_scale = 0.01f;  // normal(0, scale^2)
+  // Every dense tensor (the MLP, the bias).
+  std::string dense_opt = "opt=adam,lr=0.0003";
+  uint64_t seed = 1;
+};
+
+// The tables a job needs for `model`: the sparse table (row = first-order weight,
+// then the embedding: the weight is the row's head with its own optimizer and
+// initializer) and one dense tensor per model parameter, named as the model
+// names it, initialised as the model asks (He / Xavier uniform, zeros).
+// Errors: InvalidArgument naming the bad setting.
 StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& model,
                                                       std::string_view sparse_table,
-                                                      std::string_view sparse_opt,
-                                                      std::string_view dense_opt, uint64_t seed);
-
-// Default optimizer settings (--tables syntax). Gradients are of the mean loss of
-// a batch, so AdaGrad starts with a tiny accumulator to make its first steps count.
-std::string DefaultSparseOptimizer(models::ModelKind kind);
-inline constexpr std::string_view kDefaultDenseOptimizer = "opt=adam,lr=0.0003";
+                                                      const ModelTableOptions& options);
 
 // What a worker reports: cumulative counters and its progressive metrics. Sent to
 // the scheduler about once a second and as the final report.

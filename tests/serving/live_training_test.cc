@@ -34,7 +34,10 @@ TEST(LiveServingTest, ReplicaAnswersWithEachVersionTheJobCommits) {
   mo.dense_dim = 0;
   auto model = models::CtrModel::Create(mo);
   ASSERT_TRUE(model.ok()) << model.status();
-  auto tables = worker::ModelTables(**model, "emb", "opt=sgd,lr=1", "opt=sgd,lr=1", 1);
+  worker::ModelTableOptions table_options;
+  table_options.linear_opt = "opt=sgd,lr=1";
+  table_options.dense_opt = "opt=sgd,lr=1";
+  auto tables = worker::ModelTables(**model, "emb", table_options);
   ASSERT_TRUE(tables.ok()) << tables.status();
 
   std::mutex mu;

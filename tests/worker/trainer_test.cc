@@ -90,8 +90,9 @@ JobResult Train(const Stream& stream, models::ModelOptions model_options, int wo
                 const TrainerOptions& options, const JobSetup& setup = JobSetup()) {
   auto probe = models::CtrModel::Create(model_options);
   EXPECT_TRUE(probe.ok()) << probe.status();
-  auto tables = ModelTables(**probe, "emb", DefaultSparseOptimizer(model_options.kind),
-                            kDefaultDenseOptimizer, 3);
+  ModelTableOptions table_options;
+  table_options.seed = 3;
+  auto tables = ModelTables(**probe, "emb", table_options);
   EXPECT_TRUE(tables.ok()) << tables.status();
   testing::LocalClusterOptions cluster_options;
   cluster_options.num_servers = 2;
@@ -283,11 +284,25 @@ TEST(TrainerStatsTest, RoundTripsMergesAndRejectsGarbage) {
 TEST(ModelTablesTest, OneSparseTableAndOneDenseTensorPerParameter) {
   auto model = models::CtrModel::Create(SmallModel(models::ModelKind::kDeepFm));
   ASSERT_TRUE(model.ok());
-  auto tables = ModelTables(**model, "emb", "opt=adagrad,lr=0.1", "opt=adam,lr=0.01", 5);
+  ModelTableOptions o;
+  o.linear_opt = "opt=adagrad,lr=0.1";
+  o.emb_opt = "opt=adam,lr=0.002";
+  o.emb_init_scale = 0.02f;
+  o.dense_opt = "opt=adam,lr=0.01";
+  o.seed = 5;
+  auto tables = ModelTables(**model, "emb", o);
   ASSERT_TRUE(tables.ok()) << tables.status();
   ASSERT_EQ(tables->size(), 1 + (*model)->dense_params().size());
   EXPECT_EQ((*tables)[0].dim(), 9u);
-  EXPECT_EQ((*tables)[0].optimizer().kind(), "adagrad");
+  // The first-order weight is the row's head, with its own optimizer and zeros.
+  EXPECT_EQ((*tables)[0].head().dim(), 1u);
+  EXPECT_EQ((*tables)[0].head().optimizer().kind(), "adagrad");
+  EXPECT_FLOAT_EQ((*tables)[0].head().optimizer().learning_rate(), 0.1f);
+  EXPECT_EQ((*tables)[0].head().initializer().kind(), "zeros");
+  EXPECT_EQ((*tables)[0].optimizer().kind(), "adam");
+  EXPECT_FLOAT_EQ((*tables)[0].optimizer().learning_rate(), 0.002f);
+  EXPECT_EQ((*tables)[0].initializer().kind(), "normal");
+  EXPECT_FLOAT_EQ((*tables)[0].initializer().scale(), 0.02f);
   for (size_t i = 0; i < (*model)->dense_params().size(); ++i) {
     const auto& spec = (*model)->dense_params()[i];
     const auto& t = (*tables)[i + 1];
@@ -298,7 +313,11 @@ TEST(ModelTablesTest, OneSparseTableAndOneDenseTensorPerParameter) {
       EXPECT_NEAR(t.initializer().scale(), std::sqrt(6.0 / spec.fan_in), 1e-6);
     }
   }
-  EXPECT_FALSE(ModelTables(**model, "emb", "opt=nope", "opt=adam", 5).ok());
+  o.linear_opt = "opt=nope";
+  EXPECT_FALSE(ModelTables(**model, "emb", o).ok());
+  o.linear_opt = "opt=sgd";
+  o.emb_opt = "lr=-1";
+  EXPECT_FALSE(ModelTables(**model, "emb", o).ok());
 }
 
 }  // namespace
