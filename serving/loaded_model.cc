@@ -49,9 +49,11 @@ StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest
   spec.slots = worker::SlotModeForFormat(spec.format);
   if (const std::string* t = FindAttribute(manifest, "sparse_table")) spec.sparse_table = *t;
   const bool criteo = spec.format == "criteo";
-  spec.options.num_fields =
-      criteo ? worker::kCriteoIntegerFeatures + worker::kCriteoCategoricalFeatures : 0;
-  spec.options.dense_dim = criteo ? worker::kCriteoIntegerFeatures : 0;
+  if (const std::string* i = FindAttribute(manifest, "int_features")) {
+    ASSIGN_OR_RETURN(spec.parser.criteo_integers, worker::ParseCriteoIntegers(*i));
+  }
+  spec.options.num_fields = criteo ? worker::CriteoFieldCount(spec.parser.criteo_integers) : 0;
+  spec.options.dense_dim = criteo ? worker::CriteoDenseDim(spec.parser.criteo_integers) : 0;
   if (const std::string* f = FindAttribute(manifest, "num_fields")) {
     ASSIGN_OR_RETURN(spec.options.num_fields, ParseInt("num_fields", *f, 1, 1 << 16));
   }
@@ -86,7 +88,7 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
   StatusOr<ServingModelSpec> spec = ModelSpecFromManifest(m->model_.manifest);
   if (!spec.ok()) return spec.status().WithContext(where);
   m->spec_ = std::move(spec).value();
-  ASSIGN_OR_RETURN(m->parser_, worker::MakeParser(m->spec_.format));
+  ASSIGN_OR_RETURN(m->parser_, worker::MakeParser(m->spec_.format, m->spec_.parser));
   if (m->parser_->dense_dim() != static_cast<uint32_t>(m->spec_.options.dense_dim)) {
     return InvalidArgumentError(where + ": format " + m->spec_.format + " gives " +
                                 std::to_string(m->parser_->dense_dim()) +

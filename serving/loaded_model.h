@@ -29,11 +29,12 @@ struct ServingModelSpec {
   std::string format = "criteo";  // criteo | libsvm | libffm
   // Slot of a feature: its field (criteo, libffm) or its position in the row (libsvm).
   worker::SlotMode slots = worker::SlotMode::kByField;
+  worker::ParserOptions parser;  // criteo_integers from the attribute "int_features"
   std::string sparse_table = "emb";
 };
 
 // Reads attributes "model" (required), "emb_dim", "hidden", "num_fields",
-// "dense_dim", "format", "sparse_table" (docs/protocol.md, "Serving").
+// "dense_dim", "format", "int_features", "sparse_table" (docs/protocol.md, "Serving").
 // Defaults as eddy_train's flags. Errors: InvalidArgument naming the attribute.
 StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest);
 

@@ -44,6 +44,9 @@ DEFINE_double(max_bad_row_rate, 0.01,
 DEFINE_string(model, "deepfm", "Model: lr, fm, wdl (Wide&Deep) or deepfm.");
 DEFINE_int32(emb_dim, 16, "Embedding dimension (ignored by lr).");
 DEFINE_string(hidden, "400,400,400", "MLP layer sizes of wdl and deepfm, comma-separated.");
+DEFINE_string(int_features, "both",
+              "How Criteo's integer columns enter the model: both (log1p dense inputs and "
+              "log2-bucket ids), dense (log1p dense inputs only) or buckets (ids only).");
 DEFINE_int32(num_fields, 0,
              "Feature slots per row; 0: 39 for criteo (13 integer + 26 categorical fields). "
              "libffm uses the field number as slot, libsvm the position in the row; features that "
@@ -94,6 +97,7 @@ struct TrainConfig {
   std::string zmq_endpoint;
   std::optional<worker::GeneratedStreamSpec> generated;
   worker::ModelTableOptions tables;
+  worker::ParserOptions parser;
   int straggler_worker = -1;
   int straggler_ms = 0;
 };
@@ -153,11 +157,12 @@ StatusOr<TrainConfig> ConfigFromFlags() {
   t.slots = worker::SlotModeForFormat(FLAGS_format);
   t.model.num_fields = FLAGS_num_fields;
   t.model.dense_dim = 0;
+  ASSIGN_OR_RETURN(c.parser.criteo_integers, worker::ParseCriteoIntegers(FLAGS_int_features));
   if (FLAGS_format == "criteo") {
     if (t.model.num_fields == 0) {
-      t.model.num_fields = worker::kCriteoIntegerFeatures + worker::kCriteoCategoricalFeatures;
+      t.model.num_fields = worker::CriteoFieldCount(c.parser.criteo_integers);
     }
-    t.model.dense_dim = worker::kCriteoIntegerFeatures;
+    t.model.dense_dim = worker::CriteoDenseDim(c.parser.criteo_integers);
   } else if (t.model.num_fields <= 0) {
     return InvalidArgumentError("--format=" + FLAGS_format +
                                 " needs --num_fields (feature slots per row)");
@@ -223,6 +228,7 @@ std::map<std::string, std::string> ModelAttributes(const models::ModelOptions& m
   a["dense_dim"] = std::to_string(m.dense_dim);
   a["hidden"] = FLAGS_hidden;
   a["format"] = FLAGS_format;
+  if (FLAGS_format == "criteo") a["int_features"] = FLAGS_int_features;
   a["sparse_table"] = "emb";
   return a;
 }
@@ -262,7 +268,8 @@ StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   zmq::context_t context;  // for a ZeroMQ source; separate from the client's
   ASSIGN_OR_RETURN(std::unique_ptr<worker::LineSource> source,
                    OpenSource(c, context, client.worker_id(), client.num_workers()));
-  ASSIGN_OR_RETURN(std::unique_ptr<worker::Parser> parser, worker::MakeParser(FLAGS_format));
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::Parser> parser,
+                   worker::MakeParser(FLAGS_format, c.parser));
   worker::ParsedStreamOptions stream_options;
   stream_options.batch_size = static_cast<size_t>(FLAGS_batch_size);
   if (c.trainer.window.replay_ratio > 0) {

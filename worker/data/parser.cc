@@ -114,13 +114,13 @@ class CriteoParser final : public Parser {
     } else {
       return RowErrorStatus(RowError::kBadLabel, "label " + Excerpt(cols[0]) + ", expected 0 or 1");
     }
-    out->dense.resize(kCriteoIntegerFeatures);
+    const CriteoIntegers mode = options_.criteo_integers;
+    const bool want_dense = mode != CriteoIntegers::kBuckets;
+    const bool want_ids = mode != CriteoIntegers::kDense;
+    out->dense.assign(want_dense ? kCriteoIntegerFeatures : 0, 0.0f);
     for (uint32_t f = 0; f < kCriteoIntegerFeatures; ++f) {
       std::string_view s = cols[1 + f];
-      if (s.empty()) {
-        out->dense[f] = 0;
-        continue;
-      }
+      if (s.empty()) continue;
       int64_t x;
       if (!ParseWhole(s, &x)) {
         return RowErrorStatus(RowError::kBadNumber,
@@ -130,14 +130,16 @@ class CriteoParser final : public Parser {
       if (x >= 0) {
         // floor(log2(1 + x)); 1 + x cannot overflow a uint64.
         bucket = static_cast<uint64_t>(std::bit_width(static_cast<uint64_t>(x) + 1) - 1);
-        out->dense[f] = Log1p(static_cast<uint64_t>(x));
+        if (want_dense) out->dense[f] = Log1p(static_cast<uint64_t>(x));
       } else {
         bucket = kCriteoNegativeBucket;
-        out->dense[f] = 0;
       }
-      out->ids.push_back(FeatureId(f, bucket));
-      out->fields.push_back(f);
+      if (want_ids) {
+        out->ids.push_back(FeatureId(f, bucket));
+        out->fields.push_back(f);
+      }
     }
+    const uint32_t first_categorical = want_ids ? kCriteoIntegerFeatures : 0;
     for (uint32_t c = 0; c < kCriteoCategoricalFeatures; ++c) {
       std::string_view s = cols[1 + kCriteoIntegerFeatures + c];
       if (s.empty()) continue;
@@ -146,7 +148,7 @@ class CriteoParser final : public Parser {
         return RowErrorStatus(RowError::kBadNumber,
                               "categorical column C" + std::to_string(c + 1) + " " + Excerpt(s));
       }
-      const uint32_t field = kCriteoIntegerFeatures + c;
+      const uint32_t field = first_categorical + c;
       out->ids.push_back(FeatureId(field, v));
       out->fields.push_back(field);
     }
@@ -154,7 +156,9 @@ class CriteoParser final : public Parser {
     return OkStatus();
   }
 
-  uint32_t dense_dim() const override { return kCriteoIntegerFeatures; }
+  uint32_t dense_dim() const override {
+    return static_cast<uint32_t>(CriteoDenseDim(options_.criteo_integers));
+  }
   std::string_view name() const override { return "criteo"; }
 
  private:
@@ -272,6 +276,35 @@ std::optional<RowError> RowErrorOf(const Status& status) {
       return static_cast<RowError>(i);
   }
   return std::nullopt;
+}
+
+StatusOr<CriteoIntegers> ParseCriteoIntegers(std::string_view name) {
+  if (name == "both") return CriteoIntegers::kBoth;
+  if (name == "dense") return CriteoIntegers::kDense;
+  if (name == "buckets") return CriteoIntegers::kBuckets;
+  return InvalidArgumentError("int_features '" + std::string(name) +
+                              "': expected both, dense or buckets");
+}
+
+std::string_view CriteoIntegersName(CriteoIntegers mode) {
+  switch (mode) {
+    case CriteoIntegers::kDense:
+      return "dense";
+    case CriteoIntegers::kBuckets:
+      return "buckets";
+    case CriteoIntegers::kBoth:
+      break;
+  }
+  return "both";
+}
+
+int CriteoFieldCount(CriteoIntegers mode) {
+  return mode == CriteoIntegers::kDense ? kCriteoCategoricalFeatures
+                                        : kCriteoIntegerFeatures + kCriteoCategoricalFeatures;
+}
+
+int CriteoDenseDim(CriteoIntegers mode) {
+  return mode == CriteoIntegers::kBuckets ? 0 : kCriteoIntegerFeatures;
 }
 
 std::unique_ptr<Parser> MakeCriteoParser(ParserOptions options) {

@@ -36,9 +36,20 @@ Status RowErrorStatus(RowError error, std::string_view detail);
 // The RowError of a status made by RowErrorStatus, or nullopt for any other status.
 std::optional<RowError> RowErrorOf(const Status& status);
 
+// How Criteo's integer columns I1..I13 enter a model.
+enum class CriteoIntegers {
+  kBoth,     // dense log1p inputs and bucket ids (fields 0..12; C1..C26 are 13..38)
+  kDense,    // dense log1p inputs only (C1..C26 are fields 0..25)
+  kBuckets,  // bucket ids only, no dense inputs (fields as kBoth)
+};
+// "both" | "dense" | "buckets"; InvalidArgument naming the choices otherwise.
+StatusOr<CriteoIntegers> ParseCriteoIntegers(std::string_view name);
+std::string_view CriteoIntegersName(CriteoIntegers mode);
+
 struct ParserOptions {
   // Lines longer than this (after stripping "\r") are rejected with kTooLong.
   size_t max_line_bytes = size_t{1} << 20;
+  CriteoIntegers criteo_integers = CriteoIntegers::kBoth;
 };
 
 class Parser {
@@ -54,16 +65,20 @@ class Parser {
 };
 
 // Criteo TSV: label \t I1..I13 \t C1..C26, exactly 40 columns, label "0" or "1",
-// empty column = missing feature (no id). Fields: I1..I13 are fields 0..12,
-// C1..C26 are 13..38.
+// empty column = missing feature (no id). Fields (options.criteo_integers):
+// I1..I13 are fields 0..12 and C1..C26 are 13..38, or, with kDense, C1..C26 are
+// 0..25 and integers give no ids.
 // - Integer x of field f: id FeatureId(f, floor(log2(1 + x))) for x >= 0, and
-//   FeatureId(f, kCriteoNegativeBucket) for x < 0; dense[f] = log(1 + max(x, 0)),
-//   0 when missing.
+//   FeatureId(f, kCriteoNegativeBucket) for x < 0 (not with kDense);
+//   dense[f] = log(1 + max(x, 0)), 0 when missing (not with kBuckets).
 // - Categorical 32-bit hex value v of field f: id FeatureId(f, v).
 inline constexpr uint64_t kCriteoNegativeBucket = 0xffffffffULL;
 inline constexpr int kCriteoIntegerFeatures = 13;
 inline constexpr int kCriteoCategoricalFeatures = 26;
 std::unique_ptr<Parser> MakeCriteoParser(ParserOptions options = {});
+// A Criteo model's slots per row (fields) and dense inputs under `mode`.
+int CriteoFieldCount(CriteoIntegers mode);
+int CriteoDenseDim(CriteoIntegers mode);
 
 // libsvm: "label idx:val idx:val ...", separated by spaces or tabs; label 0/1 or
 // -1/+1 (-1 becomes 0). id = FeatureId(0, idx), field 0, weight val.

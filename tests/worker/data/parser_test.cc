@@ -291,3 +291,48 @@ TEST(ExampleBatchTest, TruncateKeepsTheFirstRows) {
 
 }  // namespace
 }  // namespace eddy::worker
+
+namespace eddy::worker {
+namespace {
+
+TEST(ParserTest, CriteoIntegerFeaturesAsDenseBucketsOrBoth) {
+  // I1 = 3, I2 missing, I3 = -1, the other integers 0; C1 = "0000000a", C2 missing.
+  std::string line = "1\t3\t\t-1";
+  for (int i = 3; i < 13; ++i) line += "\t0";
+  line += "\t0000000a";
+  for (int c = 1; c < 26; ++c) line += "\t";
+  Example both, dense, buckets;
+  ASSERT_TRUE(MakeCriteoParser()->Parse(line, &both).ok());
+  ASSERT_TRUE(
+      MakeCriteoParser({.criteo_integers = CriteoIntegers::kDense})->Parse(line, &dense).ok());
+  ASSERT_TRUE(
+      MakeCriteoParser({.criteo_integers = CriteoIntegers::kBuckets})->Parse(line, &buckets).ok());
+  // both: 12 integer ids (I2 missing) + 1 categorical at field 13, 13 dense inputs.
+  EXPECT_EQ(both.ids.size(), 13u);
+  EXPECT_EQ(both.fields.back(), 13u);
+  ASSERT_EQ(both.dense.size(), 13u);
+  EXPECT_FLOAT_EQ(both.dense[0], std::log1p(3.0f));
+  // dense: only the categorical, at field 0; the same dense inputs.
+  ASSERT_EQ(dense.ids.size(), 1u);
+  EXPECT_EQ(dense.fields[0], 0u);
+  EXPECT_EQ(both.ids.back(), FeatureId(13, 0xa));
+  EXPECT_EQ(dense.ids[0], FeatureId(0, 0xa));
+  EXPECT_EQ(dense.dense, both.dense);
+  // buckets: the ids of both, no dense inputs.
+  EXPECT_EQ(buckets.ids, both.ids);
+  EXPECT_EQ(buckets.fields, both.fields);
+  EXPECT_TRUE(buckets.dense.empty());
+  EXPECT_EQ(MakeCriteoParser({.criteo_integers = CriteoIntegers::kBuckets})->dense_dim(), 0u);
+  EXPECT_EQ(CriteoFieldCount(CriteoIntegers::kDense), 26);
+  EXPECT_EQ(CriteoFieldCount(CriteoIntegers::kBoth), 39);
+  EXPECT_EQ(CriteoDenseDim(CriteoIntegers::kBuckets), 0);
+  for (auto mode : {CriteoIntegers::kBoth, CriteoIntegers::kDense, CriteoIntegers::kBuckets}) {
+    auto parsed = ParseCriteoIntegers(CriteoIntegersName(mode));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, mode);
+  }
+  EXPECT_FALSE(ParseCriteoIntegers("log").ok());
+}
+
+}  // namespace
+}  // namespace eddy::worker
