@@ -126,6 +126,17 @@ Status ApplyKey(proto::TableConfig* t, std::string_view key, std::string_view va
     }
     return OkStatus();
   }
+  if (key == "admit_after") {
+    ASSIGN_OR_RETURN(uint64_t n, ParseUint(value));
+    if (n > 65535) return InvalidArgumentError("admit_after must be at most 65535");
+    t->mutable_admission()->set_min_count(static_cast<uint32_t>(n));
+    return OkStatus();
+  }
+  if (key == "admit_prob") {
+    ASSIGN_OR_RETURN(float p, ParseFloat(value));
+    t->mutable_admission()->set_probability(p);
+    return OkStatus();
+  }
   if (key == "head") {
     ASSIGN_OR_RETURN(uint64_t d, ParseUint(value));
     if (d > 65536) return InvalidArgumentError("head must be at most 65536");
@@ -144,7 +155,9 @@ Status ApplyKey(proto::TableConfig* t, std::string_view key, std::string_view va
     return InvalidArgumentError(
         "unknown key '" + std::string(key) +
         "' (known: dim, shape, opt, lr, beta1, beta2, eps, l1, l2, acc, ftrl_beta, init, "
-        "init_scale, seed; head=N and head_<key> for the first N floats of every row)");
+        "init_scale, seed, admit_after, admit_prob; head=N and head_<key> for the first N floats "
+        "of "
+        "every row)");
   }
   return s;
 }
@@ -254,6 +267,13 @@ Status ValidateTableConfig(const proto::TableConfig& t) {
         ctx + ": sparse table needs dim=N with N >= 1 (or shape= for a dense tensor)");
   }
   RETURN_IF_ERROR(ValidateUpdate(ctx, t.optimizer(), t.initializer()));
+  if (t.has_admission()) {
+    const float p = t.admission().probability();
+    if (!(p >= 0 && p <= 1)) return InvalidArgumentError(ctx + ": admit_prob must be in [0, 1]");
+    if (t.dense() && (t.admission().min_count() > 1 || (p > 0 && p < 1))) {
+      return InvalidArgumentError(ctx + ": admit_after / admit_prob are for sparse tables only");
+    }
+  }
   if (t.has_head() && t.head().dim() > 0) {
     if (t.dense()) return InvalidArgumentError(ctx + ": head= is for sparse tables only");
     if (t.head().dim() >= t.dim()) {
@@ -291,6 +311,10 @@ std::string DescribeTable(const proto::TableConfig& t) {
   }
   os << " ";
   describe(t.optimizer(), t.initializer());
+  if (t.admission().min_count() > 1) os << " admit_after=" << t.admission().min_count();
+  if (t.admission().probability() > 0 && t.admission().probability() < 1) {
+    os << " admit_prob=" << t.admission().probability();
+  }
   return os.str();
 }
 

@@ -7,7 +7,9 @@
 // Sparse tables may give the first N floats of every row (e.g. a feature's
 // first-order weight) their own optimizer and initializer: head=N, then any of
 // the keys above prefixed with head_ (head_opt=adagrad,head_lr=0.05,head_init=zeros);
-// the head starts with the row's settings.
+// the head starts with the row's settings. Feature admission (sparse):
+// admit_after=N (an id gets a row after N pushes), admit_prob=p (or with
+// probability p per push); see server/admission.h.
 // Thread-safety: pure functions.
 #ifndef EDDY_COMMON_TABLE_CONFIG_H_
 #define EDDY_COMMON_TABLE_CONFIG_H_

@@ -166,6 +166,17 @@ TEST(TableConfigTest, RowHeadStartsAsTheRowAndTakesItsOwnKeys) {
   EXPECT_EQ((*plain)[0].head().dim(), 0u);
 }
 
+TEST(TableConfigTest, FeatureAdmission) {
+  auto tables = ParseTableSpecs("e:dim=4,admit_after=3;f:dim=4,admit_prob=0.25");
+  ASSERT_TRUE(tables.ok()) << tables.status();
+  EXPECT_EQ((*tables)[0].admission().min_count(), 3u);
+  EXPECT_FLOAT_EQ((*tables)[1].admission().probability(), 0.25f);
+  EXPECT_NE(DescribeTable((*tables)[0]).find("admit_after=3"), std::string::npos);
+  ExpectRejected("e:dim=4,admit_prob=1.5", "admit_prob must be in [0, 1]");
+  ExpectRejected("e:shape=4,admit_after=2", "sparse tables only");
+  ExpectRejected("e:dim=4,admit_after=70000", "at most 65535");
+}
+
 TEST(TableConfigTest, RejectsBadRowHeads) {
   ExpectRejected("e:dim=4,head=4", "must be smaller than dim=4");
   ExpectRejected("e:shape=4,head=1", "sparse tables only");
