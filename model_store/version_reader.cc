@@ -84,15 +84,29 @@ Status VersionReader::Verify() const {
   return OkStatus();
 }
 
-StatusOr<SparseShard> VersionReader::ReadSparse(const FileEntry& entry,
-                                                const ReadOptions& options) const {
-  const TableSchema* schema = FindTable(entry.table());
+namespace {
+
+// Decodes `entry` of `reader`, whose table must exist and be dense or sparse
+// as asked (InvalidArgument otherwise).
+StatusOr<DecodedFile> ReadFileOf(const VersionReader& reader, const FileEntry& entry, bool dense,
+                                 const ReadOptions& options) {
+  const TableSchema* schema = reader.FindTable(entry.table());
   if (schema == nullptr) {
-    return InvalidArgumentError("version " + std::to_string(version()) + " has no table '" +
+    return InvalidArgumentError("version " + std::to_string(reader.version()) + " has no table '" +
                                 entry.table() + "'");
   }
-  if (schema->dense()) return InvalidArgumentError("table '" + entry.table() + "' is dense");
-  ASSIGN_OR_RETURN(DecodedFile d, ReadDataFile(dir_, entry, *schema, options));
+  if (schema->dense() != dense) {
+    return InvalidArgumentError("table '" + entry.table() + "' is " +
+                                (schema->dense() ? "dense" : "sparse"));
+  }
+  return ReadDataFile(reader.dir(), entry, *schema, options);
+}
+
+}  // namespace
+
+StatusOr<SparseShard> VersionReader::ReadSparse(const FileEntry& entry,
+                                                const ReadOptions& options) const {
+  ASSIGN_OR_RETURN(DecodedFile d, ReadFileOf(*this, entry, /*dense=*/false, options));
   SparseShard s;
   s.table = entry.table();
   s.shard = d.header.shard;
@@ -107,13 +121,7 @@ StatusOr<SparseShard> VersionReader::ReadSparse(const FileEntry& entry,
 
 StatusOr<DenseSlice> VersionReader::ReadDense(const FileEntry& entry,
                                               const ReadOptions& options) const {
-  const TableSchema* schema = FindTable(entry.table());
-  if (schema == nullptr) {
-    return InvalidArgumentError("version " + std::to_string(version()) + " has no table '" +
-                                entry.table() + "'");
-  }
-  if (!schema->dense()) return InvalidArgumentError("table '" + entry.table() + "' is sparse");
-  ASSIGN_OR_RETURN(DecodedFile d, ReadDataFile(dir_, entry, *schema, options));
+  ASSIGN_OR_RETURN(DecodedFile d, ReadFileOf(*this, entry, /*dense=*/true, options));
   DenseSlice s;
   s.table = entry.table();
   s.shard = d.header.shard;

@@ -49,31 +49,27 @@ std::string Number(double v, const char* format) {
   return buf;
 }
 
-std::string ShortEncoding(int e) {
+namespace {
+
+// `e` as "fp16" or "int8", float32 as `float32`, anything else as `unknown`.
+std::string EncodingLabel(int e, const char* float32, const char* unknown) {
   switch (e) {
     case Manifest::ENCODING_FLOAT32:
-      return "f32";
+      return float32;
     case Manifest::ENCODING_FLOAT16:
       return "fp16";
     case Manifest::ENCODING_INT8_ROW_SCALE:
       return "int8";
     default:
-      return "?";
+      return unknown;
   }
 }
 
-std::string LongEncoding(int e) {
-  switch (e) {
-    case Manifest::ENCODING_FLOAT32:
-      return "float32";
-    case Manifest::ENCODING_FLOAT16:
-      return "fp16";
-    case Manifest::ENCODING_INT8_ROW_SCALE:
-      return "int8";
-    default:
-      return "unknown";
-  }
-}
+}  // namespace
+
+std::string ShortEncoding(int e) { return EncodingLabel(e, "f32", "?"); }
+
+std::string LongEncoding(int e) { return EncodingLabel(e, "float32", "unknown"); }
 
 StatusOr<Encoding> ParseEncoding(const std::string& s) {
   if (s == "float32" || s == "f32" || s == "fp32") return Manifest::ENCODING_FLOAT32;
