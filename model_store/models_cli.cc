@@ -194,8 +194,7 @@ CliResult Snapshot(const ModelsCliOptions& o) {
 }  // namespace
 }  // namespace internal
 
-std::optional<CliFailure> RunModelsCommand(const std::string& command,
-                                           const ModelsCliOptions& o) {
+std::optional<CliFailure> RunModelsCommand(const std::string& command, const ModelsCliOptions& o) {
   using internal::UsageError;
   if (command == "snapshot") return internal::Snapshot(o);
   if (o.model_dir.empty()) {
