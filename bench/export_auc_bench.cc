@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
+#include "model_store/serving_export.h"
+#include "model_store/version_dir.h"
 #include "serving/loaded_model.h"
 #include "worker/metrics/metrics.h"
 

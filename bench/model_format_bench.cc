@@ -20,7 +20,11 @@
 #include <vector>
 
 #include "common/partition.h"
-#include "model_store/model_format.h"
+#include "model_store/chain.h"
+#include "model_store/materialize.h"
+#include "model_store/serving_export.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_writer.h"
 
 DEFINE_uint64(rows, 10'000'000, "Keys of the sparse table.");
 DEFINE_uint32(dim, 16, "Floats per key.");

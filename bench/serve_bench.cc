@@ -13,7 +13,8 @@
 #include <thread>
 
 #include "bench/bench_report.h"
-#include "model_store/model_format.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_writer.h"
 #include "model_store/version_service.h"
 #include "serving/replica.h"
 #include "serving/serve_client.h"

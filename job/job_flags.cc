@@ -9,7 +9,9 @@
 #include <map>
 
 #include "common/table_config.h"
-#include "model_store/model_format.h"
+#include "model_store/chain.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_reader.h"
 
 DECLARE_bool(help);  // defined by gflags
 

@@ -12,7 +12,8 @@
 
 #include "common/proto/serving.pb.h"
 #include "model_store/crc32c.h"
-#include "model_store/model_format.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_reader.h"
 
 namespace eddy::model_store {
 namespace {

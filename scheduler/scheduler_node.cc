@@ -5,7 +5,10 @@
 
 #include "common/message.h"
 #include "common/table_config.h"
+#include "model_store/retention.h"
+#include "model_store/version_dir.h"
 #include "model_store/version_service.h"
+#include "model_store/version_writer.h"
 
 namespace eddy::scheduler {
 namespace {

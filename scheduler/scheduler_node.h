@@ -25,7 +25,7 @@
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
-#include "model_store/model_format.h"
+#include "model_store/version_writer.h"
 
 namespace eddy::model_store {
 class VersionService;

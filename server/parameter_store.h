@@ -14,7 +14,7 @@
 
 #include "common/message.h"
 #include "common/thread_pool.h"
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
 #include "server/dense_tensor.h"
 #include "server/embedding_table.h"
 

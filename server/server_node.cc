@@ -6,7 +6,10 @@
 
 #include "common/message.h"
 #include "common/scheduler_link.h"
-#include "model_store/model_format.h"
+#include "model_store/chain.h"
+#include "model_store/materialize.h"
+#include "model_store/shard_file.h"
+#include "model_store/version_dir.h"
 
 namespace eddy::server {
 

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
 #include "models/ctr_model.h"
 #include "worker/data/parser.h"
 #include "worker/data/row.h"

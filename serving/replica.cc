@@ -11,7 +11,8 @@
 
 #include "common/message.h"
 #include "model_store/crc32c.h"
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
+#include "model_store/version_dir.h"
 
 namespace eddy::serving {
 namespace {

@@ -14,7 +14,10 @@
 #include <string>
 #include <vector>
 
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
+#include "model_store/retention.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_writer.h"
 #include "tests/testing/subprocess.h"
 
 namespace eddy::model_store {

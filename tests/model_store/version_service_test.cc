@@ -9,6 +9,8 @@
 #include "common/message.h"
 #include "common/proto/serving.pb.h"
 #include "model_store/crc32c.h"
+#include "model_store/version_dir.h"
+#include "model_store/version_writer.h"
 #include "tests/serving/serving_test_util.h"
 
 namespace eddy::model_store {

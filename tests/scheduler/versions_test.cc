@@ -11,7 +11,8 @@
 #include <thread>
 
 #include "common/message.h"
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
+#include "model_store/version_dir.h"
 #include "tests/testing/local_cluster.h"
 #include "tests/testing/temp_dir.h"
 

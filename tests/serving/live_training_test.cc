@@ -9,7 +9,6 @@
 #include <mutex>
 #include <thread>
 
-#include "model_store/model_format.h"
 #include "models/ctr_model.h"
 #include "serving/replica.h"
 #include "serving/serve_client.h"

@@ -10,6 +10,8 @@
 #include <thread>
 
 #include "common/message.h"
+#include "model_store/materialize.h"
+#include "model_store/version_dir.h"
 #include "model_store/version_service.h"
 #include "serving/serve_client.h"
 #include "tests/serving/serving_test_util.h"

@@ -14,7 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "model_store/model_format.h"
+#include "model_store/version_reader.h"
+#include "model_store/version_writer.h"
 #include "models/ctr_model.h"
 #include "tests/testing/temp_dir.h"
 

@@ -5,7 +5,8 @@
 #include <fstream>
 #include <regex>
 
-#include "model_store/model_format.h"
+#include "model_store/materialize.h"
+#include "model_store/version_dir.h"
 #include "tests/worker/train_job_fixture.h"
 
 namespace eddy {
