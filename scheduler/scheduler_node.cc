@@ -1,11 +1,9 @@
 #include "scheduler/scheduler_node.h"
 
 #include <algorithm>
-#include <cstdio>
 
 #include "common/message.h"
 #include "common/table_config.h"
-#include "model_store/retention.h"
 #include "model_store/version_dir.h"
 #include "model_store/version_service.h"
 #include "model_store/version_writer.h"
@@ -16,69 +14,7 @@ namespace {
 // Dropped METRICS messages are logged up to this many times per kind, then only counted.
 constexpr uint64_t kLoggedMetricsDrops = 5;
 
-std::string Seconds(SteadyClock::duration d) {
-  char buf[32];
-  std::snprintf(buf, sizeof(buf), "%.1f s", std::chrono::duration<double>(d).count());
-  return buf;
-}
-
 }  // namespace
-
-Status ValidateSchedulerOptions(const SchedulerOptions& o) {
-  if (o.num_servers < 1) return InvalidArgumentError("--num_servers must be at least 1");
-  if (o.num_workers < 1)
-    return InvalidArgumentError(
-        "--num_workers must be at least 1 (under mpirun: use more ranks than 1 + --num_servers)");
-  if (o.heartbeat_interval.count() <= 0)
-    return InvalidArgumentError("--heartbeat_interval_ms must be > 0");
-  if (o.node_timeout <= o.heartbeat_interval) {
-    return InvalidArgumentError("--node_timeout_ms (" + std::to_string(o.node_timeout.count()) +
-                                ") must be larger than --heartbeat_interval_ms (" +
-                                std::to_string(o.heartbeat_interval.count()) + "), e.g. 5x");
-  }
-  if (o.server_shards == 0 || o.server_shards > 65536)
-    return InvalidArgumentError("--server_shards must be in [1, 65536]");
-  if (o.tables.empty()) return InvalidArgumentError("no tables defined (--tables)");
-  if (o.aggregate != "none" && o.aggregate != "sum" && o.aggregate != "mean") {
-    return InvalidArgumentError("--aggregate must be none, sum or mean, not '" + o.aggregate + "'");
-  }
-  if (o.aggregate != "none" && o.staleness != 0) {
-    return InvalidArgumentError("--aggregate=" + o.aggregate +
-                                " applies each clock's gradients together, so pulls must wait "
-                                "for it: use it with --staleness=0");
-  }
-  if (o.staleness < -1) {
-    return InvalidArgumentError("--staleness must be >= 0 (bounded) or -1 (unbounded), not " +
-                                std::to_string(o.staleness));
-  }
-  if (o.on_progress && o.progress_interval.count() <= 0) {
-    return InvalidArgumentError("the progress interval must be > 0 ms, not " +
-                                std::to_string(o.progress_interval.count()));
-  }
-  for (const auto& t : o.tables) RETURN_IF_ERROR(ValidateTableConfig(t));
-  if (o.model_dir.empty() && (o.snapshot_interval.count() > 0 || o.snapshot_every_rows > 0)) {
-    return InvalidArgumentError("--snapshot_every needs --model_dir: where should versions go?");
-  }
-  if (o.snapshot_interval.count() < 0) {
-    return InvalidArgumentError("the snapshot interval must be >= 0");
-  }
-  if (o.full_every < 1) {
-    return InvalidArgumentError("--full_every must be at least 1 (1: every version is full), not " +
-                                std::to_string(o.full_every));
-  }
-  if (o.keep_full_versions < 1) {
-    return InvalidArgumentError("--keep_versions must be at least 1, not " +
-                                std::to_string(o.keep_full_versions));
-  }
-  if (o.resume_version > 0 && static_cast<int>(o.resume_positions.size()) != o.num_workers) {
-    return InvalidArgumentError(
-        "version " + std::to_string(o.resume_version) + " was cut with " +
-        std::to_string(o.resume_positions.size()) +
-        " worker(s); resume it with --num_workers=" + std::to_string(o.resume_positions.size()) +
-        " (each worker goes on from its own position in its part of the stream)");
-  }
-  return OkStatus();
-}
 
 std::string SchedulerNode::Node::Name() const {
   std::string s = role == proto::SERVER ? "server " : "worker ";
@@ -86,8 +22,6 @@ std::string SchedulerNode::Node::Name() const {
   if (!info.endpoint().empty()) s += ", " + info.endpoint();
   return s + ")";
 }
-
-SchedulerNode::PendingVersion::PendingVersion() = default;
 
 SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
     : context_(context), options_(std::move(options)) {
@@ -137,12 +71,22 @@ StatusOr<std::string> SchedulerNode::Bind() {
   endpoint_ = AdvertisedEndpoint(bound);
   if (!options_.model_dir.empty()) {
     auto versions = model_store::ListVersions(options_.model_dir);
-    if (versions.ok() && !versions->empty()) {
-      next_version_ = versions->back() + 1;
-      last_version_.store(versions->back());
-    } else if (!versions.ok() && versions.status().code() != StatusCode::kNotFound) {
+    if (!versions.ok() && versions.status().code() != StatusCode::kNotFound) {
       return versions.status().WithContext("--model_dir");
     }
+    const uint64_t first = versions.ok() && !versions->empty() ? versions->back() + 1 : 1;
+    VersionPolicy policy;
+    policy.num_servers = options_.num_servers;
+    policy.interval = options_.snapshot_interval;
+    policy.every_rows = options_.snapshot_every_rows;
+    policy.at_end = options_.snapshot_at_end;
+    policy.full_every = options_.full_every;
+    policy.keep_full_versions = options_.keep_full_versions;
+    policy.evict_after_versions = options_.evict_after_versions;
+    policy.timeout = options_.snapshot_timeout;
+    policy.test_fail_after_bytes = options_.test_fail_after_bytes;
+    versions_ =
+        std::make_unique<VersionCoordinator>(policy, first, static_cast<VersionSink*>(this));
   }
   return endpoint_;
 }
@@ -171,7 +115,7 @@ Status SchedulerNode::EndJob(SteadyClock::time_point started) {
   Broadcast(proto::SHUTDOWN, "job finished");
   ReportProgress(SteadyClock::now(), /*final=*/true);
   LOG(INFO) << "scheduler: every live worker finished; job done in "
-            << Seconds(SteadyClock::now() - started);
+            << FormatSeconds(SteadyClock::now() - started);
   return OkStatus();
 }
 
@@ -215,211 +159,7 @@ void SchedulerNode::ReportProgress(SteadyClock::time_point now, bool final) {
 
 bool SchedulerNode::ReadyToEnd() {
   if (!cluster_up_ || !AllLiveWorkersDone()) return false;
-  if (options_.model_dir.empty() || !options_.snapshot_at_end) return true;
-  if (pending_version_) return false;
-  if (!final_version_taken_) {
-    final_version_taken_ = true;
-    StartVersion();
-    return !pending_version_;
-  }
-  return true;
-}
-
-void SchedulerNode::StartVersion() {
-  if (options_.model_dir.empty() || !cluster_up_) return;
-  if (pending_version_) {
-    snapshot_wanted_ = true;  // right after the one in progress
-    return;
-  }
-  const uint64_t version = next_version_++;
-  // A delta against the previous version of this job, unless a full one is due.
-  const bool full = last_committed_ == 0 || force_full_ ||
-                    deltas_since_full_ + 1 >= static_cast<uint64_t>(options_.full_every);
-  const uint64_t parent = full ? 0 : last_committed_;
-  auto writer = model_store::VersionWriter::Begin(
-      options_.model_dir, version, parent, /*serving=*/false, proto::Manifest::ENCODING_FLOAT32);
-  if (!writer.ok()) {
-    VersionSummary summary;
-    summary.version = version;
-    summary.error = writer.status().ToString();
-    LOG(ERROR) << "scheduler: version " << version << " failed: " << summary.error;
-    {
-      MutexLock lock(&metrics_mu_);
-      ++stats_.versions_failed;
-    }
-    if (options_.on_version) options_.on_version(summary);
-    return;
-  }
-  PendingVersion& pv = pending_version_.emplace();
-  pv.version = version;
-  pv.parent = parent;
-  pv.started = SteadyClock::now();
-  proto::SnapshotRequest request;
-  request.set_version(version);
-  request.set_parent_version(parent);
-  request.set_temp_dir(writer->temp_dir());
-  request.set_encoding(proto::Manifest::ENCODING_FLOAT32);
-  request.set_fail_after_bytes(options_.test_fail_after_bytes);
-  pv.writer.emplace(std::move(writer).value());
-  request.set_evict_after_versions(options_.evict_after_versions);
-  const std::string body = request.SerializeAsString();
-  // Servers first; workers are told once every server has the request (see
-  // OnSnapshotReady), so a server never sees a marker before the request.
-  for (const Node& n : nodes_) {
-    if (n.role != proto::SERVER) continue;
-    Message m{MakeHeader(proto::SNAPSHOT), {}, {}};
-    m.header.set_version(static_cast<int64_t>(version));
-    m.header.set_payload(body);
-    SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();
-  }
-  VLOG(1) << "scheduler: taking version " << version;
-}
-
-void SchedulerNode::OnSnapshotReady(const Node* node, const proto::Header& header) {
-  if (node == nullptr || node->role != proto::SERVER || !pending_version_ ||
-      static_cast<uint64_t>(header.version()) != pending_version_->version ||
-      pending_version_->workers_told) {
-    return;
-  }
-  if (++pending_version_->ready < options_.num_servers) return;
-  pending_version_->workers_told = true;
-  for (const Node& n : nodes_) {
-    if (n.lost || n.role != proto::WORKER) continue;
-    Message m{MakeHeader(proto::SNAPSHOT), {}, {}};
-    m.header.set_version(static_cast<int64_t>(pending_version_->version));
-    SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();
-  }
-}
-
-void SchedulerNode::OnSnapshotDone(const Node* node, const proto::Header& header) {
-  proto::SnapshotReport report;
-  if (node == nullptr || node->role != proto::SERVER || !report.ParseFromString(header.payload())) {
-    LOG(WARNING) << "scheduler: ignored a SNAPSHOT_DONE that is not from a server";
-    return;
-  }
-  if (!pending_version_ || report.version() != pending_version_->version) {
-    VLOG(1) << "scheduler: late report for version " << report.version();
-    return;
-  }
-  if (!report.error().empty()) {
-    FinishVersion(node->Name() + ": " + report.error());
-    return;
-  }
-  pending_version_->reports[node->id] = std::move(report);
-  if (static_cast<int>(pending_version_->reports.size()) == options_.num_servers) FinishVersion("");
-}
-
-void SchedulerNode::FinishVersion(std::string error) {
-  PendingVersion pv = std::move(*pending_version_);
-  pending_version_.reset();
-  VersionSummary summary;
-  summary.version = pv.version;
-  summary.parent = pv.parent;
-  std::map<std::string, uint32_t> state_floats;
-  const proto::SnapshotReport* first = nullptr;
-  for (const auto& [id, r] : pv.reports) {
-    if (error.empty() &&
-        (r.files_size() != r.file_dense_size() || r.files_size() != r.file_dims_size() ||
-         r.files_size() != r.file_state_floats_size())) {
-      error = "server " + std::to_string(id) + " sent an inconsistent report";
-    }
-    for (int i = 0; error.empty() && i < r.files_size(); ++i) {
-      model_store::WrittenShardFile f{r.files(i), r.file_dense(i), r.file_dims(i),
-                                      r.file_state_floats(i), proto::Manifest::ENCODING_FLOAT32};
-      Status s = pv.writer->AddWrittenFile(f);
-      if (!s.ok()) error = s.ToString();
-      state_floats[r.files(i).table()] = r.file_state_floats(i);
-      summary.bytes += r.files(i).bytes();
-    }
-    if (first == nullptr) {
-      first = &r;
-    } else if (error.empty()) {
-      // Every server saw the same markers, so they agree on every worker's cut.
-      bool same = first->cuts_size() == r.cuts_size();
-      for (int i = 0; same && i < r.cuts_size(); ++i) {
-        same = first->cuts(i).SerializeAsString() == r.cuts(i).SerializeAsString();
-      }
-      if (!same) error = "servers disagree on the workers' cut (a bug): see the server logs";
-    }
-    summary.rows += r.rows();
-    summary.evicted += r.evicted();
-    summary.pause_seconds = std::max(summary.pause_seconds, r.pause_seconds());
-    summary.window_seconds = std::max(summary.window_seconds, r.window_seconds());
-    summary.write_seconds = std::max(summary.write_seconds, r.write_seconds());
-  }
-  if (error.empty() && first != nullptr) {
-    model_store::VersionInfo info;
-    for (const proto::TableConfig& t : options_.tables) {
-      model_store::TableSchema& schema = info.tables.emplace_back();
-      schema.set_name(t.name());
-      schema.set_dense(t.dense());
-      schema.set_dim(t.dim());
-      for (uint64_t d : t.shape()) schema.add_shape(d);
-      schema.set_optimizer(t.optimizer().kind());
-      schema.set_state_floats_per_value(state_floats[t.name()]);
-    }
-    for (const proto::WorkerCut& c : first->cuts()) {
-      model_store::StreamPosition& p = info.positions.emplace_back();
-      p.set_worker(c.worker());
-      p.set_rows_consumed(c.rows_consumed());
-      summary.cuts.push_back(c);
-    }
-    if (options_.version_metrics) {
-      // A finished worker's final report is newer than its last METRICS.
-      std::vector<std::string> latest = latest_metrics();
-      for (const Node& n : nodes_) {
-        if (n.role == proto::WORKER && n.done && n.id < static_cast<int>(latest.size())) {
-          latest[n.id] = n.report;
-        }
-      }
-      info.metrics = options_.version_metrics(latest);
-    }
-    info.metrics["pause_ms"] = summary.pause_seconds * 1e3;
-    info.metrics["cut_window_ms"] = summary.window_seconds * 1e3;
-    info.metrics["write_s"] = summary.write_seconds;
-    info.attributes = options_.version_attributes;
-    Status s = pv.writer->Commit(info);
-    if (!s.ok()) error = s.ToString();
-  }
-  summary.total_seconds = std::chrono::duration<double>(SteadyClock::now() - pv.started).count();
-  if (error.empty() && first == nullptr) error = "no server reported";
-  if (!error.empty()) {
-    pv.writer->Abort();
-    summary.error = error;
-    LOG(ERROR) << "scheduler: version " << pv.version
-               << " failed (older versions stay valid): " << error;
-    force_full_ = true;  // servers may hold captures the scheduler never committed
-    MutexLock lock(&metrics_mu_);
-    ++stats_.versions_failed;
-  } else {
-    summary.ok = true;
-    summary.dir = pv.writer->final_dir();
-    last_committed_ = pv.version;
-    force_full_ = false;
-    deltas_since_full_ = pv.parent == 0 ? 0 : deltas_since_full_ + 1;
-    last_version_.store(pv.version);
-    {
-      MutexLock lock(&metrics_mu_);
-      ++stats_.versions_committed;
-    }
-    char line[256];
-    std::snprintf(line, sizeof(line),
-                  "%s, %llu rows, %.1f MB, training paused %.2f ms, cut window %.2f ms, "
-                  "written in %.2f s",
-                  pv.parent == 0 ? "full" : "delta", static_cast<unsigned long long>(summary.rows),
-                  summary.bytes / 1e6, summary.pause_seconds * 1e3, summary.window_seconds * 1e3,
-                  summary.total_seconds);
-    LOG(INFO) << "scheduler: version " << pv.version << " committed at " << summary.dir << ": "
-              << line;
-    Status r = model_store::ApplyRetention(options_.model_dir, options_.keep_full_versions);
-    if (!r.ok()) LOG(WARNING) << "scheduler: retention: " << r;
-    if (version_service_) version_service_->Notify();
-  }
-  if (options_.on_version) options_.on_version(summary);
-  if (snapshot_wanted_) {
-    snapshot_wanted_ = false;
-    StartVersion();
-  }
+  return !versions_ || versions_->ReadyToEnd();
 }
 
 int SchedulerNode::LiveWorkers() const {
@@ -524,10 +264,7 @@ void SchedulerNode::SendViews() {
     for (const auto& p : options_.resume_positions) *view.add_resume_positions() = p;
   }
   const auto now = SteadyClock::now();
-  if (!options_.model_dir.empty() && options_.snapshot_interval.count() > 0) {
-    next_snapshot_ = now + options_.snapshot_interval;
-  }
-  next_snapshot_rows_ = options_.snapshot_every_rows;
+  if (versions_) versions_->Start();
   for (Node& n : nodes_) {
     view.set_your_id(n.id);
     Message m{MakeHeader(proto::CLUSTER_VIEW), {}, {}};
@@ -545,188 +282,230 @@ void SchedulerNode::SendViews() {
             << options_.num_workers << " worker(s)";
 }
 
+Status SchedulerNode::StartVersionService() {
+  if (options_.model_dir.empty() || options_.serve_port < 0 || version_service_) return OkStatus();
+  model_store::VersionServiceOptions vo;
+  vo.root = options_.model_dir;
+  vo.bind_host = options_.bind_host;
+  vo.port = options_.serve_port;
+  version_service_ = std::make_unique<model_store::VersionService>(context_, vo);
+  StatusOr<std::string> bound = version_service_->Bind();
+  if (!bound.ok()) return bound.status().WithContext("--serve_port");
+  const std::string endpoint = *bound;
+  {
+    MutexLock lock(&service_mu_);
+    service_endpoint_ = endpoint;
+  }
+  LOG(INFO) << "scheduler: serving model versions to replicas at " << endpoint
+            << " (eddy_serve --scheduler=" << endpoint << ")";
+  version_service_thread_ = std::jthread([this] {
+    Status s = version_service_->Run();
+    if (!s.ok() && s.code() != StatusCode::kCancelled) LOG(ERROR) << "version service: " << s;
+  });
+  return OkStatus();
+}
+
 Status SchedulerNode::Run() {
   if (!socket_) RETURN_IF_ERROR(Bind().status());
-  if (!options_.model_dir.empty() && options_.serve_port >= 0 && !version_service_) {
-    model_store::VersionServiceOptions vo;
-    vo.root = options_.model_dir;
-    vo.bind_host = options_.bind_host;
-    vo.port = options_.serve_port;
-    version_service_ = std::make_unique<model_store::VersionService>(context_, vo);
-    StatusOr<std::string> bound = version_service_->Bind();
-    if (!bound.ok()) return bound.status().WithContext("--serve_port");
-    const std::string endpoint = *bound;
-    {
-      MutexLock lock(&service_mu_);
-      service_endpoint_ = endpoint;
-    }
-    LOG(INFO) << "scheduler: serving model versions to replicas at " << endpoint
-              << " (eddy_serve --scheduler=" << endpoint << ")";
-    version_service_thread_ = std::jthread([this] {
-      Status s = version_service_->Run();
-      if (!s.ok() && s.code() != StatusCode::kCancelled) LOG(ERROR) << "version service: " << s;
-    });
-  }
+  RETURN_IF_ERROR(StartVersionService());
   const auto started = SteadyClock::now();
   const auto registration_deadline = started + options_.registration_timeout;
   auto next_check = started + options_.heartbeat_interval;
-  std::string routing_id;
   while (true) {
     if (stop_.load()) {
       Broadcast(proto::ABORT, "scheduler stopped");
       return CancelledError("scheduler stopped");
     }
+    const auto next_snapshot =
+        versions_ ? versions_->next_deadline() : SteadyClock::time_point::max();
     zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
                                 {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
     try {
       zmq::poll(items, 2,
                 std::chrono::milliseconds(
-                    PollTimeoutMs(std::min({next_check, next_progress_, next_snapshot_}), 1000)));
+                    PollTimeoutMs(std::min({next_check, next_progress_, next_snapshot}), 1000)));
     } catch (const zmq::error_t& e) {
       return UnavailableError(std::string("poll failed: ") + e.what());
     }
     if (items[1].revents & ZMQ_POLLIN) stop_waker_.Drain();
-    while (items[0].revents & ZMQ_POLLIN) {
-      routing_id.clear();
-      StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
-      if (!msg.ok()) {
-        LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
-        if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
-          SendTo(routing_id, proto::ABORT, msg.status().message());
-        }
-      } else {
-        const proto::Header& h = msg->header;
-        Node* node = FindNode(routing_id);
-        if (node != nullptr) node->last_seen = SteadyClock::now();
-        switch (h.type()) {
-          case proto::REGISTER:
-            OnRegister(routing_id, h);
-            break;
-          case proto::HEARTBEAT:
-            if (node != nullptr) SendTo(routing_id, proto::HEARTBEAT);
-            break;
-          case proto::BARRIER: {
-            if (node == nullptr || node->role != proto::WORKER) break;
-            barriers_[h.table()].push_back(routing_id);
-            ReleaseCompleteBarriers();
-            break;
-          }
-          case proto::WORKER_DONE: {
-            if (node == nullptr || node->role != proto::WORKER || node->done) break;
-            node->done = true;
-            node->report = h.payload();
-            {
-              MutexLock lock(&reports_mu_);
-              reports_[node->id] = h.payload();
-            }
-            LOG(INFO) << "scheduler: " << node->Name() << " finished";
-            if (ReadyToEnd()) return EndJob(started);
-            break;
-          }
-          case proto::METRICS:
-            OnMetrics(node, msg->header);
-            break;
-          case proto::SNAPSHOT_READY:
-            OnSnapshotReady(node, h);
-            break;
-          case proto::SNAPSHOT_DONE:
-            OnSnapshotDone(node, h);
-            break;
-          case proto::SNAPSHOT_NOW: {
-            // On demand, from anyone who can reach the control socket.
-            Message reply{MakeHeader(proto::REPLY, h.request_id()), {}, {}};
-            if (options_.model_dir.empty() || !cluster_up_) {
-              SetStatus(
-                  FailedPreconditionError(options_.model_dir.empty() ? "this job has no --model_dir"
-                                                                     : "the cluster is not up yet"),
-                  &reply.header);
-            } else {
-              // The version that will hold this request: the next one to start.
-              reply.header.set_version(static_cast<int64_t>(next_version_));
-              StartVersion();
-            }
-            SendMessage(*socket_, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-            break;
-          }
-          case proto::ABORT: {
-            if (node == nullptr) break;
-            std::string why = node->Name() + " failed: " + h.status_message();
-            LOG(ERROR) << "scheduler: " << why << "; aborting the job";
-            Broadcast(proto::ABORT, why);
-            return AbortedError(why);
-          }
-          default:
-            LOG(WARNING) << "scheduler: ignored unexpected " << MsgTypeName(h.type()) << " message";
-        }
-      }
-      if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
+    if (items[0].revents & ZMQ_POLLIN) {
+      if (std::optional<Status> end = ReceiveMessages(started)) return *end;
     }
     const auto now = SteadyClock::now();
     ReportProgress(now, /*final=*/false);
-    if (cluster_up_ && !options_.model_dir.empty()) {
-      bool take = snapshot_requested_.exchange(false);
-      if (now >= next_snapshot_) {
-        take = true;
-        next_snapshot_ = now + options_.snapshot_interval;
-      }
-      if (next_snapshot_rows_ > 0 && options_.rows_from_metrics &&
-          options_.rows_from_metrics(latest_metrics()) >= next_snapshot_rows_) {
-        take = true;
-        while (next_snapshot_rows_ <= options_.rows_from_metrics(latest_metrics())) {
-          next_snapshot_rows_ += options_.snapshot_every_rows;
-        }
-      }
-      if (take && !AllLiveWorkersDone()) StartVersion();
-      if (pending_version_ && now - pending_version_->started > options_.snapshot_timeout) {
-        FinishVersion("not every server wrote its part within " +
-                      Seconds(options_.snapshot_timeout));
-      }
-      if (!pending_version_ && ReadyToEnd()) return EndJob(started);
-    }
+    if (std::optional<Status> end = CheckVersions(started)) return *end;
     if (now < next_check) continue;
     next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval,
                                                        std::chrono::milliseconds(250));
-    if (!cluster_up_) {
-      if (now > registration_deadline) {
-        int servers = 0, workers = 0;
-        for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers)++;
-        std::string why = "only " + std::to_string(servers) + " of " +
-                          std::to_string(options_.num_servers) + " server(s) and " +
-                          std::to_string(workers) + " of " + std::to_string(options_.num_workers) +
-                          " worker(s) registered within " + Seconds(options_.registration_timeout) +
-                          "; start the missing nodes with --scheduler=" + endpoint_;
-        LOG(ERROR) << "scheduler: " << why;
-        Broadcast(proto::ABORT, why);
-        return DeadlineExceededError(why);
+    if (std::optional<Status> end = CheckNodes(now, started, registration_deadline)) return *end;
+  }
+}
+
+std::optional<Status> SchedulerNode::ReceiveMessages(SteadyClock::time_point started) {
+  zmq::pollitem_t item = {socket_->handle(), 0, ZMQ_POLLIN, 0};
+  std::string routing_id;
+  do {
+    routing_id.clear();
+    StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
+    if (!msg.ok()) {
+      LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
+      if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+        SendTo(routing_id, proto::ABORT, msg.status().message());
       }
       continue;
     }
-    for (Node& n : nodes_) {
-      if (n.lost || now - n.last_seen <= options_.node_timeout) continue;
-      std::string why = n.Name() + " stopped answering: no heartbeat for " +
-                        Seconds(now - n.last_seen) + " (limit " + Seconds(options_.node_timeout) +
-                        ", --node_timeout_ms)";
-      if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
-        n.lost = true;
-        LOG(WARNING) << "scheduler: " << why << "; going on with " << LiveWorkers()
-                     << " live worker(s) (--tolerate_worker_failures)";
-        for (const Node& other : nodes_) {
-          if (other.lost) continue;
-          Message left{MakeHeader(proto::NODE_LEFT), {}, {}};
-          left.header.set_sender(n.id);
-          left.header.set_status_message(why);
-          SendMessage(*socket_, left, other.routing_id, /*dont_wait=*/true).IgnoreError();
-        }
-        ReleaseCompleteBarriers();
-        if (ReadyToEnd()) return EndJob(started);
-        continue;
-      }
-      why += "; aborting the job";
-      LOG(ERROR) << "scheduler: " << why;
+    if (std::optional<Status> end = OnMessage(routing_id, *msg, started)) return end;
+  } while (zmq::poll(&item, 1, std::chrono::milliseconds(0)) > 0);
+  return std::nullopt;
+}
+
+std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Message& msg,
+                                               SteadyClock::time_point started) {
+  const proto::Header& h = msg.header;
+  Node* node = FindNode(routing_id);
+  if (node != nullptr) node->last_seen = SteadyClock::now();
+  switch (h.type()) {
+    case proto::REGISTER:
+      OnRegister(routing_id, h);
+      break;
+    case proto::HEARTBEAT:
+      if (node != nullptr) SendTo(routing_id, proto::HEARTBEAT);
+      break;
+    case proto::BARRIER:
+      OnBarrier(node, routing_id, h);
+      break;
+    case proto::WORKER_DONE:
+      if (OnWorkerDone(node, h)) return EndJob(started);
+      break;
+    case proto::METRICS:
+      OnMetrics(node, msg.header);
+      break;
+    case proto::SNAPSHOT_READY:
+      OnSnapshotReady(node, h);
+      break;
+    case proto::SNAPSHOT_DONE:
+      OnSnapshotDone(node, h);
+      break;
+    case proto::SNAPSHOT_NOW:
+      OnSnapshotNow(routing_id, h);
+      break;
+    case proto::ABORT: {
+      if (node == nullptr) break;
+      std::string why = node->Name() + " failed: " + h.status_message();
+      LOG(ERROR) << "scheduler: " << why << "; aborting the job";
       Broadcast(proto::ABORT, why);
-      return UnavailableError(why);
+      return AbortedError(why);
     }
+    default:
+      LOG(WARNING) << "scheduler: ignored unexpected " << MsgTypeName(h.type()) << " message";
   }
+  return std::nullopt;
+}
+
+void SchedulerNode::OnBarrier(const Node* node, const std::string& routing_id,
+                              const proto::Header& header) {
+  if (node == nullptr || node->role != proto::WORKER) return;
+  barriers_[header.table()].push_back(routing_id);
+  ReleaseCompleteBarriers();
+}
+
+bool SchedulerNode::OnWorkerDone(Node* node, const proto::Header& header) {
+  if (node == nullptr || node->role != proto::WORKER || node->done) return false;
+  node->done = true;
+  node->report = header.payload();
+  {
+    MutexLock lock(&reports_mu_);
+    reports_[node->id] = header.payload();
+  }
+  LOG(INFO) << "scheduler: " << node->Name() << " finished";
+  return ReadyToEnd();
+}
+
+void SchedulerNode::OnSnapshotNow(const std::string& routing_id, const proto::Header& header) {
+  // On demand, from anyone who can reach the control socket.
+  Message reply{MakeHeader(proto::REPLY, header.request_id()), {}, {}};
+  if (!versions_ || !cluster_up_) {
+    SetStatus(FailedPreconditionError(!versions_ ? "this job has no --model_dir"
+                                                 : "the cluster is not up yet"),
+              &reply.header);
+  } else {
+    reply.header.set_version(static_cast<int64_t>(versions_->RequestNow()));
+  }
+  SendMessage(*socket_, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+}
+
+void SchedulerNode::OnSnapshotReady(const Node* node, const proto::Header& header) {
+  if (node == nullptr || node->role != proto::SERVER || !versions_) return;
+  versions_->OnReady(node->id, static_cast<uint64_t>(header.version()));
+}
+
+void SchedulerNode::OnSnapshotDone(const Node* node, const proto::Header& header) {
+  proto::SnapshotReport report;
+  if (node == nullptr || node->role != proto::SERVER || !report.ParseFromString(header.payload())) {
+    LOG(WARNING) << "scheduler: ignored a SNAPSHOT_DONE that is not from a server";
+    return;
+  }
+  if (versions_) versions_->OnDone(node->id, node->Name(), std::move(report));
+}
+
+std::optional<Status> SchedulerNode::CheckVersions(SteadyClock::time_point started) {
+  if (!cluster_up_ || !versions_) return std::nullopt;
+  std::optional<uint64_t> rows;
+  if (options_.snapshot_every_rows > 0 && options_.rows_from_metrics) {
+    rows = options_.rows_from_metrics(latest_metrics());
+  }
+  versions_->Tick(rows, snapshot_requested_.exchange(false), AllLiveWorkersDone());
+  if (!versions_->pending() && ReadyToEnd()) return EndJob(started);
+  return std::nullopt;
+}
+
+std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
+                                                SteadyClock::time_point started,
+                                                SteadyClock::time_point registration_deadline) {
+  if (!cluster_up_) {
+    if (now <= registration_deadline) return std::nullopt;
+    int servers = 0, workers = 0;
+    for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers)++;
+    std::string why = "only " + std::to_string(servers) + " of " +
+                      std::to_string(options_.num_servers) + " server(s) and " +
+                      std::to_string(workers) + " of " + std::to_string(options_.num_workers) +
+                      " worker(s) registered within " +
+                      FormatSeconds(options_.registration_timeout) +
+                      "; start the missing nodes with --scheduler=" + endpoint_;
+    LOG(ERROR) << "scheduler: " << why;
+    Broadcast(proto::ABORT, why);
+    return DeadlineExceededError(why);
+  }
+  for (Node& n : nodes_) {
+    if (n.lost || now - n.last_seen <= options_.node_timeout) continue;
+    std::string why = n.Name() + " stopped answering: no heartbeat for " +
+                      FormatSeconds(now - n.last_seen) + " (limit " +
+                      FormatSeconds(options_.node_timeout) + ", --node_timeout_ms)";
+    if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
+      OnWorkerLost(n, why);
+      if (ReadyToEnd()) return EndJob(started);
+      continue;
+    }
+    why += "; aborting the job";
+    LOG(ERROR) << "scheduler: " << why;
+    Broadcast(proto::ABORT, why);
+    return UnavailableError(why);
+  }
+  return std::nullopt;
+}
+
+void SchedulerNode::OnWorkerLost(Node& node, const std::string& why) {
+  node.lost = true;
+  LOG(WARNING) << "scheduler: " << why << "; going on with " << LiveWorkers()
+               << " live worker(s) (--tolerate_worker_failures)";
+  for (const Node& other : nodes_) {
+    if (other.lost) continue;
+    Message left{MakeHeader(proto::NODE_LEFT), {}, {}};
+    left.header.set_sender(node.id);
+    left.header.set_status_message(why);
+    SendMessage(*socket_, left, other.routing_id, /*dont_wait=*/true).IgnoreError();
+  }
+  ReleaseCompleteBarriers();
 }
 
 }  // namespace eddy::scheduler

@@ -21,34 +21,19 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/message.h"
 #include "common/mutex.h"
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
 #include "model_store/version_writer.h"
+#include "scheduler/version_coordinator.h"
 
 namespace eddy::model_store {
 class VersionService;
 }  // namespace eddy::model_store
 
 namespace eddy::scheduler {
-
-// One model version's outcome (SchedulerOptions::on_version).
-struct VersionSummary {
-  uint64_t version = 0;
-  uint64_t parent = 0;  // 0: full
-  bool ok = false;
-  std::string error;          // when !ok
-  std::string dir;            // committed version directory
-  uint64_t rows = 0;          // sparse rows written
-  uint64_t evicted = 0;       // rows evicted after the copy (tombstones of the next delta)
-  uint64_t bytes = 0;         // data files
-  double pause_seconds = 0;   // longest server event-loop stall for the capture
-  double window_seconds = 0;  // longest first-marker-to-capture time (pushes held)
-  double write_seconds = 0;   // longest server file writing
-  double total_seconds = 0;   // request to commit
-  std::vector<proto::WorkerCut> cuts;
-};
 
 struct SchedulerOptions {
   std::string bind_host = "127.0.0.1";
@@ -133,11 +118,11 @@ struct SchedulerStats {
 // Checks the options (counts, timeouts, tables) and says what to change.
 Status ValidateSchedulerOptions(const SchedulerOptions& options);
 
-class SchedulerNode {
+class SchedulerNode : private VersionSink {
  public:
   // `context` must outlive the node.
   SchedulerNode(zmq::context_t& context, SchedulerOptions options);
-  ~SchedulerNode();
+  ~SchedulerNode() override;
   SchedulerNode(const SchedulerNode&) = delete;
   SchedulerNode& operator=(const SchedulerNode&) = delete;
 
@@ -158,8 +143,6 @@ class SchedulerNode {
   // Asks for a model version as soon as possible (any thread). No-op without
   // model_dir. Also reachable over the control socket: SNAPSHOT_NOW.
   void RequestSnapshot();
-  // The newest committed version (0: none yet).
-  uint64_t last_version() const { return last_version_.load(); }
   // Where replicas fetch versions (empty until Run() started the service).
   std::string version_service_endpoint() const;
 
@@ -178,9 +161,28 @@ class SchedulerNode {
 
   void OnRegister(const std::string& routing_id, const proto::Header& header);
   void SendViews();
+  // Starts the version service (serve_port), if asked for.
+  Status StartVersionService();
+  // Receives and handles what is queued on the control socket; a value when
+  // Run() must return it.
+  std::optional<Status> ReceiveMessages(SteadyClock::time_point started);
+  std::optional<Status> OnMessage(const std::string& routing_id, Message& msg,
+                                  SteadyClock::time_point started);
+  void OnBarrier(const Node* node, const std::string& routing_id, const proto::Header& header);
+  // WORKER_DONE: true when the job is over.
+  bool OnWorkerDone(Node* node, const proto::Header& header);
+  void OnSnapshotNow(const std::string& routing_id, const proto::Header& header);
+  void OnSnapshotReady(const Node* node, const proto::Header& header);
+  void OnSnapshotDone(const Node* node, const proto::Header& header);
+  // Takes due versions and fails late ones; a value when Run() must return it.
+  std::optional<Status> CheckVersions(SteadyClock::time_point started);
+  // Registration deadline and heartbeats; a value when Run() must return it.
+  std::optional<Status> CheckNodes(SteadyClock::time_point now, SteadyClock::time_point started,
+                                   SteadyClock::time_point registration_deadline);
+  // A worker stopped answering and failures are tolerated: tells the others.
+  void OnWorkerLost(Node& node, const std::string& why);
   int LiveWorkers() const;
-  // After a worker finished or was lost: releases complete barriers; returns
-  // true when every live worker has finished.
+  // After a worker finished or was lost: releases complete barriers.
   void ReleaseCompleteBarriers();
   bool AllLiveWorkersDone() const;
   // Sends SHUTDOWN to every live node and gives on_progress its final call; the
@@ -191,15 +193,23 @@ class SchedulerNode {
   // Calls on_progress when it is due (and `final`: at once).
   void ReportProgress(SteadyClock::time_point now, bool final);
   void Broadcast(proto::MsgType type, const std::string& message);
-  // Model versions, event-loop thread.
-  void StartVersion();
-  void OnSnapshotReady(const Node* node, const proto::Header& header);
-  void OnSnapshotDone(const Node* node, const proto::Header& header);
-  void FinishVersion(std::string error);
   // The job is over once every live worker finished and the last version is done.
   bool ReadyToEnd();
   void SendTo(const std::string& routing_id, proto::MsgType type, const std::string& message = {});
   Node* FindNode(const std::string& routing_id);
+
+  // VersionSink: what versions_ asks for (event-loop thread).
+  StatusOr<std::string> BeginVersion(uint64_t version, uint64_t parent) override;
+  void RequestServers(const proto::SnapshotRequest& request) override;
+  void TellWorkers(uint64_t version) override;
+  Status CommitVersion(uint64_t version, const std::map<int, proto::SnapshotReport>& reports,
+                       VersionSummary* summary) override;
+  void AbortVersion(uint64_t version) override;
+  void ApplyRetention(int keep_full) override;
+  void VersionFinished(const VersionSummary& summary) override;
+  // The manifest's metrics: version_metrics over the workers' latest reports,
+  // and the version's own timings.
+  std::map<std::string, double> VersionMetrics(const VersionSummary& summary) const;
 
   zmq::context_t& context_;
   SchedulerOptions options_;
@@ -215,27 +225,10 @@ class SchedulerNode {
   bool cluster_up_ = false;
   SteadyClock::time_point next_progress_ = SteadyClock::time_point::max();
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
-  struct PendingVersion {
-    PendingVersion();  // out of line: clang needs it complete for std::optional
-    uint64_t version = 0;
-    uint64_t parent = 0;
-    std::optional<model_store::VersionWriter> writer;
-    std::map<int, proto::SnapshotReport> reports;  // by server id
-    int ready = 0;                                 // servers that have the request
-    bool workers_told = false;
-    SteadyClock::time_point started;
-  };
-  std::optional<PendingVersion> pending_version_;
-  bool snapshot_wanted_ = false;
-  bool final_version_taken_ = false;
+  // Model versions (model_dir set), event-loop thread; created by Bind().
+  std::unique_ptr<VersionCoordinator> versions_;
+  std::optional<model_store::VersionWriter> writer_;  // of the open version
   std::atomic<bool> snapshot_requested_{false};
-  std::atomic<uint64_t> last_version_{0};
-  uint64_t next_version_ = 1;
-  uint64_t last_committed_ = 0;  // by this job (a delta's parent)
-  uint64_t deltas_since_full_ = 0;
-  bool force_full_ = false;
-  SteadyClock::time_point next_snapshot_ = SteadyClock::time_point::max();
-  uint64_t next_snapshot_rows_ = 0;
   mutable Mutex reports_mu_;
   std::vector<std::string> reports_ GUARDED_BY(reports_mu_);
   mutable Mutex metrics_mu_;

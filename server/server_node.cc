@@ -1,7 +1,5 @@
 #include "server/server_node.h"
 
-#include <algorithm>
-#include <limits>
 #include <set>
 
 #include "common/message.h"
@@ -12,8 +10,43 @@
 #include "model_store/version_dir.h"
 
 namespace eddy::server {
+namespace {
 
-ServerNode::Cut::Cut() = default;
+// Writes the captured files into the request's temporary directory, adding them
+// (or the first error) to `report`. Runs on the writer thread.
+void WriteFiles(const proto::SnapshotRequest& request, const StoreCapture& capture,
+                proto::SnapshotReport* report) {
+  const auto start = SteadyClock::now();
+  model_store::ShardFileOptions options;
+  options.encoding = request.encoding() == proto::Manifest::ENCODING_UNSPECIFIED
+                         ? proto::Manifest::ENCODING_FLOAT32
+                         : request.encoding();
+  options.serving = request.serving();
+  options.delta = request.parent_version() != 0;
+  if (request.fail_after_bytes() > 0) options.writer.fail_after_bytes = request.fail_after_bytes();
+  auto add = [&](const StatusOr<model_store::WrittenShardFile>& f) {
+    if (!f.ok()) {
+      if (report->error().empty()) report->set_error(f.status().ToString());
+      return;
+    }
+    *report->add_files() = f->entry;
+    report->add_file_dense(f->dense);
+    report->add_file_dims(f->dim);
+    report->add_file_state_floats(f->state_floats);
+  };
+  // Stops at the first error (or does not start after a failed capture).
+  for (const model_store::SparseShard& shard : capture.sparse) {
+    if (report->error().empty())
+      add(model_store::WriteShardFile(request.temp_dir(), shard, options));
+  }
+  for (const model_store::DenseSlice& slice : capture.dense) {
+    if (report->error().empty())
+      add(model_store::WriteShardFile(request.temp_dir(), slice, options));
+  }
+  report->set_write_seconds(std::chrono::duration<double>(SteadyClock::now() - start).count());
+}
+
+}  // namespace
 
 ServerNode::ServerNode(zmq::context_t& context, ServerOptions options)
     : context_(context), options_(std::move(options)) {}
@@ -107,12 +140,11 @@ Status ServerNode::RunInternal() {
         std::to_string(view.resume_version()) + " of " + view.resume_root()));
   }
   gate_ = std::make_unique<StalenessGate>(view.workers_size(), view.staleness());
-  worker_rows_.assign(view.workers_size(), {});
-  worker_lost_.assign(view.workers_size(), false);
   if (view.aggregate() == "sum" || view.aggregate() == "mean") {
     aggregator_ = std::make_unique<ClockAggregator>();
     aggregate_mean_ = view.aggregate() == "mean";
   }
+  version_cut_ = std::make_unique<VersionCut>(view.workers_size(), aggregator_ != nullptr);
   {
     MutexLock lock(&mu_);
     serving_ = true;
@@ -178,6 +210,13 @@ void ServerNode::Answer(zmq::socket_t& router, const std::string& routing_id,
   if (!sent.ok()) VLOG(1) << "reply not sent: " << sent;
 }
 
+void ServerNode::CountRefused(std::string_view what) {
+  uint64_t n = refused_.fetch_add(1) + 1;
+  if (n <= 10 || n % 1000 == 0) {
+    LOG(WARNING) << "server " << server_id_.load() << ": " << what << " (" << n << " so far)";
+  }
+}
+
 void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request) {
   const proto::MsgType type = request.header.type();
   if (type == proto::CUT) {
@@ -185,32 +224,38 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
     return;
   }
   if (type == proto::CLOCK) {
-    const int w = request.header.sender();
-    // A finished worker's last CLOCK (the largest clock) only says so; its
-    // position is the one of its last real clock.
-    if (w >= 0 && w < static_cast<int>(worker_rows_.size()) &&
-        request.header.clock() != std::numeric_limits<int64_t>::max()) {
-      auto& rows = worker_rows_[w];
-      rows.emplace_back(request.header.clock(), request.header.offset());
-      while (rows.size() > 1024) rows.pop_front();
-    }
-    Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
-    StatusOr<std::vector<StalenessGate::Held>> released =
-        gate_->Advance(request.header.sender(), request.header.clock());
-    if (!released.ok()) {
-      SetStatus(released.status(), &reply.header);
-      uint64_t n = refused_.fetch_add(1) + 1;
-      if (n <= 10 || n % 1000 == 0) {
-        LOG(WARNING) << "server " << server_id_.load() << ": refused a CLOCK (" << n
-                     << " so far): " << released.status().message();
-      }
-    }
-    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-    if (!released.ok()) return;
-    ApplyClosedClocksAndRelease(router, std::move(released).value());
+    OnClock(router, routing_id, request);
     return;
   }
-  if (aggregator_ && (type == proto::PUSH || type == proto::PUSH_DENSE)) {
+  if ((type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) &&
+      TakePush(router, routing_id, request)) {
+    return;
+  }
+  const bool is_pull = type == proto::PULL || type == proto::PUSH_PULL || type == proto::PULL_DENSE;
+  if (is_pull && !gate_->Admits(request.header.clock())) {
+    gate_->Hold(routing_id, std::move(request));
+    return;
+  }
+  Answer(router, routing_id, request);
+}
+
+void ServerNode::OnClock(zmq::socket_t& router, const std::string& routing_id,
+                         const Message& request) {
+  version_cut_->OnClock(request.header.sender(), request.header.clock(), request.header.offset());
+  Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
+  StatusOr<std::vector<StalenessGate::Held>> released =
+      gate_->Advance(request.header.sender(), request.header.clock());
+  if (!released.ok()) {
+    SetStatus(released.status(), &reply.header);
+    CountRefused("refused a CLOCK: " + released.status().message());
+  }
+  SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+  if (released.ok()) ApplyClosedClocksAndRelease(router, std::move(released).value());
+}
+
+bool ServerNode::TakePush(zmq::socket_t& router, const std::string& routing_id, Message& request) {
+  const proto::MsgType type = request.header.type();
+  if (aggregator_ && type != proto::PUSH_PULL) {
     // Accepted into its clock's sum (acknowledged now, applied exactly once when
     // every worker has finished the clock); a push for a closed clock applies now.
     Message reply = store_->Handle(request, /*apply=*/false);
@@ -222,69 +267,55 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
       }
     }
     SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-    return;
+    return true;
   }
-  if (!aggregator_ &&
-      (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) &&
-      HoldsPushesOf(request.header.sender())) {
-    // After this worker's marker: belongs to the next version. Acknowledged now
-    // (PUSH_PULL: answered with its values later), applied right after the capture.
-    Message reply = store_->Handle(request, /*apply=*/false);
-    if (reply.header.status_code() != 0 || type != proto::PUSH_PULL) {
-      SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-    }
-    if (reply.header.status_code() == 0) {
-      cut_->deferred.emplace_back(type == proto::PUSH_PULL ? routing_id : std::string(),
-                                  std::move(request));
-    }
-    return;
-  }
-  if (aggregator_ && type == proto::PUSH_PULL) {
+  if (aggregator_) {
     Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
     SetStatus(FailedPreconditionError("PushPull cannot be used when pushes are applied per clock "
                                       "(--aggregate): push, Clock(), then pull"),
               &reply.header);
     refused_.fetch_add(1);
     SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-    return;
+    return true;
   }
-  const bool is_pull = type == proto::PULL || type == proto::PUSH_PULL || type == proto::PULL_DENSE;
-  if (is_pull && !gate_->Admits(request.header.clock())) {
-    gate_->Hold(routing_id, std::move(request));
-    return;
+  if (!version_cut_->HoldsPushesOf(request.header.sender())) return false;
+  // After this worker's marker: belongs to the next version. Acknowledged now
+  // (PUSH_PULL: answered with its values later), applied right after the capture.
+  Message reply = store_->Handle(request, /*apply=*/false);
+  if (reply.header.status_code() != 0 || type != proto::PUSH_PULL) {
+    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
   }
-  Answer(router, routing_id, request);
+  if (reply.header.status_code() == 0) {
+    version_cut_->Hold(type == proto::PUSH_PULL ? routing_id : std::string(), std::move(request));
+  }
+  return true;
+}
+
+void ServerNode::ApplySumsBefore(int64_t clock) {
+  // Mean: over the workers that pushed in the clock (a finished worker no
+  // longer does; one that pushed and then finished still counts).
+  for (const Message& push : aggregate_mean_ ? aggregator_->TakeMeanBefore(clock)
+                                             : aggregator_->TakeBefore(clock, 1.0f)) {
+    Message reply = store_->Handle(push);
+    if (reply.header.status_code() != 0) {
+      LOG(ERROR) << "server " << server_id_.load() << ": applying the sum of clock "
+                 << push.header.clock() << " failed: " << reply.header.status_message();
+    }
+  }
 }
 
 void ServerNode::ApplyClosedClocksAndRelease(zmq::socket_t& router,
                                              std::vector<StalenessGate::Held> released) {
   if (aggregator_) {
-    auto apply_before = [&](int64_t clock) {
-      // Mean: over the workers that pushed in the clock (a finished worker no
-      // longer does; one that pushed and then finished still counts).
-      for (const Message& push : aggregate_mean_ ? aggregator_->TakeMeanBefore(clock)
-                                                 : aggregator_->TakeBefore(clock, 1.0f)) {
-        Message reply = store_->Handle(push);
-        if (reply.header.status_code() != 0) {
-          LOG(ERROR) << "server " << server_id_.load() << ": applying the sum of clock "
-                     << push.header.clock() << " failed: " << reply.header.status_message();
-        }
-      }
-    };
-    if (cut_ && !cut_->captured && cut_->target_clock >= 0 &&
-        gate_->min_clock() >= cut_->target_clock) {
-      // Pushes of batch k carry clock k - 1: this applies clocks 1..target.
-      apply_before(cut_->target_clock);
-      Capture(router, cut_->target_clock);
-    }
-    apply_before(gate_->min_clock());
+    // A version waiting for a clock is copied right after that clock's sum.
+    Perform(router, version_cut_->OnClocksClosed(gate_->min_clock()));
+    ApplySumsBefore(gate_->min_clock());
   }
   for (StalenessGate::Held& held : released) Answer(router, held.routing_id, held.request);
 }
 
 Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
   link_ = &link;
-  std::string routing_id;
   while (true) {
     if (stop_.load()) return CancelledError("server stopped");
     zmq::pollitem_t items[4] = {{router.handle(), 0, ZMQ_POLLIN, 0},
@@ -302,201 +333,133 @@ Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
       SendWrittenReport(link);
     }
     if (items[1].revents & ZMQ_POLLIN) {
-      StatusOr<Message> msg = link.Receive();
-      if (!msg.ok()) {
-        LOG(WARNING) << "bad control message from the scheduler: " << msg.status();
-      } else if (msg->header.type() == proto::SHUTDOWN) {
-        LOG(INFO) << "server " << server_id_.load() << ": shutdown requested by the scheduler";
-        return OkStatus();
-      } else if (msg->header.type() == proto::NODE_LEFT) {
-        LOG(WARNING) << "server " << server_id_.load() << ": worker " << msg->header.sender()
-                     << " was lost; it no longer counts toward the staleness bound";
-        const int w = msg->header.sender();
-        if (w >= 0 && w < static_cast<int>(worker_lost_.size())) worker_lost_[w] = true;
-        ApplyClosedClocksAndRelease(router, gate_->RemoveWorker(w));
-        MaybeCapture(router);
-      } else if (msg->header.type() == proto::SNAPSHOT) {
-        proto::SnapshotRequest request;
-        if (!request.ParseFromString(msg->header.payload()) || request.version() == 0) {
-          LOG(WARNING) << "server " << server_id_.load() << ": ignored a malformed SNAPSHOT";
-        } else {
-          OnSnapshotRequest(router, std::move(request));
-        }
-      } else if (msg->header.type() == proto::ABORT) {
-        return AbortedError("job aborted by the scheduler: " + msg->header.status_message());
-      }
+      if (std::optional<Status> end = OnControl(router, link)) return *end;
     }
-    // Serve what is queued, but come back to the control socket now and then.
-    for (int i = 0; i < 64 && (items[0].revents & ZMQ_POLLIN); ++i) {
-      routing_id.clear();
-      StatusOr<Message> request = RecvMessage(router, &routing_id);
-      if (!request.ok()) {
-        uint64_t n = dropped_.fetch_add(1) + 1;
-        if (n <= 10 || n % 1000 == 0) {
-          LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse ("
-                       << n << " so far): " << request.status();
-        }
-        if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
-          Message reply{MakeHeader(proto::REPLY), {}, {}};
-          SetStatus(request.status(), &reply.header);
-          SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-        }
-      } else {
-        Dispatch(router, routing_id, std::move(request).value());
-      }
-      if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
-    }
+    if (items[0].revents & ZMQ_POLLIN) ServeQueued(router);
     RETURN_IF_ERROR(link.Tick(SteadyClock::now()));
   }
 }
 
-bool ServerNode::HoldsPushesOf(int worker) const {
-  return cut_ && !cut_->captured && worker >= 0 && worker < static_cast<int>(cut_->marked.size()) &&
-         cut_->marked[worker];
-}
-
-std::optional<uint64_t> ServerNode::RowsAt(int worker, int64_t clock) const {
-  if (clock == 0) return 0;
-  for (auto it = worker_rows_[worker].rbegin(); it != worker_rows_[worker].rend(); ++it) {
-    if (it->first == clock) return it->second;
+std::optional<Status> ServerNode::OnControl(zmq::socket_t& router, SchedulerLink& link) {
+  StatusOr<Message> msg = link.Receive();
+  if (!msg.ok()) {
+    LOG(WARNING) << "bad control message from the scheduler: " << msg.status();
+    return std::nullopt;
+  }
+  switch (msg->header.type()) {
+    case proto::SHUTDOWN:
+      LOG(INFO) << "server " << server_id_.load() << ": shutdown requested by the scheduler";
+      return OkStatus();
+    case proto::ABORT:
+      return AbortedError("job aborted by the scheduler: " + msg->header.status_message());
+    case proto::NODE_LEFT: {
+      const int w = msg->header.sender();
+      LOG(WARNING) << "server " << server_id_.load() << ": worker " << w
+                   << " was lost; it no longer counts toward the staleness bound";
+      ApplyClosedClocksAndRelease(router, gate_->RemoveWorker(w));
+      Perform(router, version_cut_->OnWorkerLost(w));
+      break;
+    }
+    case proto::SNAPSHOT: {
+      proto::SnapshotRequest request;
+      if (!request.ParseFromString(msg->header.payload()) || request.version() == 0) {
+        LOG(WARNING) << "server " << server_id_.load() << ": ignored a malformed SNAPSHOT";
+        break;
+      }
+      const uint64_t version = request.version();
+      VersionCut::Step step = version_cut_->OnRequest(std::move(request), SteadyClock::now());
+      if (!step.ignored.empty()) {
+        LOG(WARNING) << "server " << server_id_.load() << ": ignored SNAPSHOT of version "
+                     << version << " (" << step.ignored << ")";
+      }
+      Perform(router, std::move(step));
+      break;
+    }
+    default:
+      break;
   }
   return std::nullopt;
 }
 
-ServerNode::Cut* ServerNode::CutFor(zmq::socket_t& router, uint64_t version) {
-  if (cut_ && cut_->version > version) return nullptr;
-  if (cut_ && cut_->version == version) return &*cut_;
-  if (cut_) {
-    // A newer version started before this one completed (the scheduler gave up
-    // on it): drop it, keeping every held push.
-    LOG(WARNING) << "server " << server_id_.load() << ": version " << cut_->version
-                 << " abandoned for version " << version;
-    if (!cut_->captured) ReleaseDeferred(router);
-    if (cut_->captured && !cut_->request) cut_.reset();
-    if (cut_) return nullptr;  // still writing the older one; the scheduler will retry
+void ServerNode::ServeQueued(zmq::socket_t& router) {
+  // Serve what is queued, but come back to the control socket now and then.
+  zmq::pollitem_t item = {router.handle(), 0, ZMQ_POLLIN, 0};
+  std::string routing_id;
+  for (int i = 0; i < 64; ++i) {
+    routing_id.clear();
+    StatusOr<Message> request = RecvMessage(router, &routing_id);
+    if (!request.ok()) {
+      uint64_t n = dropped_.fetch_add(1) + 1;
+      if (n <= 10 || n % 1000 == 0) {
+        LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse ("
+                     << n << " so far): " << request.status();
+      }
+      if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+        Message reply{MakeHeader(proto::REPLY), {}, {}};
+        SetStatus(request.status(), &reply.header);
+        SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+      }
+    } else {
+      Dispatch(router, routing_id, std::move(request).value());
+    }
+    if (zmq::poll(&item, 1, std::chrono::milliseconds(0)) == 0) break;
   }
-  const size_t n = worker_rows_.size();
-  cut_.emplace();
-  cut_->version = version;
-  cut_->marked.assign(n, false);
-  cut_->marker_clock.assign(n, 0);
-  cut_->marker_rows.assign(n, 0);
-  return &*cut_;
 }
 
 void ServerNode::OnMarker(zmq::socket_t& router, const Message& marker) {
-  const int w = marker.header.sender();
-  if (w < 0 || w >= static_cast<int>(worker_rows_.size()) || marker.header.version() <= 0) {
-    uint64_t n = refused_.fetch_add(1) + 1;
-    if (n <= 10 || n % 1000 == 0) {
-      LOG(WARNING) << "server " << server_id_.load() << ": ignored a CUT marker from sender " << w
-                   << " for version " << marker.header.version();
-    }
+  StatusOr<VersionCut::Step> step =
+      version_cut_->OnMarker(marker.header.sender(), marker.header.version(), marker.header.clock(),
+                             marker.header.offset(), SteadyClock::now());
+  if (!step.ok()) {
+    CountRefused(step.status().message());
     return;
   }
-  Cut* cut = CutFor(router, static_cast<uint64_t>(marker.header.version()));
-  if (cut == nullptr || cut->captured || cut->marked[w]) return;
-  if (std::none_of(cut->marked.begin(), cut->marked.end(), [](bool b) { return b; })) {
-    cut->first_marker = SteadyClock::now();
-  }
-  cut->marked[w] = true;
-  cut->marker_clock[w] = marker.header.clock();
-  cut->marker_rows[w] = marker.header.offset();
-  MaybeCapture(router);
+  if (!step->ignored.empty()) VLOG(1) << "server " << server_id_.load() << ": " << step->ignored;
+  Perform(router, std::move(step).value());
 }
 
-void ServerNode::OnSnapshotRequest(zmq::socket_t& router, proto::SnapshotRequest request) {
-  Cut* cut = CutFor(router, request.version());
-  if (cut == nullptr) {
-    LOG(WARNING) << "server " << server_id_.load() << ": ignored SNAPSHOT of version "
-                 << request.version() << " (busy with version " << cut_->version << ")";
-    return;
+void ServerNode::Perform(zmq::socket_t& router, VersionCut::Step step) {
+  if (step.abandoned != 0) {
+    LOG(WARNING) << "server " << server_id_.load() << ": version " << step.abandoned
+                 << " abandoned for version " << version_cut_->version();
   }
-  if (cut->request) return;
-  if (!cut->captured &&
-      std::none_of(cut->marked.begin(), cut->marked.end(), [](bool b) { return b; })) {
-    cut->first_marker = SteadyClock::now();
+  ApplyHeld(router, std::move(step.release));
+  if (step.send_ready) {
+    Status ready =
+        link_->Send(proto::SNAPSHOT_READY, {}, {}, static_cast<int64_t>(version_cut_->version()));
+    if (!ready.ok()) LOG(WARNING) << "server " << server_id_.load() << ": " << ready;
   }
-  cut->request = std::move(request);
-  // The scheduler tells the workers once every server has the request.
-  Status ready = link_->Send(proto::SNAPSHOT_READY, {}, {}, static_cast<int64_t>(cut->version));
-  if (!ready.ok()) LOG(WARNING) << "server " << server_id_.load() << ": " << ready;
-  MaybeCapture(router);
-}
-
-void ServerNode::MaybeCapture(zmq::socket_t& router) {
-  if (!cut_ || !cut_->request || cut_->captured || cut_->target_clock >= 0) return;
-  int64_t max_clock = 0;
-  for (size_t w = 0; w < cut_->marked.size(); ++w) {
-    if (!cut_->marked[w] && !worker_lost_[w]) return;
-    if (cut_->marked[w]) max_clock = std::max(max_clock, cut_->marker_clock[w]);
-  }
-  if (!aggregator_) {
-    Capture(router, -1);
-    return;
-  }
-  // Every clock up to the largest marker clock goes into the version; no later one.
-  cut_->target_clock = max_clock;
-  if (gate_->min_clock() >= max_clock) {
-    // Clock max_clock is applied now (sums are applied as soon as a clock closes)
-    // and no later clock can be, since the last marker's sender is at max_clock.
-    Capture(router, max_clock);
-  }
+  if (step.capture) Capture(router, step.bsp_clock);
 }
 
 void ServerNode::Capture(zmq::socket_t& router, int64_t bsp_clock) {
-  Cut& cut = *cut_;
+  // Pushes of batch k carry clock k - 1: this applies clocks 1..bsp_clock (a
+  // no-op when they closed before the cut was complete).
+  if (aggregator_ && bsp_clock >= 0) ApplySumsBefore(bsp_clock);
   const auto start = SteadyClock::now();
-  const proto::SnapshotRequest& request = *cut.request;
-  uint32_t since = 0;
-  if (request.parent_version() != 0) {
-    auto it = capture_epochs_.find(request.parent_version());
-    since = it == capture_epochs_.end() ? 0 : it->second;
-    if (since == 0)
-      cut.error = "no capture of parent version " + std::to_string(request.parent_version()) +
-                  " on this server (restarted?): take a full version";
-  }
-  if (cut.error.empty()) {
+  const proto::SnapshotRequest& request = *version_cut_->request();
+  StatusOr<uint32_t> since = version_cut_->SinceEpoch();
+  StatusOr<uint32_t> epoch = since;  // the error, or replaced by the copy's epoch
+  if (since.ok()) {
     {
       // The previous version's buffers, once written, hold this copy.
       MutexLock lock(&writer_mu_);
-      if (spare_capture_) cut.capture = std::move(*spare_capture_);
+      if (spare_capture_) capture_ = std::move(*spare_capture_);
       spare_capture_.reset();
     }
-    store_->CaptureInto(since, request.evict_after_versions(), &cut.capture);
-    capture_epochs_[cut.version] = cut.capture.epoch;
-    // Deltas are taken against the last committed version: older epochs are moot.
-    while (capture_epochs_.size() > 64) capture_epochs_.erase(capture_epochs_.begin());
+    store_->CaptureInto(*since, request.evict_after_versions(), &capture_);
+    epoch = capture_.epoch;
   }
-  const auto copied = SteadyClock::now();
-  for (size_t w = 0; w < cut.marked.size(); ++w) {
-    proto::WorkerCut& c = cut.cuts.emplace_back();
-    c.set_worker(static_cast<int32_t>(w));
-    if (bsp_clock >= 0) {
-      c.set_clock(bsp_clock);
-      std::optional<uint64_t> rows = RowsAt(static_cast<int>(w), bsp_clock);
-      if (!rows && !worker_rows_[w].empty()) rows = worker_rows_[w].back().second;  // lost
-      c.set_rows_consumed(rows.value_or(0));
-    } else if (cut.marked[w]) {
-      c.set_clock(cut.marker_clock[w]);
-      c.set_rows_consumed(cut.marker_rows[w]);
-    } else if (!worker_rows_[w].empty()) {  // lost: everything it sent is in
-      c.set_clock(worker_rows_[w].back().first);
-      c.set_rows_consumed(worker_rows_[w].back().second);
-    }
-  }
-  cut.captured = true;
-  ReleaseDeferred(router);
-  cut.pause_seconds = std::chrono::duration<double>(SteadyClock::now() - start).count();
-  cut.window_seconds = std::chrono::duration<double>(copied - cut.first_marker).count();
+  ApplyHeld(router, version_cut_->Captured(SteadyClock::now(), std::move(epoch)));
+  const double pause = std::chrono::duration<double>(SteadyClock::now() - start).count();
   versions_captured_.fetch_add(1);
-  VLOG(1) << "server " << server_id_.load() << ": captured version " << cut.version << " ("
-          << cut.capture.rows << " rows) in " << cut.pause_seconds * 1e3 << " ms";
-  if (cut.request) StartWriter();
+  VLOG(1) << "server " << server_id_.load() << ": captured version " << version_cut_->version()
+          << " (" << capture_.rows << " rows) in " << pause * 1e3 << " ms";
+  StartWriter(pause);
 }
 
-void ServerNode::ReleaseDeferred(zmq::socket_t& router) {
-  for (auto& [routing_id, push] : cut_->deferred) {
+void ServerNode::ApplyHeld(zmq::socket_t& router, std::vector<VersionCut::Held> held) {
+  for (auto& [routing_id, push] : held) {
     Message reply = store_->Handle(push);
     if (!routing_id.empty()) {
       SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
@@ -505,55 +468,19 @@ void ServerNode::ReleaseDeferred(zmq::socket_t& router) {
                  << ": a held push failed when applied: " << reply.header.status_message();
     }
   }
-  cut_->deferred.clear();
 }
 
-void ServerNode::StartWriter() {
+void ServerNode::StartWriter(double pause_seconds) {
   if (writer_.joinable()) writer_.join();
-  Cut& cut = *cut_;
-  auto capture = std::make_shared<StoreCapture>(std::move(cut.capture));
-  proto::SnapshotReport report;
-  report.set_version(cut.version);
+  auto capture = std::make_shared<StoreCapture>(std::move(capture_));
+  capture_ = StoreCapture();
+  proto::SnapshotReport report = version_cut_->Report(pause_seconds);
   report.set_server(server_id_.load());
-  for (const auto& c : cut.cuts) *report.add_cuts() = c;
-  report.set_pause_seconds(cut.pause_seconds);
-  report.set_window_seconds(cut.window_seconds);
   report.set_rows(capture->rows);
   report.set_evicted(capture->evicted);
-  report.set_error(cut.error);
-  writer_ =
-      std::jthread([this, capture, request = *cut.request, report = std::move(report)]() mutable {
-        const auto start = SteadyClock::now();
-        model_store::ShardFileOptions options;
-        options.encoding = request.encoding() == proto::Manifest::ENCODING_UNSPECIFIED
-                               ? proto::Manifest::ENCODING_FLOAT32
-                               : request.encoding();
-        options.serving = request.serving();
-        options.delta = request.parent_version() != 0;
-        if (request.fail_after_bytes() > 0)
-          options.writer.fail_after_bytes = request.fail_after_bytes();
-        auto add = [&](const StatusOr<model_store::WrittenShardFile>& f) {
-          if (!f.ok()) {
-            if (report.error().empty()) report.set_error(f.status().ToString());
-            return;
-          }
-          *report.add_files() = f->entry;
-          report.add_file_dense(f->dense);
-          report.add_file_dims(f->dim);
-          report.add_file_state_floats(f->state_floats);
-        };
-        const bool failed = !report.error().empty();
-        for (const model_store::SparseShard& shard : capture->sparse) {
-          if (!failed && report.error().empty()) {
-            add(model_store::WriteShardFile(request.temp_dir(), shard, options));
-          }
-        }
-        for (const model_store::DenseSlice& slice : capture->dense) {
-          if (!failed && report.error().empty()) {
-            add(model_store::WriteShardFile(request.temp_dir(), slice, options));
-          }
-        }
-        report.set_write_seconds(std::chrono::duration<double>(SteadyClock::now() - start).count());
+  writer_ = std::jthread(
+      [this, capture, request = *version_cut_->request(), report = std::move(report)]() mutable {
+        WriteFiles(request, *capture, &report);
         {
           MutexLock lock(&writer_mu_);
           written_ = std::move(report);
@@ -575,7 +502,7 @@ void ServerNode::SendWrittenReport(SchedulerLink& link) {
     LOG(ERROR) << "server " << server_id_.load() << ": writing version " << report->version()
                << " failed: " << report->error();
   }
-  if (cut_ && cut_->version == report->version()) cut_.reset();
+  version_cut_->Written(report->version());
   link.Send(proto::SNAPSHOT_DONE, report->SerializeAsString()).IgnoreError();
 }
 

@@ -7,11 +7,10 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -23,6 +22,7 @@
 #include "server/clock_aggregator.h"
 #include "server/parameter_store.h"
 #include "server/staleness_gate.h"
+#include "server/version_cut.h"
 
 namespace eddy {
 class SchedulerLink;
@@ -44,8 +44,8 @@ struct ServerStats {
   uint64_t requests = 0;
   uint64_t versions_captured = 0;  // model versions whose state this server copied
   uint64_t versions_failed = 0;    // ... and could not write
-  uint64_t error_replies = 0;     // requests answered with an error status
-  uint64_t dropped_messages = 0;  // frames that could not be parsed at all
+  uint64_t error_replies = 0;      // requests answered with an error status
+  uint64_t dropped_messages = 0;   // frames that could not be parsed at all
 };
 
 class ServerNode {
@@ -79,54 +79,34 @@ class ServerNode {
   // Applies the staleness bound, then answers (or holds) one request.
   void Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request);
   void Answer(zmq::socket_t& router, const std::string& routing_id, const Message& request);
+  void OnClock(zmq::socket_t& router, const std::string& routing_id, const Message& request);
+  // Handles a push that is not applied at once (summed per clock, held for the
+  // next version, or refused); false when it is an ordinary push.
+  bool TakePush(zmq::socket_t& router, const std::string& routing_id, Message& request);
+  // Applies the summed pushes of every clock before `clock`.
+  void ApplySumsBefore(int64_t clock);
   // Applies the summed pushes of every clock all workers have finished, then
   // answers the pulls that were waiting for them.
   void ApplyClosedClocksAndRelease(zmq::socket_t& router,
                                    std::vector<StalenessGate::Held> released);
+  // One message from the scheduler; a value when Serve() must return it.
+  std::optional<Status> OnControl(zmq::socket_t& router, SchedulerLink& link);
+  // Receives and dispatches the queued data-plane requests (a bounded batch).
+  void ServeQueued(zmq::socket_t& router);
+  void CountRefused(std::string_view what);
 
-  // Model versions (docs/protocol.md, "Model versions"). A version is cut by
-  // markers: each worker sends CUT(v) to every server right after its last push
-  // of a clock. Without per-clock aggregation the server copies its state once
-  // every live worker's marker has arrived; a marked worker's later pushes are
-  // acknowledged and held until then, so the copy holds exactly the pushes sent
-  // before the markers. With aggregation (BSP) the copy is taken right after the
-  // sum of clock C = the largest marker clock is applied, and every worker's
-  // position is the one it reported with clock C.
-  struct Cut {
-    Cut();  // out of line: clang needs Cut complete for std::optional<Cut>
-    uint64_t version = 0;
-    std::vector<bool> marked;
-    std::vector<int64_t> marker_clock;
-    std::vector<uint64_t> marker_rows;
-    int64_t target_clock = -1;  // aggregation: capture once clock target_clock is applied
-    bool captured = false;
-    std::optional<proto::SnapshotRequest> request;
-    // Pushes of marked workers, held until the capture; a routing id is set
-    // where the reply is still owed (PUSH_PULL).
-    std::vector<std::pair<std::string, Message>> deferred;
-    std::vector<proto::WorkerCut> cuts;
-    StoreCapture capture;
-    SteadyClock::time_point first_marker;
-    double pause_seconds = 0;
-    double window_seconds = 0;
-    std::string error;  // the capture could not be taken
-  };
-  // The cut of `version`, started if new; nullptr for a marker or request of an
-  // older version than the one in progress.
-  Cut* CutFor(zmq::socket_t& router, uint64_t version);
+  // Model versions (docs/protocol.md, "Model versions"): version_cut_ decides,
+  // these perform what it asks for.
   void OnMarker(zmq::socket_t& router, const Message& marker);
-  void OnSnapshotRequest(zmq::socket_t& router, proto::SnapshotRequest request);
-  // Captures when the cut is complete (or sets the clock to capture at).
-  void MaybeCapture(zmq::socket_t& router);
+  void Perform(zmq::socket_t& router, VersionCut::Step step);
+  // Copies the store for the open version (after the sums before `bsp_clock`),
+  // applies the held pushes and starts the writer.
   void Capture(zmq::socket_t& router, int64_t bsp_clock);
-  // Applies (and answers) the pushes held for the cut.
-  void ReleaseDeferred(zmq::socket_t& router);
-  void StartWriter();
+  // Applies (and answers, where owed) held pushes.
+  void ApplyHeld(zmq::socket_t& router, std::vector<VersionCut::Held> held);
+  void StartWriter(double pause_seconds);
   // Sends the written version's report to the scheduler.
   void SendWrittenReport(SchedulerLink& link);
-  bool HoldsPushesOf(int worker) const;
-  // The position a worker reported with `clock`, if still known.
-  std::optional<uint64_t> RowsAt(int worker, int64_t clock) const;
 
   zmq::context_t& context_;
   ServerOptions options_;
@@ -141,13 +121,10 @@ class ServerNode {
   // Set when pushes are applied per clock (--aggregate=sum|mean); loop thread only.
   std::unique_ptr<ClockAggregator> aggregator_;
   bool aggregate_mean_ = false;
-  // Per worker: (clock, stream position) of its latest CLOCK messages.
-  std::vector<std::deque<std::pair<int64_t, uint64_t>>> worker_rows_;
-  std::vector<bool> worker_lost_;
-  std::optional<Cut> cut_;  // loop thread only
-  std::map<uint64_t, uint32_t> capture_epochs_;  // version -> StoreCapture::epoch
-  SchedulerLink* link_ = nullptr;                // during Serve()
-  std::jthread writer_;     // writes one captured version's files
+  std::unique_ptr<VersionCut> version_cut_;  // loop thread only
+  StoreCapture capture_;                     // the copy being taken, loop thread only
+  SchedulerLink* link_ = nullptr;            // during Serve()
+  std::jthread writer_;                      // writes one captured version's files
   Waker writer_waker_;
   Mutex writer_mu_;
   std::optional<proto::SnapshotReport> written_ GUARDED_BY(writer_mu_);

@@ -39,12 +39,6 @@ std::span<const float> Op::values() const {
   return result_.As<float>();
 }
 
-Buffer Op::values_buffer() const {
-  MutexLock lock(&mu_);
-  if (!done_ || !status_.ok()) return {};
-  return result_;
-}
-
 void Op::Complete(const Status& status) {
   Callback cb;
   {
@@ -480,7 +474,6 @@ void Client::SendCut(uint32_t server) {
   cut_sent_[server] = true;
   if (std::all_of(cut_sent_.begin(), cut_sent_.end(), [](bool b) { return b; })) {
     cut_version_ = 0;
-    cuts_sent_.fetch_add(1);
   }
 }
 

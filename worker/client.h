@@ -63,7 +63,6 @@ class Op {
   // Pulled values: for sparse pulls keys.size() * dim floats in the order of the
   // request's keys; for dense pulls the whole tensor. Empty before success.
   std::span<const float> values() const;
-  Buffer values_buffer() const;
   // After success. Pulls: the smallest clock of the slowest live worker that the
   // answering servers saw when they read the values. Dense pushes and pulls: the
   // largest tensor version in the replies (pushes applied to the tensor,
@@ -168,8 +167,7 @@ class Client {
   // Model versions: the scheduler's SNAPSHOT(v) makes the I/O thread send a CUT
   // marker to every server at this worker's next clock boundary (at once when
   // nothing was pushed since the last Clock()). Nothing to do for the caller
-  // beyond clocking every batch. Markers sent so far:
-  uint64_t cuts_sent() const { return cuts_sent_.load(); }
+  // beyond clocking every batch.
 
   // OK while the job runs; the reason once it was aborted or lost.
   Status health() const;
@@ -217,7 +215,6 @@ class Client {
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<int64_t> clock_{0};
   std::atomic<uint64_t> stream_rows_{0};
-  std::atomic<uint64_t> cuts_sent_{0};
 
   // Sends the pending version's marker to `server` (after its CLOCK) or to all.
   void SendCut(uint32_t server);

@@ -29,7 +29,9 @@ inline constexpr size_t kHeaderCrcOffset = 60;
 inline constexpr uint8_t kLayoutSparse = 1;
 inline constexpr uint8_t kLayoutDense = 2;
 inline constexpr uint32_t kMaxDim = 1u << 20;
-inline constexpr uint32_t kMaxStateFloats = 64;
+// Optimizer state per sparse key or dense element: Adam keeps 2 * dim + 1 floats
+// per key, a row head's optimizer adds its own.
+inline constexpr uint32_t kMaxStateFloats = 2 * kMaxDim + 64;
 inline constexpr uint64_t kMaxDenseElements = 1ull << 40;
 
 struct DataHeader {
