@@ -71,6 +71,13 @@ void Reply(zmq::socket_t& router, const Request& r, const Status& status = OkSta
   ASSERT_TRUE(SendMessage(router, reply, r.envelope).ok());
 }
 
+// A script that holds a request until the next one comes, then answers both in order.
+void AnswerInPairs(zmq::socket_t& router, std::vector<Request>& held) {
+  if (held.size() < 2) return;
+  for (const Request& r : held) Reply(router, r);
+  held.clear();
+}
+
 Message MakeRequest(proto::MsgType type, std::string payload) {
   Message m{MakeHeader(type), {}, {}};
   m.header.set_payload(std::move(payload));
@@ -109,11 +116,7 @@ TEST_F(RpcClientTest, ReplyStatusBecomesTheCallsStatus) {
 
 TEST_F(RpcClientTest, DeadlineNamesTypeAndPeerAndTheLateReplyIsSkipped) {
   // The first request is answered only when the second arrives, first reply first.
-  ScriptedPeer peer(ctx_, [](zmq::socket_t& router, std::vector<Request>& held) {
-    if (held.size() < 2) return;
-    for (const Request& r : held) Reply(router, r);
-    held.clear();
-  });
+  ScriptedPeer peer(ctx_, AnswerInPairs);
   RpcClient client(ctx_);
   ASSERT_TRUE(client.Connect(peer.endpoint()).ok());
   const auto start = SteadyClock::now();
@@ -129,12 +132,7 @@ TEST_F(RpcClientTest, DeadlineNamesTypeAndPeerAndTheLateReplyIsSkipped) {
 }
 
 TEST_F(RpcClientTest, InterruptEndsTheCallOnlyWhenItSaysSo) {
-  // Answers every request once a second one has come.
-  ScriptedPeer peer(ctx_, [](zmq::socket_t& router, std::vector<Request>& held) {
-    if (held.size() < 2) return;
-    for (const Request& r : held) Reply(router, r);
-    held.clear();
-  });
+  ScriptedPeer peer(ctx_, AnswerInPairs);
   RpcClient client(ctx_);
   ASSERT_TRUE(client.Connect(peer.endpoint()).ok());
   Waker waker;
