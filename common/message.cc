@@ -1,6 +1,8 @@
 #include "common/message.h"
 
+#include <algorithm>
 #include <memory>
+#include <span>
 #include <vector>
 
 namespace eddy {
@@ -28,18 +30,10 @@ Buffer FromFrame(zmq::message_t&& frame) {
 
 size_t DTypeSize(proto::DType d) { return d == proto::FLOAT32 ? 4 : 0; }
 
-}  // namespace
-
-proto::Header MakeHeader(proto::MsgType type, uint64_t request_id) {
-  proto::Header h;
-  h.set_protocol_version(kProtocolVersion);
-  h.set_type(type);
-  h.set_request_id(request_id);
-  return h;
-}
-
-Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view routing_id,
-                   bool dont_wait) {
+// Sends routing frames, then the three frames of `msg`.
+template <typename Frames>
+Status SendFrames(zmq::socket_t& socket, const Frames& routing, const Message& msg,
+                  bool dont_wait) {
   std::string header = msg.header.SerializeAsString();
   zmq::send_flags more = zmq::send_flags::sndmore;
   zmq::send_flags last = zmq::send_flags::none;
@@ -48,10 +42,8 @@ Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view r
     last = last | zmq::send_flags::dontwait;
   }
   try {
-    if (!routing_id.empty()) {
-      if (!socket.send(zmq::buffer(routing_id), more)) {
-        return UnavailableError("send would block");
-      }
+    for (std::string_view frame : routing) {
+      if (!socket.send(zmq::buffer(frame), more)) return UnavailableError("send would block");
     }
     if (!socket.send(zmq::message_t(header.data(), header.size()), more) ||
         !socket.send(ToFrame(msg.keys), more) || !socket.send(ToFrame(msg.values), last)) {
@@ -63,25 +55,25 @@ Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view r
   return OkStatus();
 }
 
-StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id) {
-  std::vector<zmq::message_t> frames;
+// Receives every frame of one multipart message.
+Status RecvFrames(zmq::socket_t& socket, std::vector<zmq::message_t>* frames) {
   try {
     do {
       zmq::message_t f;
       if (!socket.recv(f, zmq::recv_flags::none)) return UnavailableError("recv interrupted");
-      frames.push_back(std::move(f));
-    } while (frames.back().more());
+      frames->push_back(std::move(f));
+    } while (frames->back().more());
   } catch (const zmq::error_t& e) {
     return UnavailableError(std::string("zmq recv failed: ") + e.what());
   }
-  size_t first = 0;
-  if (routing_id != nullptr) {
-    routing_id->assign(static_cast<const char*>(frames[0].data()), frames[0].size());
-    first = 1;
-  }
+  return OkStatus();
+}
+
+// Decodes frames[first..] as header | keys | values.
+StatusOr<Message> DecodeFrames(std::vector<zmq::message_t>& frames, size_t first) {
   if (frames.size() != first + 3) {
     return InvalidArgumentError("malformed message: expected 3 frames, got " +
-                                std::to_string(frames.size() - first));
+                                std::to_string(frames.size() - std::min(first, frames.size())));
   }
   Message msg;
   if (!msg.header.ParseFromArray(frames[first].data(), static_cast<int>(frames[first].size()))) {
@@ -96,6 +88,49 @@ StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id) {
   msg.keys = FromFrame(std::move(frames[first + 1]));
   msg.values = FromFrame(std::move(frames[first + 2]));
   return msg;
+}
+
+}  // namespace
+
+proto::Header MakeHeader(proto::MsgType type, uint64_t request_id) {
+  proto::Header h;
+  h.set_protocol_version(kProtocolVersion);
+  h.set_type(type);
+  h.set_request_id(request_id);
+  return h;
+}
+
+Status SendMessage(zmq::socket_t& socket, const Message& msg, const Envelope& envelope,
+                   bool dont_wait) {
+  return SendFrames(socket, envelope, msg, dont_wait);
+}
+
+Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view routing_id,
+                   bool dont_wait) {
+  std::span<const std::string_view> routing(&routing_id, routing_id.empty() ? 0 : 1);
+  return SendFrames(socket, routing, msg, dont_wait);
+}
+
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, Envelope* envelope) {
+  std::vector<zmq::message_t> frames;
+  RETURN_IF_ERROR(RecvFrames(socket, &frames));
+  // A ROUTER always prepends the peer's id: keep it even for a too short message.
+  const size_t routing = frames.size() > 3 ? frames.size() - 3 : 1;
+  envelope->clear();
+  for (size_t i = 0; i < routing && i < frames.size(); ++i)
+    envelope->push_back(frames[i].to_string());
+  return DecodeFrames(frames, routing);
+}
+
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id) {
+  std::vector<zmq::message_t> frames;
+  RETURN_IF_ERROR(RecvFrames(socket, &frames));
+  size_t first = 0;
+  if (routing_id != nullptr) {
+    routing_id->assign(static_cast<const char*>(frames[0].data()), frames[0].size());
+    first = 1;
+  }
+  return DecodeFrames(frames, first);
 }
 
 Status ValidateFrames(const Message& msg) {

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 #include <zmq.hpp>
 
 #include "common/buffer.h"
@@ -27,17 +28,31 @@ struct Message {
 // A new header with the protocol version and type set.
 proto::Header MakeHeader(proto::MsgType type, uint64_t request_id = 0);
 
-// Sends `msg` as [routing_id?] header | keys | values. Key and value frames are
-// handed to ZeroMQ without copying; their Buffers stay alive until sent.
+// The routing frames in front of a message's header, outermost first: on a
+// ROUTER socket the peer's routing id, then whatever further hops (proxies, a
+// REQ peer's empty delimiter) put there. Replying with the same envelope
+// reaches the same peer.
+using Envelope = std::vector<std::string>;
+
+// Sends `msg` as envelope... | header | keys | values. Key and value frames
+// are handed to ZeroMQ without copying; their Buffers stay alive until sent.
 // Returns Unavailable if the socket would block or is closed.
+Status SendMessage(zmq::socket_t& socket, const Message& msg, const Envelope& envelope,
+                   bool dont_wait = false);
+// As above with at most one routing frame (none when `routing_id` is empty).
 Status SendMessage(zmq::socket_t& socket, const Message& msg, std::string_view routing_id = {},
                    bool dont_wait = false);
 
 // Receives one multipart message (all frames are consumed even when it is
-// malformed). On a ROUTER socket pass `routing_id` to receive the peer id.
-// Errors: InvalidArgument for a wrong frame count or an unparsable header,
-// FailedPrecondition for another protocol version. On error, *routing_id is
-// still set so the caller can answer the peer.
+// malformed); every frame before the last three goes to *envelope. Errors:
+// InvalidArgument for fewer than 3 message frames (or no routing frame) or an
+// unparsable header, FailedPrecondition for another protocol version. On
+// error *envelope still holds what routing frames came, so the caller can
+// answer the peer.
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, Envelope* envelope);
+// As above for a socket without envelopes (routing_id null: exactly three
+// frames) or a ROUTER whose peers connect directly (exactly one routing frame,
+// stored in *routing_id, also on error).
 StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id = nullptr);
 
 // Checks that the frames agree with the header: key frame = num_keys * 8 bytes,

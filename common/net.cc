@@ -1,8 +1,10 @@
 #include "common/net.h"
 
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -69,6 +71,14 @@ void Waker::Drain() {
   uint64_t value;
   ssize_t n = read(fd_, &value, sizeof(value));
   (void)n;
+}
+
+bool Waker::WaitFor(std::chrono::milliseconds timeout) {
+  pollfd p{fd_, POLLIN, 0};
+  int n = ::poll(&p, 1, static_cast<int>(std::max<int64_t>(0, timeout.count())));
+  if (n <= 0 || !(p.revents & POLLIN)) return false;
+  Drain();
+  return true;
 }
 
 long PollTimeoutMs(SteadyClock::time_point deadline, long cap_ms) {

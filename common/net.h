@@ -45,6 +45,8 @@ class Waker {
   Waker& operator=(const Waker&) = delete;
   void Notify();
   void Drain();
+  // Waits until notified or `timeout` passes; drains and returns true if notified.
+  bool WaitFor(std::chrono::milliseconds timeout);
   int fd() const { return fd_; }
 
  private:

@@ -1,5 +1,10 @@
 #include "common/scheduler_link.h"
 
+#include <optional>
+#include <utility>
+
+#include "common/event_loop.h"
+
 namespace eddy {
 
 SchedulerLink::SchedulerLink(zmq::context_t& context, SchedulerLinkOptions options)
@@ -15,44 +20,45 @@ StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
   reg.header.set_payload(options_.self.SerializeAsString());
   RETURN_IF_ERROR(SendMessage(socket_, reg));
   const auto deadline = SteadyClock::now() + options_.registration_timeout;
-  while (true) {
-    zmq::pollitem_t items[2] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, stop ? stop->fd() : -1, ZMQ_POLLIN, 0}};
-    long timeout = PollTimeoutMs(deadline, 1000);
-    try {
-      zmq::poll(items, stop ? 2 : 1, std::chrono::milliseconds(timeout));
-    } catch (const zmq::error_t& e) {
-      return UnavailableError(std::string("poll failed: ") + e.what());
-    }
-    if (stop && (items[1].revents & ZMQ_POLLIN)) return CancelledError("stopped while registering");
-    if (items[0].revents & ZMQ_POLLIN) {
-      StatusOr<Message> msg = RecvMessage(socket_);
-      if (!msg.ok())
-        return msg.status().WithContext("bad answer from scheduler " + options_.scheduler_endpoint);
-      if (msg->header.type() == proto::ABORT) {
-        return AbortedError("scheduler refused registration: " + msg->header.status_message());
-      }
-      if (msg->header.type() != proto::CLUSTER_VIEW) continue;
-      proto::ClusterView view;
-      if (!view.ParseFromString(msg->header.payload())) {
-        return InvalidArgumentError("scheduler sent an unparsable cluster view");
-      }
-      node_id_ = view.your_id();
-      if (view.heartbeat_interval_ms() > 0)
-        heartbeat_interval_ = std::chrono::milliseconds(view.heartbeat_interval_ms());
-      if (view.node_timeout_ms() > 0)
-        node_timeout_ = std::chrono::milliseconds(view.node_timeout_ms());
-      last_heard_ = SteadyClock::now();
-      next_heartbeat_ = last_heard_ + heartbeat_interval_;
-      return view;
-    }
-    if (SteadyClock::now() >= deadline) {
-      return DeadlineExceededError(
-          "no cluster view from the scheduler at " + options_.scheduler_endpoint + " after " +
-          std::to_string(options_.registration_timeout.count() / 1000) +
-          " s: is it running and reachable (--scheduler), and are all other nodes started?");
-    }
+  std::optional<proto::ClusterView> view;
+  EventLoop loop;
+  // A stop wins over an answer that came at the same time.
+  if (stop != nullptr) {
+    loop.AddFd(stop->fd(), [&] { loop.Exit(CancelledError("stopped while registering")); });
   }
+  loop.AddSocket(socket_, [&] {
+    StatusOr<Message> msg = RecvMessage(socket_);
+    if (!msg.ok()) {
+      return loop.Exit(
+          msg.status().WithContext("bad answer from scheduler " + options_.scheduler_endpoint));
+    }
+    if (msg->header.type() == proto::ABORT) {
+      return loop.Exit(
+          AbortedError("scheduler refused registration: " + msg->header.status_message()));
+    }
+    if (msg->header.type() != proto::CLUSTER_VIEW) return;
+    view.emplace();
+    if (!view->ParseFromString(msg->header.payload())) {
+      return loop.Exit(InvalidArgumentError("scheduler sent an unparsable cluster view"));
+    }
+    loop.Exit(OkStatus());
+  });
+  loop.AddTicker([&](SteadyClock::time_point now) -> StatusOr<SteadyClock::time_point> {
+    if (now < deadline) return deadline;
+    return DeadlineExceededError(
+        "no cluster view from the scheduler at " + options_.scheduler_endpoint + " after " +
+        std::to_string(options_.registration_timeout.count() / 1000) +
+        " s: is it running and reachable (--scheduler), and are all other nodes started?");
+  });
+  RETURN_IF_ERROR(loop.Run());
+  node_id_ = view->your_id();
+  if (view->heartbeat_interval_ms() > 0)
+    heartbeat_interval_ = std::chrono::milliseconds(view->heartbeat_interval_ms());
+  if (view->node_timeout_ms() > 0)
+    node_timeout_ = std::chrono::milliseconds(view->node_timeout_ms());
+  last_heard_ = SteadyClock::now();
+  next_heartbeat_ = last_heard_ + heartbeat_interval_;
+  return std::move(view).value();
 }
 
 Status SchedulerLink::Tick(SteadyClock::time_point now) {

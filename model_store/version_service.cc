@@ -10,6 +10,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "common/event_loop.h"
 #include "common/proto/serving.pb.h"
 #include "model_store/crc32c.h"
 #include "model_store/version_dir.h"
@@ -107,40 +108,49 @@ void VersionService::Rescan() {
 Status VersionService::Run() {
   if (socket_ == nullptr) return FailedPreconditionError("VersionService::Run before Bind");
   Rescan();
-  std::string routing_id;
-  while (!stop_.load()) {
-    SteadyClock::time_point deadline = next_scan_;
-    for (const Watcher& w : watchers_) deadline = std::min(deadline, w.deadline);
-    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
-    try {
-      zmq::poll(items, 2, std::chrono::milliseconds(PollTimeoutMs(deadline, 1000)));
-    } catch (const zmq::error_t& e) {
-      return UnavailableError(std::string("version service: poll failed: ") + e.what());
-    }
-    if (items[1].revents & ZMQ_POLLIN) waker_.Drain();
-    if (stop_.load()) break;
+  // Rescans when notified or due; watchers hear at once of a new version.
+  auto maybe_rescan = [this] {
     const uint64_t newest_before = versions_.empty() ? 0 : versions_.rbegin()->first;
     if (notified_.exchange(false) || SteadyClock::now() >= next_scan_) Rescan();
     const uint64_t newest = versions_.empty() ? 0 : versions_.rbegin()->first;
     if (newest != newest_before) AnswerWatchers();
-    for (int i = 0; i < 64 && (items[0].revents & ZMQ_POLLIN); ++i) {
-      routing_id.clear();
-      StatusOr<Message> request = RecvMessage(*socket_, &routing_id);
-      if (!request.ok()) {
-        uint64_t n = errors_.fetch_add(1) + 1;
-        if (n <= 10 || n % 1000 == 0) {
-          LOG(WARNING) << "version service: bad message (" << n
-                       << " errors so far): " << request.status();
+  };
+  EventLoop loop;
+  loop.AddWaker(waker_, [&] {
+    if (stop_.load()) return loop.Exit(OkStatus());
+    maybe_rescan();
+  });
+  std::string routing_id;
+  loop.AddSocket(
+      *socket_,
+      [&] {
+        routing_id.clear();
+        StatusOr<Message> request = RecvMessage(*socket_, &routing_id);
+        if (!request.ok()) {
+          uint64_t n = errors_.fetch_add(1) + 1;
+          if (n <= 10 || n % 1000 == 0) {
+            LOG(WARNING) << "version service: bad message (" << n
+                         << " errors so far): " << request.status();
+          }
+          if (!routing_id.empty()) ReplyError(routing_id, 0, request.status());
+        } else {
+          Dispatch(routing_id, *request);
         }
-        if (!routing_id.empty()) ReplyError(routing_id, 0, request.status());
-      } else {
-        Dispatch(routing_id, *request);
-      }
-      if (zmq::poll(items, 1, std::chrono::milliseconds(0)) == 0) break;
+      },
+      /*max_per_round=*/64);
+  loop.AddTicker([&](SteadyClock::time_point) -> StatusOr<SteadyClock::time_point> {
+    if (stop_.load()) {
+      loop.Exit(OkStatus());
+      return EventLoop::kNever;
     }
+    maybe_rescan();
     AnswerWatchers();
-  }
+    SteadyClock::time_point deadline = next_scan_;
+    for (const Watcher& w : watchers_) deadline = std::min(deadline, w.deadline);
+    return deadline;
+  });
+  Status ended = loop.Run();
+  if (!ended.ok()) return ended.WithContext("version service");
   // Pending watchers get an empty answer rather than silence.
   for (const Watcher& w : watchers_) ReplyVersions(w.routing_id, w.request_id, UINT64_MAX);
   watchers_.clear();

@@ -19,6 +19,8 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/buffer.h"
+#include "common/message.h"
 #include "common/mutex.h"
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
@@ -27,6 +29,9 @@
 #include "serving/loaded_model.h"
 
 namespace eddy::serving {
+
+class VersionSource;
+struct VersionEntry;
 
 struct ReplicaOptions {
   // Exactly one of the two: a VersionService endpoint (tcp://host:port), or a
@@ -76,39 +81,33 @@ class Replica {
                std::chrono::milliseconds timeout) const;
 
  private:
-  struct Entry;
-  class Source;
-  class LocalSource;
-  class RemoteSource;
   struct Request;
   struct PendingPin {
-    std::vector<std::string> envelope;
+    Envelope envelope;
     uint64_t request_id = 0;
     uint64_t version = 0;
   };
   struct Done {
-    std::vector<std::string> envelope;
+    Envelope envelope;
     uint64_t request_id = 0;
     Status status;
   };
 
-  // I/O thread.
+  // I/O thread (replica.cc).
+  void SendFinishedPins();
+  void ServeOne(Request& request);
   void Dispatch(Request& request);
   void HandlePredict(Request& request);
   void HandleControl(Request& request);
-  void SendReply(const std::vector<std::string>& envelope, const proto::Header& header,
-                 std::span<const std::byte> values);
-  void SendStatusReply(const std::vector<std::string>& envelope, uint64_t request_id,
-                       const Status& status);
-  void SendError(const std::vector<std::string>& envelope, uint64_t request_id,
-                 const Status& status);
+  void SendReply(const Envelope& envelope, const proto::Header& header, Buffer values);
+  void SendStatusReply(const Envelope& envelope, uint64_t request_id, const Status& status);
+  void SendError(const Envelope& envelope, uint64_t request_id, const Status& status);
 
-  // Loader thread.
+  // Loader thread (replica_loader.cc; versions come from a VersionSource).
   void LoaderMain();
-  Status Follow(Source& source, const Entry& entry);
-  Status LoadPinned(Source& source, uint64_t version);
-  void Publish(std::shared_ptr<const LoadedModel> model, bool newest, double seconds)
-      EXCLUDES(mu_);
+  Status Follow(VersionSource& source, const VersionEntry& entry);
+  Status LoadPinned(VersionSource& source, uint64_t version);
+  void Publish(std::shared_ptr<const LoadedModel> model, bool newest, double seconds) EXCLUDES(mu_);
   void Refuse(uint64_t version, const Status& status) EXCLUDES(mu_);
   void EvictLocked() REQUIRES(mu_);
   proto::ServeStatus StatusLocked() const REQUIRES(mu_);
@@ -117,8 +116,8 @@ class Replica {
   zmq::context_t& context_;
   const ReplicaOptions options_;
   std::unique_ptr<zmq::socket_t> socket_;  // prediction socket, owned by the Run() thread
-  Waker io_waker_;                          // wakes Run(): Stop, finished pins
-  Waker loader_waker_;                      // wakes the loader: Stop, pin requests
+  Waker io_waker_;                         // wakes Run(): Stop, finished pins
+  Waker loader_waker_;                     // wakes the loader: Stop, pin requests
   std::atomic<bool> stop_{false};
 
   // Loader-thread state.

@@ -3,41 +3,18 @@
 #include <cstring>
 
 #include "common/message.h"
-#include "common/net.h"
 
 namespace eddy::serving {
 
 ServeClient::ServeClient(zmq::context_t& context, std::chrono::milliseconds timeout)
-    : socket_(context, zmq::socket_type::dealer), timeout_(timeout) {
-  ConfigureSocket(socket_, 0, 0);
-}
+    : rpc_(context), timeout_(timeout) {}
 
-Status ServeClient::Connect(const std::string& endpoint) { return eddy::Connect(socket_, endpoint); }
+Status ServeClient::Connect(const std::string& endpoint) { return rpc_.Connect(endpoint); }
 
 StatusOr<Message> ServeClient::Call(proto::MsgType type, std::string payload) {
-  const uint64_t id = ++next_id_;
-  Message request{MakeHeader(type, id), {}, {}};
+  Message request{MakeHeader(type), {}, {}};
   request.header.set_payload(std::move(payload));
-  RETURN_IF_ERROR(SendMessage(socket_, request));
-  const auto deadline = SteadyClock::now() + timeout_;
-  while (true) {
-    zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-    try {
-      zmq::poll(&item, 1, std::chrono::milliseconds(PollTimeoutMs(deadline, 1000)));
-    } catch (const zmq::error_t& e) {
-      return UnavailableError(std::string("poll failed: ") + e.what());
-    }
-    if (item.revents & ZMQ_POLLIN) {
-      ASSIGN_OR_RETURN(Message reply, RecvMessage(socket_));
-      if (reply.header.request_id() != id) continue;  // the answer to a timed-out call
-      RETURN_IF_ERROR(StatusFromHeader(reply.header));
-      return reply;
-    }
-    if (SteadyClock::now() >= deadline) {
-      return DeadlineExceededError(std::string(MsgTypeName(type)) + ": no answer in " +
-                                   std::to_string(timeout_.count()) + " ms");
-    }
-  }
+  return rpc_.Call(std::move(request), timeout_);
 }
 
 StatusOr<Prediction> ServeClient::Predict(std::span<const std::string> rows, uint64_t version,

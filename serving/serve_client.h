@@ -13,6 +13,7 @@
 
 #include "common/message.h"
 #include "common/proto/serving.pb.h"
+#include "common/rpc_client.h"
 #include "common/status.h"
 
 namespace eddy::serving {
@@ -45,9 +46,8 @@ class ServeClient {
  private:
   StatusOr<Message> Call(proto::MsgType type, std::string payload);
 
-  zmq::socket_t socket_;
+  RpcClient rpc_;
   const std::chrono::milliseconds timeout_;
-  uint64_t next_id_ = 0;
 };
 
 }  // namespace eddy::serving

@@ -193,7 +193,10 @@ class Client {
   OpPtr Failed(const Status& status, Callback callback);
   OpPtr ControlOp(proto::MsgType type, std::string payload, std::string name);
   void Enqueue(std::vector<Part> parts);
+  // I/O thread (client_io.cc).
   void IoLoop();
+  void CheckScheduler(SteadyClock::time_point now);
+  void ExpireRequests(SteadyClock::time_point now);
   void SendQueued();
   void OnReply(uint32_t server, Message reply);
   void OnControl(Message msg);
@@ -224,8 +227,8 @@ class Client {
   bool pushed_since_clock_ = false;  // a push was sent after the last CLOCK
   int64_t sent_clock_ = 0;           // the last CLOCK sent, and its stream position
   uint64_t sent_rows_ = 0;
-  uint64_t cut_version_ = 0;          // marker owed (0: none)
-  std::vector<bool> cut_sent_;        // per server, for cut_version_
+  uint64_t cut_version_ = 0;    // marker owed (0: none)
+  std::vector<bool> cut_sent_;  // per server, for cut_version_
   std::unordered_map<uint64_t, Pending> pending_;
   std::vector<OpPtr> barrier_ops_;
   OpPtr finish_op_;

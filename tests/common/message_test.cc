@@ -88,6 +88,48 @@ TEST_F(MessageTest, EmptyFramesAndRoutingIdOnRouter) {
   EXPECT_EQ(s.message(), "no such tensor");
 }
 
+TEST_F(MessageTest, EnvelopeCarriesEveryRoutingFrameAndRepliesReachThePeer) {
+  zmq::socket_t router(ctx_, zmq::socket_type::router);
+  zmq::socket_t dealer(ctx_, zmq::socket_type::dealer);
+  router.bind("inproc://envelope_test");
+  dealer.connect("inproc://envelope_test");
+  // Two extra hops in front of the header, as a proxy or a REQ peer adds them.
+  const Envelope hops = {"hop", ""};
+  Message sent = MakePush(4096, 4);
+  ASSERT_TRUE(SendMessage(dealer, sent, hops).ok());
+  Envelope envelope;
+  StatusOr<Message> got = RecvMessage(router, &envelope);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(envelope.size(), 3u);
+  EXPECT_FALSE(envelope[0].empty());  // the dealer's routing id
+  EXPECT_EQ(envelope[1], "hop");
+  EXPECT_EQ(envelope[2], "");
+  EXPECT_EQ(got->header.request_id(), 42u);
+  EXPECT_TRUE(ValidateFrames(*got).ok());
+  // The reply's large value frame still travels without a copy.
+  Message reply{MakeHeader(proto::REPLY, 42), {}, got->values};
+  ASSERT_TRUE(SendMessage(router, reply, envelope).ok());
+  // A DEALER has no routing id of its own: the remaining hops come as the envelope.
+  Envelope back_envelope;
+  StatusOr<Message> back = RecvMessage(dealer, &back_envelope);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back_envelope, hops);
+  EXPECT_EQ(back->values.data(), sent.values.data());
+}
+
+TEST_F(MessageTest, EnvelopeOfAShortMessageStillNamesThePeer) {
+  zmq::socket_t router(ctx_, zmq::socket_type::router);
+  zmq::socket_t dealer(ctx_, zmq::socket_type::dealer);
+  router.bind("inproc://short_envelope_test");
+  dealer.connect("inproc://short_envelope_test");
+  dealer.send(zmq::str_buffer("garbage"), zmq::send_flags::none);
+  Envelope envelope;
+  StatusOr<Message> got = RecvMessage(router, &envelope);
+  EXPECT_EQ(got.status().code(), StatusCode::kInvalidArgument);
+  ASSERT_EQ(envelope.size(), 1u);
+  EXPECT_FALSE(envelope[0].empty());
+}
+
 TEST_F(MessageTest, WrongFrameCountAndGarbageHeaderAreErrors) {
   a_.send(zmq::str_buffer("only one frame"), zmq::send_flags::none);
   StatusOr<Message> one = RecvMessage(b_);

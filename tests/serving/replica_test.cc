@@ -371,15 +371,10 @@ TEST_F(UniformReplicaTest, BadRequestsAreRefusedAndServingContinues) {
   req.connect(replica_endpoint_);
   proto::PredictRequest body;
   body.add_rows(kRow);
-  proto::Header header = MakeHeader(proto::PREDICT, 5);
-  header.set_payload(body.SerializeAsString());
-  const std::string bytes = header.SerializeAsString();
-  req.send(zmq::buffer(bytes), zmq::send_flags::sndmore);
-  req.send(zmq::message_t(), zmq::send_flags::sndmore);
-  req.send(zmq::message_t(), zmq::send_flags::none);
-  zmq::pollitem_t item{req.handle(), 0, ZMQ_POLLIN, 0};
-  zmq::poll(&item, 1, std::chrono::seconds(30));
-  ASSERT_TRUE(item.revents & ZMQ_POLLIN);
+  Message request{MakeHeader(proto::PREDICT, 5), {}, {}};
+  request.header.set_payload(body.SerializeAsString());
+  ASSERT_TRUE(SendMessage(req, request).ok());  // REQ adds its empty delimiter
+  req.set(zmq::sockopt::rcvtimeo, 30'000);
   auto reply = RecvMessage(req);
   ASSERT_TRUE(reply.ok()) << reply.status();
   EXPECT_EQ(reply->header.status_code(), 0);

@@ -335,7 +335,19 @@ StatusOr<std::unique_ptr<ZmqPullSource>> ZmqPullSource::Create(zmq::context_t& c
 }
 
 ZmqPullSource::ZmqPullSource(zmq::socket_t socket, std::string endpoint, SourceOptions options)
-    : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options) {}
+    : socket_(std::move(socket)), endpoint_(std::move(endpoint)), options_(options) {
+  // A message wins over a stop request that came at the same time.
+  loop_.AddSocket(socket_, [this] {
+    try {
+      if (!socket_.recv(message_, zmq::recv_flags::dontwait)) return;
+    } catch (const zmq::error_t& e) {
+      return loop_.Exit(UnavailableError(e.what()));
+    }
+    received_ = true;
+    loop_.Exit(OkStatus());
+  });
+  loop_.AddWaker(waker_, [this] { loop_.Exit(OkStatus()); });  // re-check stop_
+}
 
 ZmqPullSource::~ZmqPullSource() = default;
 
@@ -345,32 +357,26 @@ void ZmqPullSource::RequestStop() {
 }
 
 StatusOr<bool> ZmqPullSource::Next(Line* line) {
-  try {
-    while (!ended_) {
-      if (stop_.load(std::memory_order_relaxed)) return false;
-      zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
-                                 {nullptr, waker_.fd(), ZMQ_POLLIN, 0}};
-      zmq::poll(items, 2, std::chrono::milliseconds(-1));
-      if (items[1].revents & ZMQ_POLLIN) waker_.Drain();
-      if (!(items[0].revents & ZMQ_POLLIN)) continue;
-      if (!socket_.recv(message_, zmq::recv_flags::dontwait)) continue;
-      if (message_.size() == 0) {
-        ended_ = true;
-        break;
-      }
-      std::string_view text = message_.to_string_view();
-      if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
-      line->truncated = text.size() > options_.max_line_bytes;
-      if (line->truncated) text = text.substr(0, options_.max_line_bytes + 1);
-      line->text = text;
-      line->origin = endpoint_;
-      line->line_number = ++messages_;
-      return true;
+  while (!ended_) {
+    if (stop_.load(std::memory_order_relaxed)) return false;
+    received_ = false;
+    Status s = loop_.Run();
+    if (!s.ok()) return s.WithContext("ZeroMQ PULL source on " + endpoint_);
+    if (!received_) continue;
+    if (message_.size() == 0) {
+      ended_ = true;
+      break;
     }
-    return false;
-  } catch (const zmq::error_t& e) {
-    return UnavailableError("ZeroMQ PULL source on " + endpoint_ + ": " + e.what());
+    std::string_view text = message_.to_string_view();
+    if (!text.empty() && text.back() == '\n') text.remove_suffix(1);
+    line->truncated = text.size() > options_.max_line_bytes;
+    if (line->truncated) text = text.substr(0, options_.max_line_bytes + 1);
+    line->text = text;
+    line->origin = endpoint_;
+    line->line_number = ++messages_;
+    return true;
   }
+  return false;
 }
 
 // ----------------------------------------------------------------- ShardedSource

@@ -16,6 +16,7 @@
 #include <vector>
 #include <zmq.hpp>
 
+#include "common/event_loop.h"
 #include "common/net.h"
 #include "common/status.h"
 
@@ -152,6 +153,8 @@ class ZmqPullSource final : public LineSource {
   bool ended_ = false;
   std::atomic<bool> stop_{false};
   Waker waker_;
+  bool received_ = false;  // set by loop_'s socket handler
+  EventLoop loop_{std::chrono::hours(1)};
 };
 
 // Worker k of W: passes on the rows whose global row index i (0-based position
