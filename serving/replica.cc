@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "common/message.h"
+#include "common/transport.h"
 #include "model_store/crc32c.h"
 #include "model_store/model_format.h"
 
@@ -118,7 +119,11 @@ class Replica::RemoteSource : public Replica::Source {
     ConfigureSocket(socket_, 0, static_cast<int64_t>(options.fetch_chunk_bytes) + (1 << 20));
   }
 
-  Status Connect() { return eddy::Connect(socket_, options_.version_endpoint); }
+  Status Connect() {
+    const ConnectionLabel label{NodeRole::kReplica, -1, NodeRole::kVersionService, -1,
+                                ConnectionPurpose::kData};
+    return ConnectVia(options_.transport, socket_, options_.version_endpoint, label);
+  }
 
   StatusOr<std::vector<Entry>> List(uint64_t after) override {
     proto::VersionListRequest body;
