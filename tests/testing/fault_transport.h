@@ -111,7 +111,7 @@ class FaultTransport final : public Transport {
   void Cut(const LabelMatch& match);
   // Undoes Cut.
   void Heal(const LabelMatch& match);
-  // Replaces the drop rule (DropRule{.probability = 0} stops dropping).
+  // Replaces the drop rule (a rule of probability 0 stops dropping).
   void Drop(const LabelMatch& match, DropRule rule);
   // Holds each message `delay` before forwarding it, keeping the order.
   void Delay(const LabelMatch& match, std::chrono::milliseconds delay,

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "common/net.h"
 #include "common/partition.h"
 #include "tests/testing/local_cluster.h"
 
@@ -67,6 +68,88 @@ uint64_t Checksum(std::span<const float> values) {
 
 double Millis(SteadyClock::duration d) {
   return std::chrono::duration<double, std::milli>(d).count();
+}
+
+// Receives one multipart message from `router` within `timeout`: [id, frames...].
+std::vector<std::string> RecvWithin(zmq::socket_t& router, milliseconds timeout) {
+  std::vector<std::string> frames;
+  zmq::pollitem_t item = {router.handle(), 0, ZMQ_POLLIN, 0};
+  if (zmq::poll(&item, 1, timeout) == 0) return frames;
+  zmq::message_t m;
+  do {
+    if (!router.recv(m, zmq::recv_flags::none)) break;
+    frames.push_back(m.to_string());
+  } while (m.more());
+  return frames;
+}
+
+TEST(FaultTransportTest, KeepsRoutingIdsAndDropsByProbabilityUnderStandingRules) {
+  FaultTransport transport(/*seed=*/7);
+  zmq::context_t context;
+  zmq::socket_t router(context, zmq::socket_type::router);
+  ConfigureSocket(router, 0, 0);
+  auto endpoint = BindTcp(router, "127.0.0.1", 0);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  const ConnectionLabel label{NodeRole::kReplica, 3, NodeRole::kVersionService, -1,
+                              ConnectionPurpose::kData};
+  // A rule given before the connection exists applies once it is made.
+  LabelMatch replicas;
+  replicas.from_role = NodeRole::kReplica;
+  DropRule half;
+  half.probability = 0.5;
+  half.direction = Direction::kOutbound;
+  transport.Drop(replicas, half);
+
+  std::vector<zmq::socket_t> dealers;
+  for (std::string id : {"a", "b"}) {
+    dealers.emplace_back(context, zmq::socket_type::dealer);
+    ConfigureSocket(dealers.back(), 0, 0);
+    dealers.back().set(zmq::sockopt::routing_id, id);
+    ASSERT_TRUE(transport.Connect(dealers.back(), *endpoint, label).ok());
+  }
+  zmq::socket_t sub(context, zmq::socket_type::sub);
+  EXPECT_EQ(transport.Connect(sub, *endpoint, label).code(), StatusCode::kInvalidArgument);
+
+  // Each peer keeps its own routing id through its own relay.
+  LabelMatch second;
+  second.connection = 1;
+  transport.Clear(second);
+  ASSERT_TRUE(dealers[1].send(zmq::str_buffer("hello"), zmq::send_flags::none));
+  std::vector<std::string> got = RecvWithin(router, milliseconds(10'000));
+  ASSERT_EQ(got, (std::vector<std::string>{"b", "hello"}));
+  ASSERT_TRUE(router.send(zmq::str_buffer("b"), zmq::send_flags::sndmore));
+  ASSERT_TRUE(router.send(zmq::str_buffer("back"), zmq::send_flags::none));
+  zmq::message_t reply;
+  zmq::pollitem_t item = {dealers[1].handle(), 0, ZMQ_POLLIN, 0};
+  ASSERT_EQ(zmq::poll(&item, 1, milliseconds(10'000)), 1);
+  ASSERT_TRUE(dealers[1].recv(reply, zmq::recv_flags::none));
+  EXPECT_EQ(reply.to_string(), "back");
+
+  // About half of connection 0's messages pass; exactly those arrive, all from "a".
+  constexpr int kMessages = 200;
+  for (int i = 0; i < kMessages; ++i) {
+    ASSERT_TRUE(dealers[0].send(zmq::buffer(std::to_string(i)), zmq::send_flags::none));
+  }
+  LabelMatch first;
+  first.connection = 0;
+  ASSERT_TRUE(transport.WaitFor(
+      [&](const std::vector<ConnectionStats>& c) {
+        DirectionCounters t = Total(c, first, Direction::kOutbound);
+        return t.forwarded + t.dropped == kMessages;
+      },
+      milliseconds(10'000)));
+  const DirectionCounters t = Total(transport.Connections(), first, Direction::kOutbound);
+  EXPECT_GT(t.forwarded, kMessages / 4);
+  EXPECT_GT(t.dropped, kMessages / 4);
+  int last = -1;
+  for (uint64_t i = 0; i < t.forwarded; ++i) {
+    got = RecvWithin(router, milliseconds(10'000));
+    ASSERT_EQ(got.size(), 2u) << i;
+    EXPECT_EQ(got[0], "a");
+    EXPECT_GT(std::stoi(got[1]), last) << "order kept";
+    last = std::stoi(got[1]);
+  }
+  EXPECT_TRUE(RecvWithin(router, milliseconds(0)).empty());
 }
 
 TEST(FaultTransportTest, LabelsEveryConnectionOfTheCluster) {
