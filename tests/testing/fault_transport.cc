@@ -192,22 +192,24 @@ bool FaultTransport::WaitFor(const std::function<bool(const std::vector<Connecti
   return true;
 }
 
-bool FaultTransport::WaitForForwarded(const LabelMatch& match, Direction direction, uint64_t n,
-                                      std::chrono::milliseconds timeout) const {
+bool FaultTransport::WaitForCount(const LabelMatch& match, Direction direction,
+                                  uint64_t DirectionCounters::*counter, uint64_t n,
+                                  std::chrono::milliseconds timeout) const {
   return WaitFor(
       [&](const std::vector<ConnectionStats>& c) {
-        return Total(c, match, direction).forwarded >= n;
+        return Total(c, match, direction).*counter >= n;
       },
       timeout);
 }
 
+bool FaultTransport::WaitForForwarded(const LabelMatch& match, Direction direction, uint64_t n,
+                                      std::chrono::milliseconds timeout) const {
+  return WaitForCount(match, direction, &DirectionCounters::forwarded, n, timeout);
+}
+
 bool FaultTransport::WaitForDropped(const LabelMatch& match, Direction direction, uint64_t n,
                                     std::chrono::milliseconds timeout) const {
-  return WaitFor(
-      [&](const std::vector<ConnectionStats>& c) {
-        return Total(c, match, direction).dropped >= n;
-      },
-      timeout);
+  return WaitForCount(match, direction, &DirectionCounters::dropped, n, timeout);
 }
 
 FaultTransport::Verdict FaultTransport::Judge(int id, Direction direction,

@@ -154,6 +154,9 @@ class FaultTransport final : public Transport {
     std::optional<proto::MsgType> type;
   };
 
+  bool WaitForCount(const LabelMatch& match, Direction direction,
+                    uint64_t DirectionCounters::*counter, uint64_t n,
+                    std::chrono::milliseconds timeout) const;
   // Applies `change` to the rules of `match`'s connections, now and later.
   void Change(const LabelMatch& match, std::function<void(Rules&)> change);
   void RelayLoop(std::stop_token stop);
