@@ -1,6 +1,6 @@
 // LocalCluster: a whole Eddy cluster — scheduler, servers and worker clients — as
-// threads of the test process, talking over loopback TCP on ephemeral ports.
-// The test drives the workers' clients directly.
+// threads of the test process over loopback TCP on ephemeral ports (optionally
+// through a FaultTransport's relays); the test drives the workers' clients.
 // Thread-safety: create, use and destroy from the test thread; the clients
 // themselves are thread-safe.
 #ifndef EDDY_TESTS_TESTING_LOCAL_CLUSTER_H_
