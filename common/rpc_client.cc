@@ -12,8 +12,9 @@ RpcClient::RpcClient(zmq::context_t& context, RpcClientOptions options)
   ConfigureSocket(socket_, options.linger_ms, options.max_message_bytes);
 }
 
-Status RpcClient::Connect(const std::string& endpoint) {
-  RETURN_IF_ERROR(eddy::Connect(socket_, endpoint));
+Status RpcClient::Connect(const std::string& endpoint, Transport* transport,
+                          const ConnectionLabel& label) {
+  RETURN_IF_ERROR(ConnectVia(transport, socket_, endpoint, label));
   peer_ = endpoint;
   return OkStatus();
 }

@@ -14,6 +14,7 @@
 #include "common/message.h"
 #include "common/net.h"
 #include "common/status.h"
+#include "common/transport.h"
 
 namespace eddy {
 
@@ -36,9 +37,11 @@ class RpcClient {
   RpcClient(const RpcClient&) = delete;
   RpcClient& operator=(const RpcClient&) = delete;
 
-  // Connects to `endpoint`, which names the peer in errors. Errors:
-  // InvalidArgument for a bad endpoint.
-  Status Connect(const std::string& endpoint);
+  // Connects to `endpoint`, which names the peer in errors, through
+  // `transport` (nullptr: directly; not owned, must outlive the client).
+  // Errors: InvalidArgument for a bad endpoint.
+  Status Connect(const std::string& endpoint, Transport* transport = nullptr,
+                 const ConnectionLabel& label = {});
 
   // Sends `request` with the next request id and waits for the reply with
   // that id. Errors: the reply header's status; DeadlineExceeded naming the

@@ -14,7 +14,10 @@ SchedulerLink::SchedulerLink(zmq::context_t& context, SchedulerLinkOptions optio
 }
 
 StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
-  RETURN_IF_ERROR(Connect(socket_, options_.scheduler_endpoint));
+  const ConnectionLabel label{
+      options_.self.role() == proto::SERVER ? NodeRole::kServer : NodeRole::kWorker,
+      options_.self.requested_rank(), NodeRole::kScheduler, -1, ConnectionPurpose::kControl};
+  RETURN_IF_ERROR(ConnectVia(options_.transport, socket_, options_.scheduler_endpoint, label));
   Message reg{MakeHeader(proto::REGISTER), {}, {}};
   reg.header.set_sender(-1);
   reg.header.set_payload(options_.self.SerializeAsString());

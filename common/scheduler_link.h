@@ -12,6 +12,7 @@
 #include "common/net.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
+#include "common/transport.h"
 
 namespace eddy {
 
@@ -19,6 +20,9 @@ struct SchedulerLinkOptions {
   std::string scheduler_endpoint;  // tcp://host:port
   proto::NodeInfo self;
   std::chrono::milliseconds registration_timeout{120'000};
+  // Opens the connection to the scheduler; nullptr: a direct connect. Not
+  // owned; must outlive the link.
+  Transport* transport = nullptr;
 };
 
 class SchedulerLink {

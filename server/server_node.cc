@@ -118,6 +118,7 @@ Status ServerNode::RunInternal() {
   link_options.self.set_host(HostName());
   link_options.self.set_pid(ProcessId());
   link_options.self.set_requested_rank(options_.requested_rank);
+  link_options.transport = options_.transport;
   SchedulerLink link(context_, link_options);
   ASSIGN_OR_RETURN(proto::ClusterView view, link.Register(&stop_waker_));
   server_id_.store(view.your_id());

@@ -26,6 +26,7 @@
 
 namespace eddy {
 class SchedulerLink;
+class Transport;
 }  // namespace eddy
 
 namespace eddy::server {
@@ -38,6 +39,9 @@ struct ServerOptions {
   int requested_rank = -1;              // server id wanted (MPI launch), -1: any
   int64_t max_message_bytes = int64_t{1} << 30;
   std::chrono::milliseconds registration_timeout{120'000};
+  // Opens the connection to the scheduler; nullptr: direct. Not owned; must
+  // outlive the node.
+  Transport* transport = nullptr;
 };
 
 struct ServerStats {

@@ -34,7 +34,11 @@ class RemoteSource : public VersionSource {
         waker_(waker),
         stop_(stop) {}
 
-  Status Connect() { return rpc_.Connect(options_.version_endpoint); }
+  Status Connect() {
+    const ConnectionLabel label{NodeRole::kReplica, -1, NodeRole::kVersionService, -1,
+                                ConnectionPurpose::kData};
+    return rpc_.Connect(options_.version_endpoint, options_.transport, label);
+  }
 
   StatusOr<std::vector<VersionEntry>> List(uint64_t after) override {
     proto::VersionListRequest body;

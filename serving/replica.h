@@ -28,6 +28,10 @@
 #include "common/status.h"
 #include "serving/loaded_model.h"
 
+namespace eddy {
+class Transport;
+}  // namespace eddy
+
 namespace eddy::serving {
 
 class VersionSource;
@@ -51,6 +55,9 @@ struct ReplicaOptions {
   std::chrono::milliseconds scan_interval{50};     // local mode: rescan period
   std::chrono::milliseconds rpc_timeout{10000};    // one LIST/FETCH round trip
   uint64_t fetch_chunk_bytes = uint64_t{1} << 20;  // <= the service's chunk size
+  // Opens the connection to the version service; nullptr: direct. Not owned;
+  // must outlive the replica.
+  Transport* transport = nullptr;
 };
 
 // Borrows the ZeroMQ context, which must outlive it.

@@ -6,6 +6,7 @@
 #include "common/partition.h"
 #include "common/scheduler_link.h"
 #include "common/table_config.h"
+#include "common/transport.h"
 
 namespace eddy::worker {
 
@@ -80,13 +81,16 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(zmq::context_t& context, Clien
   link_options.self.set_host(HostName());
   link_options.self.set_pid(ProcessId());
   link_options.self.set_requested_rank(client->options_.requested_rank);
+  link_options.transport = client->options_.transport;
   client->link_ = std::make_unique<SchedulerLink>(context, link_options);
   ASSIGN_OR_RETURN(client->view_, client->link_->Register(nullptr));
   client->worker_id_ = client->view_.your_id();
   for (const proto::NodeEntry& server : client->view_.servers()) {
     zmq::socket_t s(context, zmq::socket_type::dealer);
     ConfigureSocket(s, /*linger_ms=*/0, client->options_.max_message_bytes);
-    RETURN_IF_ERROR(eddy::Connect(s, server.info().endpoint()));
+    const ConnectionLabel label{NodeRole::kWorker, client->worker_id_, NodeRole::kServer,
+                                server.id(), ConnectionPurpose::kData};
+    RETURN_IF_ERROR(ConnectVia(client->options_.transport, s, server.info().endpoint(), label));
     client->servers_.push_back(std::move(s));
   }
   Client* raw = client.get();

@@ -31,6 +31,7 @@
 
 namespace eddy {
 class SchedulerLink;
+class Transport;
 }  // namespace eddy
 
 namespace eddy::worker {
@@ -42,6 +43,9 @@ struct ClientOptions {
   std::chrono::milliseconds request_timeout{30'000};
   std::chrono::milliseconds registration_timeout{120'000};
   int64_t max_message_bytes = int64_t{1} << 30;
+  // Opens the connections to the scheduler and the servers; nullptr: direct
+  // connects. Not owned; must outlive the client.
+  Transport* transport = nullptr;
 };
 
 // Called once when an operation completes, on the client's I/O thread (or on

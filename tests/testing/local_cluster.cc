@@ -1,11 +1,13 @@
 #include "tests/testing/local_cluster.h"
 
 #include "common/table_config.h"
+#include "tests/testing/fault_transport.h"
 
 namespace eddy::testing {
 
 StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOptions& options) {
   std::unique_ptr<LocalCluster> c(new LocalCluster());
+  c->transport_ = options.transport;
   scheduler::SchedulerOptions so;
   so.num_servers = options.num_servers;
   so.num_workers = options.num_workers;
@@ -34,6 +36,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   server_options.scheduler = c->endpoint_;
   server_options.num_threads = options.server_threads;
   server_options.registration_timeout = std::chrono::seconds(30);
+  server_options.transport = options.transport;
   c->server_status_.resize(options.num_servers);
   for (int i = 0; i < options.num_servers; ++i) {
     server_options.requested_rank = i;
@@ -48,6 +51,7 @@ StatusOr<std::unique_ptr<LocalCluster>> LocalCluster::Start(const LocalClusterOp
   client_options.scheduler = c->endpoint_;
   client_options.request_timeout = options.request_timeout;
   client_options.registration_timeout = std::chrono::seconds(30);
+  client_options.transport = options.transport;
   std::vector<StatusOr<std::unique_ptr<worker::Client>>> connected;
   for (int i = 0; i < options.num_workers; ++i) connected.emplace_back(CancelledError("not run"));
   {

@@ -1,6 +1,6 @@
 // LocalCluster: a whole Eddy cluster — scheduler, servers and worker clients — as
-// threads of the test process, talking over loopback TCP on ephemeral ports.
-// The test drives the workers' clients directly.
+// threads of the test process over loopback TCP on ephemeral ports (optionally
+// through a FaultTransport's relays); the test drives the workers' clients.
 // Thread-safety: create, use and destroy from the test thread; the clients
 // themselves are thread-safe.
 #ifndef EDDY_TESTS_TESTING_LOCAL_CLUSTER_H_
@@ -20,6 +20,8 @@
 #include "worker/client.h"
 
 namespace eddy::testing {
+
+class FaultTransport;
 
 struct LocalClusterOptions {
   int num_servers = 2;
@@ -42,6 +44,9 @@ struct LocalClusterOptions {
   uint64_t max_metrics_bytes = uint64_t{16} << 20;
   // Last say on the scheduler's options (model versions, resume, ...).
   std::function<void(scheduler::SchedulerOptions*)> configure_scheduler;
+  // When set, every server's and worker's outgoing connection goes through it,
+  // so the test can cut, drop or delay them. Not owned; must outlive the cluster.
+  FaultTransport* transport = nullptr;
 };
 
 class LocalCluster {
@@ -58,6 +63,8 @@ class LocalCluster {
   int num_workers() const { return static_cast<int>(clients_.size()); }
   const std::string& scheduler_endpoint() const { return endpoint_; }
   zmq::context_t& context() { return context_; }
+  // LocalClusterOptions::transport (nullptr: direct connections).
+  FaultTransport* transport() const { return transport_; }
 
   // Destroys worker i's client without finishing: it stops heartbeating, as if
   // its process had died.
@@ -72,6 +79,7 @@ class LocalCluster {
 
   zmq::context_t context_;
   std::string endpoint_;
+  FaultTransport* transport_ = nullptr;
   std::unique_ptr<scheduler::SchedulerNode> scheduler_;
   std::vector<std::unique_ptr<server::ServerNode>> servers_;
   std::vector<std::unique_ptr<worker::Client>> clients_;
