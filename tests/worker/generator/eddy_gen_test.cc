@@ -82,6 +82,30 @@ TEST_F(EddyGenTest, StdoutOutputWithReportOnStderr) {
   EXPECT_NE(Read(Path("stderr")).find("best_auc="), std::string::npos);
 }
 
+TEST_F(EddyGenTest, PresetWritesThePresetStreamAndExplicitFlagsOverrideIt) {
+  ASSERT_EQ(Run("--preset=criteo_c --rows=3000 --seed=4 --drift_every=1000 --out=" + Path("p.tsv") +
+                " --report"),
+            0)
+      << Read(Path("stderr"));
+  GeneratorOptions o;
+  ASSERT_TRUE(ApplyPreset("criteo_c", &o).ok());
+  o.seed = 4;
+  o.drift_every = 1000;
+  ClickStreamGenerator gen(o);
+  std::string rows;
+  for (int i = 0; i < 3000; ++i) {
+    float p = 0;
+    gen.AppendRow(&rows, &p);
+  }
+  EXPECT_EQ(Read(Path("p.tsv")), rows);
+  const std::string report = Read(Path("stdout"));
+  EXPECT_NE(report.find("preset=criteo_c"), std::string::npos) << report;
+  EXPECT_NE(report.find("drifts=2"), std::string::npos) << report;
+  EXPECT_NE(report.find("best_auc="), std::string::npos) << report;
+  EXPECT_EQ(Run("--preset=criteo_z --rows=10 --out=" + Path("x.tsv")), 1);
+  EXPECT_NE(Read(Path("stderr")).find("criteo_z"), std::string::npos) << Read(Path("stderr"));
+}
+
 TEST_F(EddyGenTest, BadFlagsAndPathsExitOneWithMessage) {
   EXPECT_EQ(Run("--rows=10 --ctr=2 --out=" + Path("x.tsv")), 1);
   EXPECT_NE(Read(Path("stderr")).find("ctr"), std::string::npos) << Read(Path("stderr"));
