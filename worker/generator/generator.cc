@@ -105,14 +105,7 @@ void GeneratorState::Init() {
   // <v_a, v_b> has standard deviation 1/2, so each pair adds a term of sd
   // interaction_scale / 2 (roughly an eighth of the logit variance in total).
   interaction_scale = signal * 0.5;
-  for (int f = 0; f < kInts; ++f) {
-    IntField& it = ints[f];
-    it.alpha = 1.1 + 1.9 * setup.Uniform();
-    it.scale = std::exp(4 * setup.Uniform());
-    it.weight = signal * 0.25 * setup.Normal();
-    it.center = std::log1p(it.Quantile(0.5));
-    it.BuildTable(kIntMissing[f]);
-  }
+  for (int f = 0; f < kInts; ++f) ints[f].Init(setup, signal, kIntMissing[f]);
   Calibrate();
 }
 
@@ -156,15 +149,7 @@ void GeneratorState::Calibrate() {
   std::vector<double> z(kCalibrationRows);
   RowDraw d;
   for (double& x : z) x = Draw(side, &d);
-  double lo = -30, hi = 30;
-  for (int iter = 0; iter < 60; ++iter) {
-    const double mid = (lo + hi) / 2;
-    double mean = 0;
-    for (double x : z) mean += 1 / (1 + std::exp(-(mid + x)));
-    mean /= kCalibrationRows;
-    (mean < options.ctr ? lo : hi) = mid;
-  }
-  bias = (lo + hi) / 2;
+  bias = CalibrateBias(z, options.ctr);
 }
 
 void GeneratorState::Drift() {
@@ -210,32 +195,13 @@ void GeneratorState::Drift() {
 int GeneratorState::Append(std::string* out, float* true_p, bool newline) {
   if (options.drift_every != 0 && rows != 0 && rows % options.drift_every == 0) Drift();
   RowDraw d;
-  const double z = bias + Draw(rng, &d);
-  const double p = 1 / (1 + std::exp(-z));
-  const int label = rng.Uniform() < p ? 1 : 0;
+  const int label = DrawLabel(rng, bias + Draw(rng, &d), true_p);
   ++rows;
-  // 2 + 13 * 11 + 26 * 9 bytes at most.
-  constexpr size_t kMaxRow = 2 + kInts * 11 + kCats * 9 + 1;
-  const size_t old = out->size();
-  out->resize(old + kMaxRow);
-  char* begin = out->data() + old;
-  char* q = begin;
-  *q++ = static_cast<char>('0' + label);
-  for (int f = 0; f < kInts; ++f) {
-    *q++ = '\t';
-    if (d.ints[f] != kMissing) q = AppendUint(q, static_cast<uint32_t>(d.ints[f]));
-  }
-  const uint64_t salt = MixKey(options.seed ^ 0xca7ULL);
-  for (int f = 0; f < kCats; ++f) {
-    *q++ = '\t';
-    if (d.slot[f] == UINT32_MAX) continue;
-    const uint64_t item = cats[f].slots[d.slot[f]].item;
-    q = AppendHex8(q,
-                   static_cast<uint32_t>(MixKey(salt ^ (static_cast<uint64_t>(f) << 40) ^ item)));
-  }
-  if (newline) *q++ = '\n';
-  out->resize(old + static_cast<size_t>(q - begin));
-  *true_p = static_cast<float>(p);
+  std::array<uint64_t, kCats> items;
+  for (int f = 0; f < kCats; ++f)
+    items[f] = d.slot[f] == UINT32_MAX ? kNoItem : cats[f].slots[d.slot[f]].item;
+  AppendCriteoRow(label, d.ints.data(), items.data(), MixKey(options.seed ^ 0xca7ULL), newline,
+                  out);
   return label;
 }
 

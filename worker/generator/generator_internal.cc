@@ -43,6 +43,14 @@ void ZipfSampler::Init(uint32_t vocab_size, double s) {
   alias = BuildAlias(w);
 }
 
+void IntField::Init(Rng& setup, double signal, double missing) {
+  alpha = 1.1 + 1.9 * setup.Uniform();
+  scale = std::exp(4 * setup.Uniform());
+  weight = signal * 0.25 * setup.Normal();
+  center = std::log1p(Quantile(0.5));
+  BuildTable(missing);
+}
+
 void IntField::BuildTable(double missing) {
   missing_rate = missing;
   table.resize(kIntTableSize);
@@ -71,6 +79,8 @@ double IntField::Draw(Rng& r, int32_t* value) const {
   return table[i].effect;
 }
 
+namespace {
+
 char* AppendUint(char* p, uint32_t v) {
   char tmp[10];
   int n = 0;
@@ -89,6 +99,51 @@ char* AppendHex8(char* p, uint32_t v) {
     v >>= 4;
   }
   return p + 8;
+}
+
+}  // namespace
+
+void AppendCriteoRow(int label, const int32_t* ints, const uint64_t* items, uint64_t salt,
+                     bool newline, std::string* out) {
+  constexpr int kInts = ClickStreamGenerator::kNumIntegerFields;
+  constexpr int kCats = ClickStreamGenerator::kNumCategoricalFields;
+  // 2 + 13 * 11 + 26 * 9 bytes at most.
+  constexpr size_t kMaxRow = 2 + kInts * 11 + kCats * 9 + 1;
+  const size_t old = out->size();
+  out->resize(old + kMaxRow);
+  char* begin = out->data() + old;
+  char* q = begin;
+  *q++ = static_cast<char>('0' + label);
+  for (int f = 0; f < kInts; ++f) {
+    *q++ = '\t';
+    if (ints[f] != kMissing) q = AppendUint(q, static_cast<uint32_t>(ints[f]));
+  }
+  for (int f = 0; f < kCats; ++f) {
+    *q++ = '\t';
+    if (items[f] == kNoItem) continue;
+    q = AppendHex8(
+        q, static_cast<uint32_t>(MixKey(salt ^ (static_cast<uint64_t>(f) << 40) ^ items[f])));
+  }
+  if (newline) *q++ = '\n';
+  out->resize(old + static_cast<size_t>(q - begin));
+}
+
+int DrawLabel(Rng& r, double z, float* true_p) {
+  const double p = 1 / (1 + std::exp(-z));
+  *true_p = static_cast<float>(p);
+  return r.Uniform() < p ? 1 : 0;
+}
+
+double CalibrateBias(const std::vector<double>& z, double ctr) {
+  double lo = -30, hi = 30;
+  for (int iter = 0; iter < 60; ++iter) {
+    const double mid = (lo + hi) / 2;
+    double mean = 0;
+    for (double x : z) mean += 1 / (1 + std::exp(-(mid + x)));
+    mean /= static_cast<double>(z.size());
+    (mean < ctr ? lo : hi) = mid;
+  }
+  return (lo + hi) / 2;
 }
 
 }  // namespace eddy::worker::internal

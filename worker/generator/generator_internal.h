@@ -98,16 +98,28 @@ struct IntField {
     const double v = scale * (std::pow(1 - u, -1 / alpha) - 1);
     return static_cast<int64_t>(std::min(v, 2e9));
   }
+  // Draws alpha, scale and weight from `setup` (effects scaled by `signal`),
+  // then builds the table.
+  void Init(Rng& setup, double signal, double missing);
   // Fills `table` given alpha, scale, weight, center and the missing rate.
   void BuildTable(double missing);
   // Draws a value (kMissing or >= 0) into *value; returns its logit effect.
   double Draw(Rng& r, int32_t* value) const;
 };
 
-// Appends the decimal digits of v at p; returns the end.
-char* AppendUint(char* p, uint32_t v);
-// Appends v as 8 lowercase hex digits at p; returns the end.
-char* AppendHex8(char* p, uint32_t v);
+constexpr uint64_t kNoItem = UINT64_MAX;
+
+// Appends one Criteo TSV row to *out: the label, the 13 integers (kMissing =
+// empty), the 26 items written as 8 hex digits of MixKey(salt ^ field << 40 ^
+// item) (kNoItem = empty), then '\n' if `newline`.
+void AppendCriteoRow(int label, const int32_t* ints, const uint64_t* items, uint64_t salt,
+                     bool newline, std::string* out);
+
+// The label of a row of logit z, drawn from r; sets *true_p = sigmoid(z).
+int DrawLabel(Rng& r, double z, float* true_p);
+
+// The bias b for which the mean of sigmoid(b + z) over the sample z is `ctr`.
+double CalibrateBias(const std::vector<double>& z, double ctr);
 
 // One stream implementation behind ClickStreamGenerator.
 class StreamImpl {

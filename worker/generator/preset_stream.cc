@@ -150,14 +150,8 @@ PresetStream::PresetStream(const GeneratorOptions& options, const Profile& profi
   }
   for (const auto& [a, b] : kPresetPairs) cats_[a].has_latent = cats_[b].has_latent = true;
   interaction_scale_ = signal * 0.5;
-  for (int f = 0; f < kInts; ++f) {
-    IntField& it = ints_[f];
-    it.alpha = 1.1 + 1.9 * setup.Uniform();
-    it.scale = std::exp(4 * setup.Uniform());
-    it.weight = signal * 0.25 * setup.Normal();
-    it.center = std::log1p(it.Quantile(0.5));
-    it.BuildTable(std::min(0.95, kCriteoIntMissing[f] * profile.missing_scale));
-  }
+  for (int f = 0; f < kInts; ++f)
+    ints_[f].Init(setup, signal, std::min(0.95, kCriteoIntMissing[f] * profile.missing_scale));
   Calibrate();
 }
 
@@ -200,15 +194,7 @@ void PresetStream::Calibrate() {
   std::vector<double> z(kCalibrationRows);
   PresetRow d;
   for (double& x : z) x = Draw(side, &d);
-  double lo = -30, hi = 30;
-  for (int iter = 0; iter < 60; ++iter) {
-    const double mid = (lo + hi) / 2;
-    double mean = 0;
-    for (double x : z) mean += 1 / (1 + std::exp(-(mid + x)));
-    mean /= kCalibrationRows;
-    (mean < options_.ctr ? lo : hi) = mid;
-  }
-  bias_ = (lo + hi) / 2;
+  bias_ = CalibrateBias(z, options_.ctr);
 }
 
 void PresetStream::Drift() {
@@ -239,30 +225,12 @@ void PresetStream::Drift() {
 int PresetStream::Append(std::string* out, float* true_p, bool newline) {
   if (options_.drift_every != 0 && rows_ != 0 && rows_ % options_.drift_every == 0) Drift();
   PresetRow d;
-  const double z = bias_ + Draw(rng_, &d);
-  const double p = 1 / (1 + std::exp(-z));
-  const int label = rng_.Uniform() < p ? 1 : 0;
+  const int label = DrawLabel(rng_, bias_ + Draw(rng_, &d), true_p);
   ++rows_;
-  constexpr size_t kMaxRow = 2 + kInts * 11 + kCats * 9 + 1;
-  const size_t old = out->size();
-  out->resize(old + kMaxRow);
-  char* begin = out->data() + old;
-  char* q = begin;
-  *q++ = static_cast<char>('0' + label);
-  for (int f = 0; f < kInts; ++f) {
-    *q++ = '\t';
-    if (d.ints[f] != kMissing) q = AppendUint(q, static_cast<uint32_t>(d.ints[f]));
-  }
-  const uint64_t salt = MixKey(structure_seed_ ^ 0xca7ULL);
-  for (int f = 0; f < kCats; ++f) {
-    *q++ = '\t';
-    if (!d.present[f]) continue;
-    q = AppendHex8(
-        q, static_cast<uint32_t>(MixKey(salt ^ (static_cast<uint64_t>(f) << 40) ^ d.item[f])));
-  }
-  if (newline) *q++ = '\n';
-  out->resize(old + static_cast<size_t>(q - begin));
-  *true_p = static_cast<float>(p);
+  std::array<uint64_t, kCats> items;
+  for (int f = 0; f < kCats; ++f) items[f] = d.present[f] ? d.item[f] : kNoItem;
+  AppendCriteoRow(label, d.ints.data(), items.data(), MixKey(structure_seed_ ^ 0xca7ULL), newline,
+                  out);
   return label;
 }
 
