@@ -17,9 +17,9 @@ MODELS=${MODELS:-"lr fm deepfm"}
 OUT=${OUT:-/tmp/eddy_reference_compare}
 PY=${PY:-/usr/bin/python3}
 # The reference's rates, from the grid in bench/reference/README.md.
-REF_FLAGS_lr=${REF_FLAGS_lr:-"--weight_lr=0.1"}
-REF_FLAGS_fm=${REF_FLAGS_fm:-"--weight_lr=0.1 --vector_lr=0.001 --init_std=0.001"}
-REF_FLAGS_deepfm=${REF_FLAGS_deepfm:-"--weight_lr=0.1 --vector_lr=0.001 --init_std=0.001 --dense_lr=0.001"}
+REF_FLAGS_lr=${REF_FLAGS_lr:-"--weight_lr=0.05 --dense_lr=0.01"}
+REF_FLAGS_fm=${REF_FLAGS_fm:-"--weight_lr=0.05 --dense_lr=0.01 --vector_lr=0.001 --init_std=0.001"}
+REF_FLAGS_deepfm=${REF_FLAGS_deepfm:-"--weight_lr=0.05 --vector_lr=0.001 --init_std=0.001 --dense_lr=0.001"}
 mkdir -p "$OUT"
 [ -x /usr/bin/time ] || { echo "compare.sh: needs /usr/bin/time (apt-get install time)" >&2; exit 1; }
 "$PY" -c "import torch" 2>/dev/null ||

@@ -36,7 +36,7 @@ def parse_args(argv):
     p.add_argument("--batch_size", type=int, default=1024, help="Rows per mini-batch.")
     p.add_argument("--emb_dim", type=int, default=16, help="Embedding dimension (fm, deepfm).")
     p.add_argument("--hidden", default="400,400,400", help="DeepFM MLP layer sizes.")
-    p.add_argument("--weight_lr", type=float, default=0.1, help="Adagrad rate, first-order weights.")
+    p.add_argument("--weight_lr", type=float, default=0.05, help="Adagrad rate, first-order weights.")
     p.add_argument("--vector_lr", type=float, default=0.001, help="Lazy Adam rate, embedding vectors.")
     p.add_argument("--dense_lr", type=float, default=0.001, help="Adam rate, dense parameters.")
     p.add_argument("--init_std", type=float, default=0.001, help="Std of the initial vectors.")

@@ -3,13 +3,13 @@
 # stream that compare.sh does not measure on (another seed): LR picks the
 # Adagrad rate and then the dense Adam rate, FM then the lazy-Adam rate and the
 # init scale, DeepFM the dense Adam rate again. Prints one Markdown row per run.
-#   bench/reference/tune.sh                      # criteo_a, seed 2, 200k rows
+#   bench/reference/tune.sh                      # criteo_a, seed 2, 500k rows
 #   PRESET=criteo_b ROWS=100000 bench/reference/tune.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-build/bin}
 PRESET=${PRESET:-criteo_a}
-ROWS=${ROWS:-200000}
+ROWS=${ROWS:-500000}
 SEED=${SEED:-2}
 OUT=${OUT:-/tmp/eddy_reference_tune}
 PY=${PY:-/usr/bin/python3}
@@ -37,5 +37,7 @@ W=$(for dlr in 0.001 0.003 0.01 0.03; do run lr $W --dense_lr=$dlr; done | best)
 V=$(for vlr in 0.0003 0.001 0.003 0.01; do
   for init in 0.01 0.001; do run fm $W --vector_lr=$vlr --init_std=$init; done
 done | best)
-D=$(for dlr in 0.0003 0.001 0.003 0.01; do run deepfm ${V/--dense_lr=[0-9.]*/} --dense_lr=$dlr; done | best)
+V_NO_DENSE=$(sed 's/--dense_lr=[0-9.]* *//' <<<"$V")
+# shellcheck disable=SC2086
+D=$(for dlr in 0.0003 0.001 0.003 0.01; do run deepfm $V_NO_DENSE --dense_lr=$dlr; done | best)
 echo "best: lr: $W; fm: $V; deepfm: $D" >&2
