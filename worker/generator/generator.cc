@@ -174,8 +174,7 @@ void GeneratorState::Drift() {
     // Popularity shifts: items move to a rank up to a few times higher or lower.
     for (uint64_t i = 0; i < changes; ++i) {
       const uint32_t a = ScaleToRange(r.Next(), c.vocab);
-      const double target = (a + 1.0) * std::exp(1.5 * r.Normal()) - 1;
-      const uint32_t b = static_cast<uint32_t>(std::clamp(target, 0.0, c.vocab - 1.0));
+      const uint32_t b = ShiftedRank(r, a, c.vocab);
       std::swap(c.slots[a], c.slots[b]);
       if (c.has_latent) {
         std::swap_ranges(c.latent.begin() + static_cast<ptrdiff_t>(a) * kLatentDim,

@@ -115,6 +115,13 @@ constexpr uint64_t kNoItem = UINT64_MAX;
 void AppendCriteoRow(int label, const int32_t* ints, const uint64_t* items, uint64_t salt,
                      bool newline, std::string* out);
 
+// Popularity shift at drift: a rank up to a few times higher or lower than
+// `rank` (log-normal factor on rank + 1), clamped to [0, vocab).
+inline uint32_t ShiftedRank(Rng& r, uint32_t rank, uint32_t vocab) {
+  const double target = (rank + 1.0) * std::exp(1.5 * r.Normal()) - 1;
+  return static_cast<uint32_t>(std::clamp(target, 0.0, vocab - 1.0));
+}
+
 // The label of a row of logit z, drawn from r; sets *true_p = sigmoid(z).
 int DrawLabel(Rng& r, double z, float* true_p);
 

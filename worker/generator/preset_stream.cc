@@ -209,8 +209,7 @@ void PresetStream::Drift() {
     // Popularity shifts: ids move to a rank up to a few times higher or lower.
     for (uint64_t i = 0; i < changes; ++i) {
       const uint32_t a = ScaleToRange(r.Next(), vocab);
-      const double target = (a + 1.0) * std::exp(1.5 * r.Normal()) - 1;
-      std::swap(c.items[a], c.items[static_cast<uint32_t>(std::clamp(target, 0.0, vocab - 1.0))]);
+      std::swap(c.items[a], c.items[ShiftedRank(r, a, vocab)]);
     }
     if (r.Uniform() < frac) c.missing_effect = static_cast<float>(c.effect_sd * r.Normal());
   }
