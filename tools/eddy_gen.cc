@@ -26,6 +26,11 @@ DEFINE_double(drift_fraction, 0.1, "Fraction of each vocabulary changed at each 
 DEFINE_double(ctr, 0.1, "Target click-through rate, in [0.001, 0.9].");
 DEFINE_double(signal, 1.0, "Scales all effects: higher = more predictable stream, in (0, 10].");
 DEFINE_uint32(max_vocab, 1000000, "Cap on every categorical vocabulary size (>= 10).");
+DEFINE_string(preset, "",
+              "A Criteo-like stream: criteo_a (CTR 3.5%, Zipf ~1.1), criteo_b (CTR 25%, smaller "
+              "vocabularies), criteo_c (CTR 3%, Zipf ~1.2, stronger drift). Sets --ctr, "
+              "--drift_every, --drift_fraction and --signal unless they are given explicitly. "
+              "Empty = the default stream.");
 DEFINE_bool(report, false,
             "Print rows, CTR, throughput and the best achievable AUC and logloss (from the true "
             "probabilities). "
@@ -74,7 +79,8 @@ class Output {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "Writes a synthetic click stream in Criteo TSV format.\n"
-      "  eddy_gen --rows=2000000 --out=/tmp/g.tsv --truth_out=/tmp/g.truth --report");
+      "  eddy_gen --rows=2000000 --out=/tmp/g.tsv --truth_out=/tmp/g.truth --report\n"
+      "  eddy_gen --preset=criteo_a --rows=500000 --out=/tmp/a.tsv --report");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   if (argc > 1) return Fail(std::string("unexpected argument: ") + argv[1]);
   if (FLAGS_rows < 0) return Fail("--rows must be >= 0");
@@ -82,11 +88,19 @@ int main(int argc, char** argv) {
   if (FLAGS_out.empty()) return Fail("--out must be a path or -");
 
   eddy::worker::GeneratorOptions options;
+  if (!FLAGS_preset.empty()) {
+    if (eddy::Status s = eddy::worker::ApplyPreset(FLAGS_preset, &options); !s.ok())
+      return Fail("bad flag --preset: " + s.message());
+  }
+  // Without a preset every flag applies; with one, only those given explicitly.
+  auto given = [](const char* flag) {
+    return FLAGS_preset.empty() || !gflags::GetCommandLineFlagInfoOrDie(flag).is_default;
+  };
   options.seed = FLAGS_seed;
-  options.ctr = FLAGS_ctr;
-  options.drift_every = static_cast<uint64_t>(FLAGS_drift_every);
-  options.drift_fraction = FLAGS_drift_fraction;
-  options.signal = FLAGS_signal;
+  if (given("ctr")) options.ctr = FLAGS_ctr;
+  if (given("drift_every")) options.drift_every = static_cast<uint64_t>(FLAGS_drift_every);
+  if (given("drift_fraction")) options.drift_fraction = FLAGS_drift_fraction;
+  if (given("signal")) options.signal = FLAGS_signal;
   options.max_vocab = FLAGS_max_vocab;
   if (eddy::Status s = options.Validate(); !s.ok()) return Fail("bad flag: " + s.message());
 
@@ -141,6 +155,11 @@ int main(int argc, char** argv) {
     std::fprintf(r, "rows=%lld drifts=%llu seconds=%.3f rows_per_s=%.0f\n",
                  static_cast<long long>(FLAGS_rows), static_cast<unsigned long long>(gen.drifts()),
                  seconds, seconds > 0 ? static_cast<double>(FLAGS_rows) / seconds : 0.0);
+    uint64_t ids = 0;
+    for (uint32_t v : gen.VocabSizes()) ids += v;
+    std::fprintf(r, "preset=%s live_ids=%llu\n",
+                 options.preset.empty() ? "none" : options.preset.c_str(),
+                 static_cast<unsigned long long>(ids));
     std::fprintf(r, "ctr=%.5f mean_true_p=%.5f\n", m.Ctr(), m.MeanPrediction());
     std::fprintf(r, "best_auc=%.5f best_logloss=%.5f (true probabilities as predictions)\n",
                  eddy::worker::ExactAuc(probs, labels), m.LogLoss());

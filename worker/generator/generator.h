@@ -1,6 +1,7 @@
 // Seeded, reproducible synthetic click stream in the Criteo TSV format, with
 // the true click probability of every row, heavy-tailed vocabularies, pairwise
-// field interactions and periodic concept drift.
+// field interactions and periodic concept drift; plus named Criteo-like presets
+// (production-shaped cardinalities, tails, CTR and missing values).
 // Thread-safety: a ClickStreamGenerator is used by one thread at a time.
 #ifndef EDDY_WORKER_GENERATOR_GENERATOR_H_
 #define EDDY_WORKER_GENERATOR_GENERATOR_H_
@@ -8,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/status.h"
@@ -15,7 +17,7 @@
 namespace eddy::worker {
 
 namespace internal {
-struct GeneratorState;
+class StreamImpl;
 }  // namespace internal
 
 struct GeneratorOptions {
@@ -35,9 +37,30 @@ struct GeneratorOptions {
   // Caps every categorical vocabulary (the widest field has 1,000,000 values);
   // smaller values make construction cheaper for tests. >= 10.
   uint32_t max_vocab = 1'000'000;
+  // "" = the default stream (its bytes never change for the same options);
+  // else one of PresetNames(): a Criteo-like stream (see ApplyPreset).
+  std::string preset;
 
   // InvalidArgument naming the first bad field.
   Status Validate() const;
+};
+
+// The Criteo-like presets: "criteo_a" (CTR 3.5 %, Zipf exponents ~1.1, the
+// Kaggle set's cardinalities capped at 10^6), "criteo_b" (CTR 25 %, a third of
+// the cardinalities, exponents 1.05-1.25, more missing values), "criteo_c"
+// (CTR 3 %, exponents ~1.2, drift 5x as often, twice as strong).
+std::vector<std::string> PresetNames();
+
+// Sets options->preset = name and the preset's ctr, drift_every,
+// drift_fraction and signal (callers may override these afterwards; seed and
+// max_vocab are left alone). InvalidArgument for an unknown name.
+Status ApplyPreset(std::string_view name, GeneratorOptions* options);
+
+// What a categorical field of a stream is built from.
+struct CategoricalFieldInfo {
+  uint32_t vocab = 0;        // popularity ranks (ids alive at any time)
+  double zipf_exponent = 0;  // P(rank r) ~ (r + 1)^-exponent
+  double missing_rate = 0;   // probability that the field is empty
 };
 
 // Generates rows in time order. Columns: label, I1..I13 (non-negative integers),
@@ -70,9 +93,11 @@ class ClickStreamGenerator {
   double bias() const;
   // Vocabulary size (item slots) of each categorical field.
   std::vector<uint32_t> VocabSizes() const;
+  // Vocabulary, tail and missing rate of each categorical field.
+  std::vector<CategoricalFieldInfo> CategoricalFields() const;
 
  private:
-  std::unique_ptr<internal::GeneratorState> state_;
+  std::unique_ptr<internal::StreamImpl> state_;
 };
 
 // Appends `p` as "0.ddddddd" (7 decimals) and '\n' to *out: the truth-file format.

@@ -2,6 +2,7 @@
 
 #include <cstdlib>
 #include <sstream>
+#include <vector>
 
 namespace eddy::worker {
 
@@ -13,12 +14,20 @@ StatusOr<GeneratedStreamSpec> ParseGeneratedStreamSpec(std::string_view spec) {
   if (spec.front() != ':') {
     return InvalidArgumentError(
         "expected gen or gen:key=value,... (rows, drift, seed, ctr, "
-        "signal, vocab)");
+        "signal, vocab, preset)");
   }
   spec.remove_prefix(1);
+  // A preset sets defaults first, wherever it stands; the other keys override it.
+  std::vector<std::string> pairs;
   std::stringstream in{std::string(spec)};
-  std::string kv;
-  while (std::getline(in, kv, ',')) {
+  for (std::string kv; std::getline(in, kv, ',');) {
+    if (kv.rfind("preset=", 0) == 0) {
+      RETURN_IF_ERROR(ApplyPreset(kv.substr(7), &out.generator).WithContext("gen"));
+    } else {
+      pairs.push_back(kv);
+    }
+  }
+  for (const std::string& kv : pairs) {
     const size_t eq = kv.find('=');
     const std::string key = kv.substr(0, eq);
     const std::string value = eq == std::string::npos ? "" : kv.substr(eq + 1);
@@ -41,7 +50,7 @@ StatusOr<GeneratedStreamSpec> ParseGeneratedStreamSpec(std::string_view spec) {
       out.generator.max_vocab = static_cast<uint32_t>(number);
     } else {
       return InvalidArgumentError("gen: unknown key '" + key +
-                                  "' (rows, drift, seed, ctr, signal, vocab)");
+                                  "' (rows, drift, seed, ctr, signal, vocab, preset)");
     }
   }
   RETURN_IF_ERROR(out.generator.Validate().WithContext("gen"));

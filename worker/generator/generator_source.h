@@ -1,7 +1,8 @@
 // GeneratorSource: the synthetic click stream as a LineSource, so a job can train
 // on a generated stream without writing it to disk first (eddy_train
-// --data=gen:rows=N,drift=D,seed=S). Every worker generates the same rows, so
-// ShardedSource splits them exactly as it splits a file.
+// --data=gen:rows=N,drift=D,seed=S, or --data=gen:preset=criteo_a,rows=N). Every
+// worker generates the same rows, so ShardedSource splits them exactly as it
+// splits a file.
 // Thread-safety: like every LineSource, used by one thread.
 #ifndef EDDY_WORKER_GENERATOR_GENERATOR_SOURCE_H_
 #define EDDY_WORKER_GENERATOR_GENERATOR_SOURCE_H_
@@ -22,8 +23,9 @@ struct GeneratedStreamSpec {
   GeneratorOptions generator;
 };
 
-// Parses "gen" or "gen:rows=N,drift=D,seed=S,ctr=C,signal=X,vocab=V" (any subset,
-// any order; drift = GeneratorOptions::drift_every, vocab = max_vocab).
+// Parses "gen" or "gen:rows=N,drift=D,seed=S,ctr=C,signal=X,vocab=V,preset=NAME"
+// (any subset, any order; drift = GeneratorOptions::drift_every, vocab =
+// max_vocab; preset = ApplyPreset(NAME) first, the other keys override it).
 // Errors: InvalidArgument naming the bad key or value.
 StatusOr<GeneratedStreamSpec> ParseGeneratedStreamSpec(std::string_view spec);
 

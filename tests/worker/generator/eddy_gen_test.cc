@@ -42,6 +42,17 @@ class EddyGenTest : public ::testing::Test {
   fs::path dir_;
 };
 
+// The first `rows` rows of the library's stream for `o`, as eddy_gen writes them.
+std::string LibraryRows(const GeneratorOptions& o, int rows) {
+  ClickStreamGenerator gen(o);
+  std::string out;
+  for (int i = 0; i < rows; ++i) {
+    float p = 0;
+    gen.AppendRow(&out, &p);
+  }
+  return out;
+}
+
 TEST_F(EddyGenTest, WritesTheLibraryStreamTruthAndReport) {
   ASSERT_EQ(Run("--rows=20000 --seed=5 --ctr=0.2 --drift_every=5000 --max_vocab=20000 --out=" +
                 Path("g.tsv") + " --truth_out=" + Path("g.truth") + " --report"),
@@ -72,14 +83,26 @@ TEST_F(EddyGenTest, StdoutOutputWithReportOnStderr) {
   ASSERT_EQ(Run("--rows=1000 --max_vocab=1000 --out=- --report"), 0) << Read(Path("stderr"));
   GeneratorOptions o;
   o.max_vocab = 1000;
-  ClickStreamGenerator gen(o);
-  std::string rows;
-  for (int i = 0; i < 1000; ++i) {
-    float p = 0;
-    gen.AppendRow(&rows, &p);
-  }
-  EXPECT_EQ(Read(Path("stdout")), rows);
+  EXPECT_EQ(Read(Path("stdout")), LibraryRows(o, 1000));
   EXPECT_NE(Read(Path("stderr")).find("best_auc="), std::string::npos);
+}
+
+TEST_F(EddyGenTest, PresetWritesThePresetStreamAndExplicitFlagsOverrideIt) {
+  ASSERT_EQ(Run("--preset=criteo_c --rows=3000 --seed=4 --drift_every=1000 --out=" + Path("p.tsv") +
+                " --report"),
+            0)
+      << Read(Path("stderr"));
+  GeneratorOptions o;
+  ASSERT_TRUE(ApplyPreset("criteo_c", &o).ok());
+  o.seed = 4;
+  o.drift_every = 1000;
+  EXPECT_EQ(Read(Path("p.tsv")), LibraryRows(o, 3000));
+  const std::string report = Read(Path("stdout"));
+  EXPECT_NE(report.find("preset=criteo_c"), std::string::npos) << report;
+  EXPECT_NE(report.find("drifts=2"), std::string::npos) << report;
+  EXPECT_NE(report.find("best_auc="), std::string::npos) << report;
+  EXPECT_EQ(Run("--preset=criteo_z --rows=10 --out=" + Path("x.tsv")), 1);
+  EXPECT_NE(Read(Path("stderr")).find("criteo_z"), std::string::npos) << Read(Path("stderr"));
 }
 
 TEST_F(EddyGenTest, BadFlagsAndPathsExitOneWithMessage) {

@@ -23,6 +23,20 @@ TEST(GeneratedStreamSpecTest, ParsesKeysAndRefusesBadOnes) {
   }
 }
 
+TEST(GeneratedStreamSpecTest, PresetSetsDefaultsThatOtherKeysOverride) {
+  auto spec = ParseGeneratedStreamSpec("gen:rows=50,ctr=0.05,preset=criteo_b,seed=9");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  GeneratorOptions expected;
+  ASSERT_TRUE(ApplyPreset("criteo_b", &expected).ok());
+  EXPECT_EQ(spec->generator.preset, "criteo_b");
+  EXPECT_DOUBLE_EQ(spec->generator.ctr, 0.05);  // given explicitly, before the preset
+  EXPECT_EQ(spec->generator.drift_every, expected.drift_every);
+  EXPECT_DOUBLE_EQ(spec->generator.signal, expected.signal);
+  EXPECT_EQ(spec->generator.seed, 9u);
+  EXPECT_FALSE(ParseGeneratedStreamSpec("gen:preset=criteo_z").ok());
+  EXPECT_FALSE(ParseGeneratedStreamSpec("gen:preset=").ok());
+}
+
 TEST(GeneratorSourceTest, YieldsTheGeneratorsRowsThenEnds) {
   auto spec = ParseGeneratedStreamSpec("gen:rows=300,seed=3,vocab=100");
   ASSERT_TRUE(spec.ok());
