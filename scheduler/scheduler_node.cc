@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "common/event_loop.h"
 #include "common/message.h"
 #include "common/table_config.h"
 #include "model_store/version_dir.h"
@@ -311,52 +312,52 @@ Status SchedulerNode::Run() {
   const auto started = SteadyClock::now();
   const auto registration_deadline = started + options_.registration_timeout;
   auto next_check = started + options_.heartbeat_interval;
-  while (true) {
+  EventLoop loop;
+  // Control messages are small: drain them all before looking at the clock.
+  loop.AddSocket(
+      *socket_,
+      [&] {
+        if (std::optional<Status> end = ReceiveOne(started)) loop.Exit(*end);
+      },
+      EventLoop::kUnlimited);
+  loop.AddWaker(stop_waker_, [] {});
+  loop.AddTicker([&](SteadyClock::time_point) -> StatusOr<SteadyClock::time_point> {
     if (stop_.load()) {
       Broadcast(proto::ABORT, "scheduler stopped");
       return CancelledError("scheduler stopped");
     }
-    const auto next_snapshot =
-        versions_ ? versions_->next_deadline() : SteadyClock::time_point::max();
-    zmq::pollitem_t items[2] = {{socket_->handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0}};
-    try {
-      zmq::poll(items, 2,
-                std::chrono::milliseconds(
-                    PollTimeoutMs(std::min({next_check, next_progress_, next_snapshot}), 1000)));
-    } catch (const zmq::error_t& e) {
-      return UnavailableError(std::string("poll failed: ") + e.what());
-    }
-    if (items[1].revents & ZMQ_POLLIN) stop_waker_.Drain();
-    if (items[0].revents & ZMQ_POLLIN) {
-      if (std::optional<Status> end = ReceiveMessages(started)) return *end;
-    }
     const auto now = SteadyClock::now();
     ReportProgress(now, /*final=*/false);
-    if (std::optional<Status> end = CheckVersions(started)) return *end;
-    if (now < next_check) continue;
-    next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval,
-                                                       std::chrono::milliseconds(250));
-    if (std::optional<Status> end = CheckNodes(now, started, registration_deadline)) return *end;
-  }
+    if (std::optional<Status> end = CheckVersions(started)) {
+      loop.Exit(*end);
+      return EventLoop::kNever;
+    }
+    if (now >= next_check) {
+      next_check = now + std::min<SteadyClock::duration>(options_.heartbeat_interval,
+                                                         std::chrono::milliseconds(250));
+      if (std::optional<Status> end = CheckNodes(now, started, registration_deadline)) {
+        loop.Exit(*end);
+        return EventLoop::kNever;
+      }
+    }
+    const auto next_snapshot =
+        versions_ ? versions_->next_deadline() : SteadyClock::time_point::max();
+    return std::min({next_check, next_progress_, next_snapshot});
+  });
+  return loop.Run();
 }
 
-std::optional<Status> SchedulerNode::ReceiveMessages(SteadyClock::time_point started) {
-  zmq::pollitem_t item = {socket_->handle(), 0, ZMQ_POLLIN, 0};
+std::optional<Status> SchedulerNode::ReceiveOne(SteadyClock::time_point started) {
   std::string routing_id;
-  do {
-    routing_id.clear();
-    StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
-    if (!msg.ok()) {
-      LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
-      if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
-        SendTo(routing_id, proto::ABORT, msg.status().message());
-      }
-      continue;
+  StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
+  if (!msg.ok()) {
+    LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
+    if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+      SendTo(routing_id, proto::ABORT, msg.status().message());
     }
-    if (std::optional<Status> end = OnMessage(routing_id, *msg, started)) return end;
-  } while (zmq::poll(&item, 1, std::chrono::milliseconds(0)) > 0);
-  return std::nullopt;
+    return std::nullopt;
+  }
+  return OnMessage(routing_id, *msg, started);
 }
 
 std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Message& msg,

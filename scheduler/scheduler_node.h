@@ -163,9 +163,8 @@ class SchedulerNode : private VersionSink {
   void SendViews();
   // Starts the version service (serve_port), if asked for.
   Status StartVersionService();
-  // Receives and handles what is queued on the control socket; a value when
-  // Run() must return it.
-  std::optional<Status> ReceiveMessages(SteadyClock::time_point started);
+  // Receives and handles one control message; a value when Run() must return it.
+  std::optional<Status> ReceiveOne(SteadyClock::time_point started);
   std::optional<Status> OnMessage(const std::string& routing_id, Message& msg,
                                   SteadyClock::time_point started);
   void OnBarrier(const Node* node, const std::string& routing_id, const proto::Header& header);

@@ -2,6 +2,7 @@
 
 #include <set>
 
+#include "common/event_loop.h"
 #include "common/message.h"
 #include "common/scheduler_link.h"
 #include "model_store/chain.h"
@@ -317,28 +318,23 @@ void ServerNode::ApplyClosedClocksAndRelease(zmq::socket_t& router,
 
 Status ServerNode::Serve(zmq::socket_t& router, SchedulerLink& link) {
   link_ = &link;
-  while (true) {
-    if (stop_.load()) return CancelledError("server stopped");
-    zmq::pollitem_t items[4] = {{router.handle(), 0, ZMQ_POLLIN, 0},
-                                {link.socket().handle(), 0, ZMQ_POLLIN, 0},
-                                {nullptr, stop_waker_.fd(), ZMQ_POLLIN, 0},
-                                {nullptr, writer_waker_.fd(), ZMQ_POLLIN, 0}};
-    try {
-      zmq::poll(items, 4, std::chrono::milliseconds(PollTimeoutMs(link.next_tick(), 1000)));
-    } catch (const zmq::error_t& e) {
-      return UnavailableError(std::string("poll failed: ") + e.what());
-    }
-    if (items[2].revents & ZMQ_POLLIN) stop_waker_.Drain();
-    if (items[3].revents & ZMQ_POLLIN) {
-      writer_waker_.Drain();
-      SendWrittenReport(link);
-    }
-    if (items[1].revents & ZMQ_POLLIN) {
-      if (std::optional<Status> end = OnControl(router, link)) return *end;
-    }
-    if (items[0].revents & ZMQ_POLLIN) ServeQueued(router);
-    RETURN_IF_ERROR(link.Tick(SteadyClock::now()));
-  }
+  if (stop_.load()) return CancelledError("server stopped");
+  EventLoop loop;
+  loop.AddWaker(stop_waker_, [&] {
+    if (stop_.load()) loop.Exit(CancelledError("server stopped"));
+  });
+  loop.AddWaker(writer_waker_, [&] { SendWrittenReport(link); });
+  loop.AddSocket(link.socket(), [&] {
+    if (std::optional<Status> end = OnControl(router, link)) loop.Exit(*end);
+  });
+  // Serve what is queued, but come back to the control socket now and then.
+  loop.AddSocket(
+      router, [&] { ServeOne(router); }, /*max_per_round=*/64);
+  loop.AddTicker([&](SteadyClock::time_point now) -> StatusOr<SteadyClock::time_point> {
+    RETURN_IF_ERROR(link.Tick(now));
+    return link.next_tick();
+  });
+  return loop.Run();
 }
 
 std::optional<Status> ServerNode::OnControl(zmq::socket_t& router, SchedulerLink& link) {
@@ -382,28 +378,22 @@ std::optional<Status> ServerNode::OnControl(zmq::socket_t& router, SchedulerLink
   return std::nullopt;
 }
 
-void ServerNode::ServeQueued(zmq::socket_t& router) {
-  // Serve what is queued, but come back to the control socket now and then.
-  zmq::pollitem_t item = {router.handle(), 0, ZMQ_POLLIN, 0};
+void ServerNode::ServeOne(zmq::socket_t& router) {
   std::string routing_id;
-  for (int i = 0; i < 64; ++i) {
-    routing_id.clear();
-    StatusOr<Message> request = RecvMessage(router, &routing_id);
-    if (!request.ok()) {
-      uint64_t n = dropped_.fetch_add(1) + 1;
-      if (n <= 10 || n % 1000 == 0) {
-        LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse ("
-                     << n << " so far): " << request.status();
-      }
-      if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
-        Message reply{MakeHeader(proto::REPLY), {}, {}};
-        SetStatus(request.status(), &reply.header);
-        SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
-      }
-    } else {
-      Dispatch(router, routing_id, std::move(request).value());
-    }
-    if (zmq::poll(&item, 1, std::chrono::milliseconds(0)) == 0) break;
+  StatusOr<Message> request = RecvMessage(router, &routing_id);
+  if (request.ok()) {
+    Dispatch(router, routing_id, std::move(request).value());
+    return;
+  }
+  uint64_t n = dropped_.fetch_add(1) + 1;
+  if (n <= 10 || n % 1000 == 0) {
+    LOG(WARNING) << "server " << server_id_.load() << ": dropped a message it cannot parse (" << n
+                 << " so far): " << request.status();
+  }
+  if (request.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
+    Message reply{MakeHeader(proto::REPLY), {}, {}};
+    SetStatus(request.status(), &reply.header);
+    SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
   }
 }
 

@@ -95,8 +95,8 @@ class ServerNode {
                                    std::vector<StalenessGate::Held> released);
   // One message from the scheduler; a value when Serve() must return it.
   std::optional<Status> OnControl(zmq::socket_t& router, SchedulerLink& link);
-  // Receives and dispatches the queued data-plane requests (a bounded batch).
-  void ServeQueued(zmq::socket_t& router);
+  // Receives and dispatches one request (a malformed one is counted and dropped).
+  void ServeOne(zmq::socket_t& router);
   void CountRefused(std::string_view what);
 
   // Model versions (docs/protocol.md, "Model versions"): version_cut_ decides,
