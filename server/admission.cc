@@ -17,6 +17,10 @@ constexpr uint32_t kSketchDepth = 4;
 
 }  // namespace
 
+bool AdmissionEnabled(const proto::AdmissionConfig& config) {
+  return config.min_count() > 1 || (config.probability() > 0 && config.probability() < 1);
+}
+
 CountMinSketch::CountMinSketch(uint32_t depth, uint32_t width)
     : depth_(std::clamp<uint32_t>(depth, 1, 8)),
       width_(std::bit_ceil(std::max<uint32_t>(width, 16))),

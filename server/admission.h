@@ -18,6 +18,13 @@
 
 namespace eddy::server {
 
+// Whether `config` filters ids at all (min_count > 1 or probability in (0, 1)).
+bool AdmissionEnabled(const proto::AdmissionConfig& config);
+
+// Counters per sketch row of each table shard's filter: 4 rows of 2^15 16-bit
+// counters, 256 KiB a shard (16 MiB for 64 shards).
+inline constexpr uint32_t kAdmissionSketchWidth = 1u << 15;
+
 // Count-min sketch of 16-bit saturating counters, `depth` rows of `width`
 // counters (width a power of two). Estimates never undercount; with
 // N total additions each estimate overcounts by at most e*N/width with

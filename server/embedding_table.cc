@@ -100,6 +100,7 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
       num_shards_(num_shards),
       optimizer_(std::move(optimizer)),
       initializer_(Initializer::ForRows(config)),
+      admits_all_ids_(!AdmissionEnabled(config.admission())),
       row_floats_(dim_ + optimizer_->StateSize(dim_)),
       first_chunk_rows_(
           std::bit_floor(std::max<size_t>(1, kFirstChunkBytes / (row_floats_ * sizeof(float))))),
@@ -117,7 +118,13 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
     shard.mask = kInitialSlots - 1;
     shard.grow_at = kInitialSlots * 3 / 4;
     shard.next_chunk_rows = first_chunk_rows_;
-    shard.bytes.store(kInitialSlots * sizeof(Slot), std::memory_order_relaxed);
+    size_t bytes = kInitialSlots * sizeof(Slot);
+    if (!admits_all_ids_) {
+      shard.admission =
+          std::make_unique<AdmissionFilter>(config.admission(), kAdmissionSketchWidth);
+      bytes += shard.admission->MemoryBytes();
+    }
+    shard.bytes.store(bytes, std::memory_order_relaxed);
   }
 }
 
@@ -271,7 +278,9 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
   auto use = [&](size_t j) {
     float* row = rows[j];
     const size_t p = position(j);
-    if (op == Op::kPull) {
+    if (row == nullptr) {  // an id not admitted yet: reads as zeros, its push only counts
+      if (op == Op::kPull) std::fill_n(out + p * dim, dim, 0.0f);
+    } else if (op == Op::kPull) {
       CopyRow(out + p * dim, row, dim);
     } else {
       opt.Apply(row, row + dim, grads + p * dim, dim);
@@ -283,6 +292,11 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
     const Ahead& a = ahead[j % kRing];
     Slot* slot = Find(*a.shard, a.key, a.hash);
     if (slot == nullptr) {
+      if (!admits_all_ids_ && (op == Op::kPull || !a.shard->admission->Admit(a.key, a.hash))) {
+        rows[j] = nullptr;
+        if (j >= kPrefetchDistance) use(j - kPrefetchDistance);
+        continue;
+      }
       slot = Insert(*a.shard, a.key, a.hash, epoch);
     } else if (op != Op::kPull && slot->epoch != epoch) {
       slot->epoch = epoch;  // written only on change: the slot's line stays clean
@@ -301,7 +315,13 @@ void EmbeddingTable::RunTask(Op op, std::span<const uint32_t> shards, const uint
   if (op == Op::kPushPull) {
     // The rows are still in cache; a second pass gives every occurrence of a
     // duplicated key the final weights, as Push then Pull would.
-    for (size_t j = 0; j < n; ++j) CopyRow(out + position(j) * dim, rows[j], dim);
+    for (size_t j = 0; j < n; ++j) {
+      if (rows[j] == nullptr) {
+        std::fill_n(out + position(j) * dim, dim, 0.0f);
+      } else {
+        CopyRow(out + position(j) * dim, rows[j], dim);
+      }
+    }
   }
 }
 
@@ -389,6 +409,19 @@ size_t EmbeddingTable::size() const {
   for (uint32_t s = 0; s < num_shards_; ++s)
     n += shards_[s].num_rows.load(std::memory_order_relaxed);
   return n;
+}
+
+AdmissionStats EmbeddingTable::admission_stats() const {
+  AdmissionStats total;
+  if (admits_all_ids_) return total;
+  for (uint32_t s = 0; s < num_shards_; ++s) {
+    std::lock_guard lock(shards_[s].mu);
+    const AdmissionStats& a = shards_[s].admission->stats();
+    total.admitted += a.admitted;
+    total.first_seen += a.first_seen;
+    total.pending_pushes += a.pending_pushes;
+  }
+  return total;
 }
 
 size_t EmbeddingTable::MemoryBytes() const {

@@ -19,6 +19,7 @@
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
 #include "common/thread_pool.h"
+#include "server/admission.h"
 #include "server/initializer.h"
 #include "server/optimizer.h"
 
@@ -69,9 +70,13 @@ class EmbeddingTable {
   uint32_t dim() const { return dim_; }
   uint32_t num_shards() const { return num_shards_; }
 
-  // out[i*dim, (i+1)*dim) = weights of keys[i]. Missing rows are created.
+  // out[i*dim, (i+1)*dim) = weights of keys[i]. Missing rows are created
+  // (with feature admission: missing rows read as zeros and are not created).
   void Pull(std::span<const uint64_t> keys, float* out, ThreadPool* pool);
-  // Applies grads[i*dim, (i+1)*dim) to keys[i] with the optimizer.
+  // Applies grads[i*dim, (i+1)*dim) to keys[i] with the optimizer. With
+  // feature admission (config().admission(), server/admission.h) a push of a
+  // key without a row counts a sighting, and creates the row and applies the
+  // gradient only once the key is admitted.
   void Push(std::span<const uint64_t> keys, const float* grads, ThreadPool* pool);
   // Push, then out = the updated weights (as a Push followed by a Pull of the
   // same keys, done with one lock of each shard).
@@ -79,6 +84,8 @@ class EmbeddingTable {
 
   // Number of rows.
   size_t size() const;
+  // Feature admission counters over every shard (zeros without admission).
+  AdmissionStats admission_stats() const;
   // Bytes allocated: index slots (with the epoch stamps) + row chunks (weights
   // and optimizer state, including the unused tail of each shard's last chunk
   // and rows freed by eviction) + tombstones + bookkeeping.
@@ -121,9 +128,8 @@ class EmbeddingTable {
   // epochs >= since_epoch were dropped.
   // since_epoch 0 (or 1) exports every row, with every tombstone still kept.
   // Each shard is locked while it is copied.
-  void ExportSince(uint32_t since_epoch, std::vector<uint64_t>* keys,
-                   std::vector<float>* weights, std::vector<float>* state,
-                   std::vector<uint64_t>* tombstones) const;
+  void ExportSince(uint32_t since_epoch, std::vector<uint64_t>* keys, std::vector<float>* weights,
+                   std::vector<float>* state, std::vector<uint64_t>* tombstones) const;
 
   // Removes every row stamped with an epoch < older_than_epoch (rows not created
   // or modified since then), records their keys as tombstones of the current
@@ -173,6 +179,7 @@ class EmbeddingTable {
   const uint32_t num_shards_;
   const std::unique_ptr<Optimizer> optimizer_;
   const Initializer initializer_;
+  const bool admits_all_ids_;      // no feature admission
   const size_t row_floats_;        // dim + optimizer state
   const size_t first_chunk_rows_;  // rows in a shard's first chunk; a power of two
   const size_t max_chunk_rows_;    // chunk size doubles up to this; a power of two

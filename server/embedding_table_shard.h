@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "server/admission.h"
 #include "server/embedding_table.h"
 
 namespace eddy::server {
@@ -63,6 +64,8 @@ struct alignas(table_internal::kCacheLine) EmbeddingTable::Shard {
   // Tombstones, in ascending epochs; guarded by mu.
   std::vector<table_internal::TombstoneRun> tombstones;
   size_t tombstone_bytes = 0;  // included in bytes
+  // Feature admission (null when the table admits every id); guarded by mu.
+  std::unique_ptr<AdmissionFilter> admission;
   // Written under mu, read without it by size() and MemoryBytes().
   std::atomic<size_t> num_rows{0};
   std::atomic<size_t> bytes{0};

@@ -44,7 +44,7 @@ DEFINE_double(max_bad_row_rate, 0.01,
 DEFINE_string(model, "deepfm", "Model: lr, fm, wdl (Wide&Deep) or deepfm.");
 DEFINE_int32(emb_dim, 16, "Embedding dimension (ignored by lr).");
 DEFINE_string(hidden, "400,400,400", "MLP layer sizes of wdl and deepfm, comma-separated.");
-DEFINE_string(int_features, "both",
+DEFINE_string(int_features, "buckets",
               "How Criteo's integer columns enter the model: both (log1p dense inputs and "
               "log2-bucket ids), dense (log1p dense inputs only) or buckets (ids only).");
 DEFINE_int32(num_fields, 0,
@@ -67,6 +67,13 @@ DEFINE_string(sparse_opt, "opt=adam,lr=0.001",
               "Optimizer of every feature's embedding vector (same syntax; unused by lr). Adam's "
               "bias correction counts each row's own updates (lazy sparse Adam).");
 DEFINE_double(emb_init_scale, 0.01, "Embedding vectors start as normal(0, scale^2).");
+DEFINE_uint32(admit_after, 0,
+              "Feature admission: an id gets a row (and its vector starts to learn) only at its "
+              "Nth mini-batch; until then it reads as zeros and is counted in a small sketch on "
+              "its server. 0 or 1: every id at once.");
+DEFINE_double(admit_prob, 0,
+              "Feature admission by chance: a pending id is admitted with this probability at "
+              "each of its mini-batches (with --admit_after, whichever comes first). 0: off.");
 DEFINE_string(dense_opt, "opt=adam,lr=0.0003", "Optimizer of the dense tensors (same syntax).");
 DEFINE_uint64(freeze_after_rows, 0,
               "Stop updating the model after this many rows per worker and only score the rest "
@@ -211,6 +218,15 @@ StatusOr<TrainConfig> ConfigFromFlags() {
   c.tables.emb_opt = FLAGS_sparse_opt;
   c.tables.emb_init_scale = static_cast<float>(FLAGS_emb_init_scale);
   c.tables.dense_opt = FLAGS_dense_opt;
+  if (FLAGS_admit_prob < 0 || FLAGS_admit_prob > 1) {
+    return InvalidArgumentError("--admit_prob must be in [0, 1]");
+  }
+  if (FLAGS_admit_after > 1)
+    c.tables.admission = "admit_after=" + std::to_string(FLAGS_admit_after);
+  if (FLAGS_admit_prob > 0) {
+    if (!c.tables.admission.empty()) c.tables.admission += ",";
+    c.tables.admission += "admit_prob=" + std::to_string(FLAGS_admit_prob);
+  }
   c.tables.seed = FLAGS_seed;
   if (FLAGS_linear_init_scale < 0 || FLAGS_emb_init_scale < 0) {
     return InvalidArgumentError("--linear_init_scale and --emb_init_scale must be >= 0");

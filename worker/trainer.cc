@@ -53,6 +53,7 @@ StatusOr<std::vector<proto::TableConfig>> ModelTables(const models::CtrModel& mo
     spec += options.emb_opt + "," + InitKeys(options.emb_init_scale) + seed + ",head=1" +
             HeadKeys(options.linear_opt) + HeadKeys(InitKeys(options.linear_init_scale));
   }
+  if (!options.admission.empty()) spec += "," + options.admission;
   ASSIGN_OR_RETURN(std::vector<proto::TableConfig> sparse, ParseTableSpecs(spec));
   ASSIGN_OR_RETURN(std::vector<proto::TableConfig> dense_proto,
                    ParseTableSpecs("d:shape=1," + options.dense_opt));

@@ -69,6 +69,9 @@ struct ModelTableOptions {
   // A feature's embedding vector (the rest of its row; unused by LR).
   std::string emb_opt = "opt=adam,lr=0.001";
   float emb_init_scale = 0.01f;  // normal(0, scale^2)
+  // Feature admission of the sparse table ("" or e.g. "admit_after=2",
+  // "admit_prob=0.25": --tables keys, server/admission.h).
+  std::string admission;
   // Every dense tensor (the MLP, the bias).
   std::string dense_opt = "opt=adam,lr=0.0003";
   uint64_t seed = 1;

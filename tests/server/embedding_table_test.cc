@@ -380,3 +380,50 @@ TEST(EmbeddingTableTest, MemoryIsCloseToThePayload) {
 
 }  // namespace
 }  // namespace eddy::server
+
+namespace eddy::server {
+namespace {
+
+TEST(EmbeddingTableAdmissionTest, AnIdGetsARowOnItsNthPushAndReadsAsZerosUntilThen) {
+  for (uint32_t shards : {1u, 8u}) {
+    auto table = MakeTable("e:dim=2,opt=sgd,lr=1,init=normal,init_scale=0.5,admit_after=3", shards);
+    ThreadPool pool(2);
+    const std::vector<uint64_t> keys = DistinctKeys(3000, 5);  // enough for the pool path
+    std::vector<float> out(keys.size() * 2, 7.0f), grads(keys.size() * 2, 1.0f);
+    table->Pull(keys, out.data(), &pool);
+    EXPECT_EQ(table->size(), 0u);
+    for (float x : out) ASSERT_EQ(x, 0.0f);
+    table->Push(keys, grads.data(), &pool);
+    table->PushPull(keys, grads.data(), out.data(), &pool);  // second sighting
+    EXPECT_EQ(table->size(), 0u);
+    for (float x : out) ASSERT_EQ(x, 0.0f);
+    EXPECT_EQ(table->admission_stats().waiting(), keys.size());
+    // The third push admits every key: a fresh row, then this push's gradient.
+    table->Push(keys, grads.data(), &pool);
+    EXPECT_EQ(table->size(), keys.size());
+    table->Pull(keys, out.data(), &pool);
+    const auto plain = MakeTable("e:dim=2,opt=sgd,lr=1,init=normal,init_scale=0.5", 1);
+    std::vector<float> expected(keys.size() * 2);
+    plain->Push(keys, grads.data(), nullptr);
+    plain->Pull(keys, expected.data(), nullptr);
+    EXPECT_EQ(out, expected);
+    const AdmissionStats stats = table->admission_stats();
+    EXPECT_EQ(stats.admitted, keys.size());
+    EXPECT_EQ(stats.pending_pushes, 2 * keys.size());
+    EXPECT_EQ(stats.waiting(), 0u);
+    // The sketches are part of the table's memory.
+    EXPECT_GT(table->MemoryBytes(), plain->MemoryBytes() + shards * 4 * kAdmissionSketchWidth);
+  }
+}
+
+TEST(EmbeddingTableAdmissionTest, WithoutAdmissionNothingChanges) {
+  auto table = MakeTable("e:dim=2,opt=sgd,lr=1", 4);
+  const std::vector<uint64_t> keys = {1, 2, 3};
+  std::vector<float> out(6);
+  table->Pull(keys, out.data(), nullptr);
+  EXPECT_EQ(table->size(), 3u);
+  EXPECT_EQ(table->admission_stats().admitted, 0u);
+}
+
+}  // namespace
+}  // namespace eddy::server
