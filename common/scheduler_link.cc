@@ -73,7 +73,8 @@ Status SchedulerLink::Tick(SteadyClock::time_point now) {
         " ms");
   }
   if (now >= next_heartbeat_) {
-    RETURN_IF_ERROR(Send(proto::HEARTBEAT));
+    RETURN_IF_ERROR(
+        Send(proto::HEARTBEAT, options_.heartbeat_payload ? options_.heartbeat_payload() : ""));
     next_heartbeat_ = now + heartbeat_interval_;
   }
   return OkStatus();

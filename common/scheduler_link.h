@@ -5,6 +5,7 @@
 #define EDDY_COMMON_SCHEDULER_LINK_H_
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <zmq.hpp>
 
@@ -20,6 +21,9 @@ struct SchedulerLinkOptions {
   std::string scheduler_endpoint;  // tcp://host:port
   proto::NodeInfo self;
   std::chrono::milliseconds registration_timeout{120'000};
+  // The payload of each heartbeat (e.g. a serialized proto::ServerReport);
+  // called on the link's thread. Empty: none.
+  std::function<std::string()> heartbeat_payload;
   // Opens the connection to the scheduler; nullptr: a direct connect. Not
   // owned; must outlive the link.
   Transport* transport = nullptr;

@@ -44,8 +44,9 @@ struct WorkerProgram {
   // Runs on the scheduler about every progress_interval while the job runs, and
   // once more with final = true after every worker finished (before
   // `summarize`), with each worker's latest Client::ReportMetrics payload by
-  // worker id (empty when none yet). Must be short. May be empty.
-  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> progress;
+  // worker id (empty when none yet) and each server's latest report. Must be
+  // short. May be empty.
+  std::function<void(const scheduler::ProgressInputs& inputs, bool final)> progress;
   std::chrono::milliseconds progress_interval{1000};
 };
 

@@ -96,10 +96,26 @@ std::string TrainProgress::Line() const {
             Fixed(total_.staleness.Quantile(0.99), 0);
   }
   if (total_.bad_rows > 0) line += " | bad rows " + Grouped(total_.bad_rows);
+  if (servers_.admitted_ids() + servers_.waiting_ids() > 0) {
+    line += " | ids admitted " + Grouped(servers_.admitted_ids()) + " waiting ~" +
+            Grouped(servers_.waiting_ids());
+  }
   if (reporting_ < num_workers_) {
     line += " | " + std::to_string(reporting_) + "/" + std::to_string(num_workers_) + " workers";
   }
   return line;
+}
+
+void TrainProgress::SetServers(std::vector<proto::ServerReport> servers) {
+  proto::ServerReport sum;
+  for (const proto::ServerReport& r : servers) {
+    sum.set_sparse_rows(sum.sparse_rows() + r.sparse_rows());
+    sum.set_memory_bytes(sum.memory_bytes() + r.memory_bytes());
+    sum.set_admitted_ids(sum.admitted_ids() + r.admitted_ids());
+    sum.set_waiting_ids(sum.waiting_ids() + r.waiting_ids());
+    sum.set_pending_pushes(sum.pending_pushes() + r.pending_pushes());
+  }
+  servers_ = std::move(sum);
 }
 
 std::string TrainProgress::JsonLine(bool final) const {
@@ -143,6 +159,11 @@ std::string TrainProgress::JsonLine(bool final) const {
   field("age_p99", Number(total_.age.Quantile(0.99)));
   field("staleness_histogram", total_.staleness.ToJson());
   field("age_histogram", total_.age.ToJson());
+  field("server_rows", std::to_string(servers_.sparse_rows()));
+  field("server_memory_bytes", std::to_string(servers_.memory_bytes()));
+  field("admitted_ids", std::to_string(servers_.admitted_ids()));
+  field("waiting_ids", std::to_string(servers_.waiting_ids()));
+  field("pending_pushes", std::to_string(servers_.pending_pushes()));
   field("workers", std::to_string(reporting_));
   field("final", final ? "true" : "false");
   return j + "}";
@@ -167,6 +188,20 @@ std::string TrainProgress::Summary() const {
   }
   s += "bad rows skipped: " + Grouped(total_.bad_rows) +
        ", features dropped (no free slot): " + Grouped(total_.dropped_features) + "\n";
+  if (servers_.sparse_rows() > 0) {
+    s += "sparse rows on the servers: " + Grouped(servers_.sparse_rows()) + " (" +
+         Fixed(static_cast<double>(servers_.memory_bytes()) / (1 << 20), 1) + " MiB, " +
+         Fixed(static_cast<double>(servers_.memory_bytes()) /
+                   static_cast<double>(servers_.sparse_rows()),
+               1) +
+         " bytes/row)";
+    if (servers_.admitted_ids() + servers_.waiting_ids() > 0) {
+      s += "; feature admission: " + Grouped(servers_.admitted_ids()) + " ids admitted, ~" +
+           Grouped(servers_.waiting_ids()) + " waiting, " + Grouped(servers_.pending_pushes()) +
+           " pushes of waiting ids dropped";
+    }
+    s += "\n";
+  }
   if (total_.staleness.count() > 0) {
     s += "staleness of pulls (clocks behind the slowest worker): mean " +
          Fixed(total_.staleness.Mean(), 2) + ", p99 " + Fixed(total_.staleness.Quantile(0.99), 0) +

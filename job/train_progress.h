@@ -24,6 +24,9 @@ class TrainProgress {
   // counted in bad_reports(). Returns false if no worker has reported yet.
   bool Update(const std::vector<std::string>& reports, SteadyClock::time_point now);
 
+  // The servers' latest reports (sparse rows, memory, feature admission).
+  void SetServers(std::vector<proto::ServerReport> servers);
+
   // The merged stats of the last Update().
   const worker::TrainerStats& total() const { return total_; }
   // Rows per second since the previous Update() (since start for the first).
@@ -52,6 +55,7 @@ class TrainProgress {
   int reporting_ = 0;
   uint64_t bad_reports_ = 0;
   worker::TrainerStats total_;
+  proto::ServerReport servers_;  // summed over the servers
 };
 
 }  // namespace eddy::job

@@ -59,6 +59,16 @@ std::vector<std::string> SchedulerNode::latest_metrics() const {
   return metrics_;
 }
 
+std::vector<proto::ServerReport> SchedulerNode::server_reports() const {
+  std::vector<proto::ServerReport> out;
+  for (const Node& n : nodes_) {
+    if (n.role != proto::SERVER || n.id < 0) continue;
+    if (out.size() <= static_cast<size_t>(n.id)) out.resize(n.id + 1);
+    out[n.id] = n.server_report;
+  }
+  return out;
+}
+
 SchedulerStats SchedulerNode::stats() const {
   MutexLock lock(&metrics_mu_);
   return stats_;
@@ -155,7 +165,7 @@ void SchedulerNode::ReportProgress(SteadyClock::time_point now, bool final) {
     if (now < next_progress_) return;
     next_progress_ = now + options_.progress_interval;
   }
-  options_.on_progress(latest_metrics(), final);
+  options_.on_progress(ProgressInputs{latest_metrics(), server_reports()}, final);
 }
 
 bool SchedulerNode::ReadyToEnd() {
@@ -370,7 +380,12 @@ std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Me
       OnRegister(routing_id, h);
       break;
     case proto::HEARTBEAT:
-      if (node != nullptr) SendTo(routing_id, proto::HEARTBEAT);
+      if (node == nullptr) break;
+      if (node->role == proto::SERVER && !h.payload().empty() &&
+          !node->server_report.ParseFromString(h.payload())) {
+        LOG_EVERY_N(WARNING, 100) << "scheduler: " << node->Name() << " sent a malformed report";
+      }
+      SendTo(routing_id, proto::HEARTBEAT);
       break;
     case proto::BARRIER:
       OnBarrier(node, routing_id, h);

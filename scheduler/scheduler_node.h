@@ -35,6 +35,14 @@ class VersionService;
 
 namespace eddy::scheduler {
 
+// What the scheduler knows of a running job's progress.
+struct ProgressInputs {
+  // The latest METRICS payload of each worker, by worker id (empty: none yet).
+  std::vector<std::string> worker_metrics;
+  // The latest heartbeat report of each server, by server id (empty: none yet).
+  std::vector<proto::ServerReport> servers;
+};
+
 struct SchedulerOptions {
   std::string bind_host = "127.0.0.1";
   int port = 0;  // 0: ephemeral
@@ -57,11 +65,11 @@ struct SchedulerOptions {
   // staleness 0, so that pulls wait for it).
   std::string aggregate = "none";
   // Live metrics: called on the scheduler's event-loop thread with the latest
-  // METRICS payload of every worker (by worker id; empty when none yet), about
-  // every progress_interval while the cluster is up, and once more with
+  // METRICS payload of every worker and the latest report of every server,
+  // about every progress_interval while the cluster is up, and once more with
   // final = true when every worker has finished, just before Run() returns OK
   // (not when the job fails). Must be short: heartbeats wait for it. May be empty.
-  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> on_progress;
+  std::function<void(const ProgressInputs& inputs, bool final)> on_progress;
   std::chrono::milliseconds progress_interval{1000};
   // METRICS payloads larger than this are dropped (counted and logged).
   uint64_t max_metrics_bytes = uint64_t{16} << 20;
@@ -156,9 +164,12 @@ class SchedulerNode : private VersionSink {
     bool done = false;
     bool lost = false;  // stopped answering; tolerated (workers only)
     std::string report;
+    proto::ServerReport server_report;  // servers: from the latest heartbeat
     std::string Name() const;
   };
 
+  // The latest heartbeat report of each server, by server id (event-loop thread).
+  std::vector<proto::ServerReport> server_reports() const;
   void OnRegister(const std::string& routing_id, const proto::Header& header);
   void SendViews();
   // Starts the version service (serve_port), if asked for.

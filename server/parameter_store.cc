@@ -155,6 +155,17 @@ DenseTensor* ParameterStore::dense_tensor(const std::string& name) {
   return it == dense_.end() ? nullptr : it->second.get();
 }
 
+void ParameterStore::AddSparseSummary(proto::ServerReport* report) const {
+  for (const auto& [name, table] : sparse_) {
+    report->set_sparse_rows(report->sparse_rows() + table->size());
+    report->set_memory_bytes(report->memory_bytes() + table->MemoryBytes());
+    const AdmissionStats a = table->admission_stats();
+    report->set_admitted_ids(report->admitted_ids() + a.admitted);
+    report->set_waiting_ids(report->waiting_ids() + a.waiting());
+    report->set_pending_pushes(report->pending_pushes() + a.pending_pushes);
+  }
+}
+
 ParameterStoreStats ParameterStore::stats() const {
   return {requests_.load(), errors_.load(), keys_.load()};
 }

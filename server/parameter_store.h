@@ -62,6 +62,9 @@ class ParameterStore {
   Message Handle(const Message& request, bool apply = true);
 
   ParameterStoreStats stats() const;
+  // Rows, memory and feature admission over every sparse table (locks each
+  // table's shards in turn).
+  void AddSparseSummary(proto::ServerReport* report) const;
 
   // Copies this server's dense slices and its sparse rows (with optimizer
   // state): every row when since_epoch is 0 (a full version), else the rows

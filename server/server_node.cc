@@ -89,6 +89,19 @@ ServerStats ServerNode::stats() const {
   return s;
 }
 
+proto::ServerReport ServerNode::Report() const {
+  const ServerStats s = stats();
+  proto::ServerReport r;
+  r.set_requests(s.requests);
+  r.set_error_replies(s.error_replies);
+  r.set_dropped_messages(s.dropped_messages);
+  if (ParameterStore* store = store_ptr_.load()) {
+    r.set_keys(store->stats().keys);
+    store->AddSparseSummary(&r);
+  }
+  return r;
+}
+
 Status ServerNode::Run() {
   Status s = RunInternal();
   {
@@ -120,6 +133,7 @@ Status ServerNode::RunInternal() {
   link_options.self.set_pid(ProcessId());
   link_options.self.set_requested_rank(options_.requested_rank);
   link_options.transport = options_.transport;
+  link_options.heartbeat_payload = [this] { return Report().SerializeAsString(); };
   SchedulerLink link(context_, link_options);
   ASSIGN_OR_RETURN(proto::ClusterView view, link.Register(&stop_waker_));
   server_id_.store(view.your_id());

@@ -71,6 +71,8 @@ class ServerNode {
   bool WaitUntilServing(std::chrono::milliseconds timeout);
 
   ServerStats stats() const;
+  // The counters sent to the scheduler with every heartbeat. Thread-safe.
+  proto::ServerReport Report() const;
   // The bound data-plane endpoint, once Run() has bound it (empty before).
   std::string endpoint() const;
   int server_id() const { return server_id_.load(); }

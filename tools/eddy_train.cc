@@ -379,14 +379,16 @@ int Main(int argc, char** argv) {
   job::WorkerProgram program;
   program.run = [&](worker::Client& client) { return RunWorker(*config, client); };
   program.progress_interval = std::chrono::milliseconds(FLAGS_progress_interval_ms);
-  program.progress = [&](const std::vector<std::string>& latest, bool final) {
-    if (final) return;  // summarize() writes the last record from the final reports
+  program.progress = [&](const scheduler::ProgressInputs& in, bool final) {
     if (progress == nullptr) {
       // The first call comes one interval after the cluster is up: start there.
-      progress = std::make_unique<job::TrainProgress>(
-          static_cast<int>(latest.size()), SteadyClock::now() - program.progress_interval);
+      progress =
+          std::make_unique<job::TrainProgress>(static_cast<int>(in.worker_metrics.size()),
+                                               SteadyClock::now() - program.progress_interval);
     }
-    if (!progress->Update(latest, SteadyClock::now())) return;
+    progress->SetServers(in.servers);
+    if (final) return;  // summarize() writes the last record from the final reports
+    if (!progress->Update(in.worker_metrics, SteadyClock::now())) return;
     std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", progress->Line().c_str());
     if (metrics_out) *metrics_out << progress->JsonLine(false) << std::endl;
   };

@@ -28,9 +28,11 @@ constexpr auto kWaitLimit = 30s;
 // Thread-safety: Record() from the scheduler's thread, the rest from the test.
 class ProgressLog {
  public:
-  using Callback = std::function<void(const std::vector<std::string>&, bool)>;
+  using Callback = std::function<void(const scheduler::ProgressInputs&, bool)>;
   Callback AsCallback() {
-    return [this](const std::vector<std::string>& latest, bool final) { Record(latest, final); };
+    return [this](const scheduler::ProgressInputs& in, bool final) {
+      Record(in.worker_metrics, final);
+    };
   }
 
   void Record(const std::vector<std::string>& latest, bool final) {
@@ -354,7 +356,7 @@ TEST(SchedulerOptionsTest, ProgressIntervalMustBePositive) {
   auto tables = ParseTableSpecs("emb:dim=1");
   ASSERT_TRUE(tables.ok()) << tables.status();
   o.tables = *tables;
-  o.on_progress = [](const std::vector<std::string>&, bool) {};
+  o.on_progress = [](const scheduler::ProgressInputs&, bool) {};
   o.progress_interval = 0ms;
   EXPECT_EQ(ValidateSchedulerOptions(o).code(), StatusCode::kInvalidArgument);
   o.progress_interval = 1ms;
@@ -362,6 +364,64 @@ TEST(SchedulerOptionsTest, ProgressIntervalMustBePositive) {
   o.on_progress = nullptr;
   o.progress_interval = 0ms;  // unused without a callback
   EXPECT_TRUE(ValidateSchedulerOptions(o).ok());
+}
+
+}  // namespace
+}  // namespace eddy::scheduler
+
+namespace eddy::scheduler {
+namespace {
+
+// The servers' heartbeats carry their reports to the progress callback:
+// sparse rows and feature admission, summed over the servers.
+class ServerReportLog {
+ public:
+  void Record(const ProgressInputs& in) {
+    MutexLock lock(&mu_);
+    rows_ = admitted_ = waiting_ = 0;
+    for (const proto::ServerReport& r : in.servers) {
+      rows_ += r.sparse_rows();
+      admitted_ += r.admitted_ids();
+      waiting_ += r.waiting_ids();
+    }
+    cv_.NotifyAll();
+  }
+  // Waits until a report shows exactly these sums; false after 30 s.
+  bool WaitFor(uint64_t rows, uint64_t admitted, uint64_t waiting) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    MutexLock lock(&mu_);
+    while (rows_ != rows || admitted_ != admitted || waiting_ != waiting) {
+      if (!cv_.WaitUntil(&mu_, deadline)) return false;
+    }
+    return true;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  uint64_t rows_ GUARDED_BY(mu_) = 0, admitted_ GUARDED_BY(mu_) = 0, waiting_ GUARDED_BY(mu_) = 0;
+};
+
+TEST(SchedulerProgressTest, ServerReportsShowRowsAndFeatureAdmission) {
+  ServerReportLog log;  // outlives the cluster
+  LocalClusterOptions o;
+  o.num_servers = 2;
+  o.num_workers = 1;
+  o.tables = "emb:dim=1,opt=sgd,lr=1,admit_after=2";
+  o.heartbeat_interval = 20ms;
+  o.progress_interval = 5ms;
+  o.on_progress = [&log](const ProgressInputs& in, bool) { log.Record(in); };
+  auto cluster = LocalCluster::Start(o);
+  ASSERT_TRUE(cluster.ok()) << cluster.status();
+  std::vector<uint64_t> keys(100);
+  for (uint64_t i = 0; i < keys.size(); ++i) keys[i] = i * 7919 + 1;
+  const std::vector<float> grads(keys.size(), 1.0f);
+  worker::Client& client = (*cluster)->client(0);
+  ASSERT_TRUE(client.Push("emb", keys, grads)->Wait().ok());
+  EXPECT_TRUE(log.WaitFor(/*rows=*/0, /*admitted=*/0, /*waiting=*/100));
+  ASSERT_TRUE(client.Push("emb", keys, grads)->Wait().ok());
+  EXPECT_TRUE(log.WaitFor(/*rows=*/100, /*admitted=*/100, /*waiting=*/0));
+  ASSERT_TRUE((*cluster)->Shutdown().ok());
 }
 
 }  // namespace

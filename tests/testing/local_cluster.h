@@ -39,7 +39,7 @@ struct LocalClusterOptions {
   bool tolerate_worker_failures = false;
   std::string aggregate = "none";
   // The scheduler's live-metrics callback (runs on its event-loop thread).
-  std::function<void(const std::vector<std::string>& latest_metrics, bool final)> on_progress;
+  std::function<void(const scheduler::ProgressInputs& inputs, bool final)> on_progress;
   std::chrono::milliseconds progress_interval{1000};
   uint64_t max_metrics_bytes = uint64_t{16} << 20;
   // Last say on the scheduler's options (model versions, resume, ...).
