@@ -189,12 +189,13 @@ std::string TrainProgress::Summary() const {
   s += "bad rows skipped: " + Grouped(total_.bad_rows) +
        ", features dropped (no free slot): " + Grouped(total_.dropped_features) + "\n";
   if (servers_.sparse_rows() > 0) {
-    s += "sparse rows on the servers: " + Grouped(servers_.sparse_rows()) + " (" +
-         Fixed(static_cast<double>(servers_.memory_bytes()) / (1 << 20), 1) + " MiB, " +
-         Fixed(static_cast<double>(servers_.memory_bytes()) /
-                   static_cast<double>(servers_.sparse_rows()),
-               1) +
-         " bytes/row)";
+    s +=
+        "sparse rows on the servers (at their last heartbeat): " + Grouped(servers_.sparse_rows()) +
+        " (" + Fixed(static_cast<double>(servers_.memory_bytes()) / (1 << 20), 1) + " MiB, " +
+        Fixed(static_cast<double>(servers_.memory_bytes()) /
+                  static_cast<double>(servers_.sparse_rows()),
+              1) +
+        " bytes/row)";
     if (servers_.admitted_ids() + servers_.waiting_ids() > 0) {
       s += "; feature admission: " + Grouped(servers_.admitted_ids()) + " ids admitted, ~" +
            Grouped(servers_.waiting_ids()) + " waiting, " + Grouped(servers_.pending_pushes()) +
