@@ -16,7 +16,8 @@ PACKAGES=(
   libopenmpi-dev openmpi-bin
   libgflags-dev libgoogle-glog-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev clang-format
+  ccache  # optional: CMake uses it when present (cheap rebuilds and sanitizer builds)
 )
 
 missing=()
