@@ -18,6 +18,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
   ccache  # optional: CMake uses it when present (cheap rebuilds and sanitizer builds)
+  maven openjdk-17-jre-headless python3  # scripts/kafka.sh: Kafka's jars from Maven Central, the broker's JVM, free ports
 )
 
 missing=()
