@@ -28,6 +28,15 @@ StatusOr<Message> RpcClient::Call(Message request, std::chrono::milliseconds tim
   const auto deadline = SteadyClock::now() + timeout;
   std::optional<Message> result;
   EventLoop loop;
+  // The waker is polled before the socket, so a wake-up that was already pending
+  // when the call began is always seen, whether or not the reply is there too.
+  if (interrupt.waker != nullptr) {
+    loop.AddWaker(*interrupt.waker, [&] {
+      if (!interrupt.ends_call || interrupt.ends_call()) {
+        loop.Exit(CancelledError(std::string(MsgTypeName(type)) + " to " + peer_ + " interrupted"));
+      }
+    });
+  }
   loop.AddSocket(
       socket_,
       [&] {
@@ -42,13 +51,6 @@ StatusOr<Message> RpcClient::Call(Message request, std::chrono::milliseconds tim
         loop.Exit(std::move(status));
       },
       EventLoop::kUnlimited);
-  if (interrupt.waker != nullptr) {
-    loop.AddWaker(*interrupt.waker, [&] {
-      if (!interrupt.ends_call || interrupt.ends_call()) {
-        loop.Exit(CancelledError(std::string(MsgTypeName(type)) + " to " + peer_ + " interrupted"));
-      }
-    });
-  }
   loop.AddTicker([&](EventLoop::TimePoint now) -> StatusOr<EventLoop::TimePoint> {
     if (now < deadline) return deadline;
     return DeadlineExceededError(std::string(MsgTypeName(type)) + " to " + peer_ +
