@@ -65,6 +65,7 @@ void ParsedStream::Run(std::stop_token stop) {
     if (row.ok()) {
       budget.RecordGood();
       batch.Append(example);
+      if (line.row_origin.partition >= 0) batch.origins.push_back(line.row_origin);
     } else {
       status = budget.RecordBad(row, line.origin, line.line_number);
       bad_rows_.store(budget.bad_rows(), std::memory_order_relaxed);

@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+
 namespace eddy::worker {
 
 void Example::Clear() {
@@ -31,6 +33,7 @@ void ExampleBatch::Clear() {
   fields.clear();
   values.clear();
   dense.clear();
+  origins.clear();
 }
 
 void ExampleBatch::Truncate(size_t rows) {
@@ -41,6 +44,7 @@ void ExampleBatch::Truncate(size_t rows) {
   fields.resize(offsets.back());
   values.resize(offsets.back());
   dense.resize(rows * dense_dim);
+  if (origins.size() > rows) origins.resize(rows);
 }
 
 void ExampleBatch::DropFront(size_t rows) {
@@ -57,6 +61,10 @@ void ExampleBatch::DropFront(size_t rows) {
   fields.erase(fields.begin(), fields.begin() + first);
   values.erase(values.begin(), values.begin() + first);
   dense.erase(dense.begin(), dense.begin() + static_cast<std::ptrdiff_t>(rows * dense_dim));
+  if (!origins.empty()) {
+    origins.erase(origins.begin(),
+                  origins.begin() + static_cast<std::ptrdiff_t>(std::min(rows, origins.size())));
+  }
 }
 
 }  // namespace eddy::worker

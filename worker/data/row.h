@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/partition.h"
+#include "worker/data/stream_position.h"
 
 namespace eddy::worker {
 
@@ -44,6 +45,8 @@ struct ExampleBatch {
   std::vector<uint32_t> fields;
   std::vector<float> values;
   std::vector<float> dense;
+  // One per row when the rows come from a partitioned stream (Kafka), else empty.
+  std::vector<RowOrigin> origins;
 
   size_t size() const { return labels.size(); }
   bool empty() const { return labels.empty(); }

@@ -19,6 +19,7 @@
 #include "common/event_loop.h"
 #include "common/net.h"
 #include "common/status.h"
+#include "worker/data/stream_position.h"
 
 namespace eddy::worker {
 
@@ -36,6 +37,9 @@ struct Line {
   // first max_line_bytes + 1 bytes (the rest was discarded), so a parser with the
   // same limit rejects it as too long.
   bool truncated = false;
+  // Partitioned streams (Kafka): the row's partition, message offset and so on;
+  // partition < 0 for every other source.
+  RowOrigin row_origin;
 };
 
 struct SourceOptions {
