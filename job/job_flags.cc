@@ -180,6 +180,12 @@ Status ParseResumeFrom(const std::string& v, scheduler::SchedulerOptions* o) {
     proto::WorkerCut c;
     c.set_worker(p.worker());
     c.set_rows_consumed(p.rows_consumed());
+    if (p.partitions_size() > 0) {
+      proto::Manifest::StreamPosition state;
+      state.set_topic(p.topic());
+      *state.mutable_partitions() = p.partitions();
+      c.set_stream_state(state.SerializeAsString());
+    }
     o->resume_positions.push_back(c);
   }
   std::sort(o->resume_positions.begin(), o->resume_positions.end(),

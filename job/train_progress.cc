@@ -2,6 +2,8 @@
 
 #include <glog/logging.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 
@@ -74,6 +76,14 @@ bool TrainProgress::Update(const std::vector<std::string>& reports, SteadyClock:
   }
   last_update_s_ = elapsed_s_;
   last_rows_ = total_.rows;
+  const int64_t newest_ms = total_.stream.NewestTimestampMs();
+  freshness_s_ = -1;
+  if (newest_ms > 0) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    freshness_s_ = std::max<double>(0, static_cast<double>(now_ms - newest_ms) / 1000.0);
+  }
   return true;
 }
 
@@ -94,6 +104,10 @@ std::string TrainProgress::Line() const {
   if (total_.staleness.max() > 0) {
     line += " | staleness " + Fixed(total_.staleness.Mean(), 1) + " p99 " +
             Fixed(total_.staleness.Quantile(0.99), 0);
+  }
+  if (!total_.stream.empty()) {
+    line += " | lag " + Grouped(total_.stream.Lag()) + " msgs";
+    if (freshness_s_ >= 0) line += " fresh " + Fixed(freshness_s_, 1) + "s";
   }
   if (total_.bad_rows > 0) line += " | bad rows " + Grouped(total_.bad_rows);
   if (servers_.admitted_ids() + servers_.waiting_ids() > 0) {
@@ -164,6 +178,18 @@ std::string TrainProgress::JsonLine(bool final) const {
   field("admitted_ids", std::to_string(servers_.admitted_ids()));
   field("waiting_ids", std::to_string(servers_.waiting_ids()));
   field("pending_pushes", std::to_string(servers_.pending_pushes()));
+  if (!total_.stream.empty()) {
+    field("stream_lag", std::to_string(total_.stream.Lag()));
+    field("freshness_s", freshness_s_ >= 0 ? Number(freshness_s_, "%.3f") : "null");
+    std::string parts = "[";
+    for (const auto& [p, e] : total_.stream.entries()) {
+      if (parts.size() > 1) parts += ",";
+      parts += "{\"partition\":" + std::to_string(p) + ",\"offset\":" + std::to_string(e.offset) +
+               ",\"high_watermark\":" + std::to_string(e.high_watermark) + ",\"lag\":" +
+               std::to_string(e.high_watermark > e.offset ? e.high_watermark - e.offset : 0) + "}";
+    }
+    field("partitions", parts + "]");
+  }
   field("workers", std::to_string(reporting_));
   field("final", final ? "true" : "false");
   return j + "}";
@@ -185,6 +211,12 @@ std::string TrainProgress::Summary() const {
        "\n";
   if (total_.eval.count() > 0) {
     s += "evaluated tail (--eval_from_rows): " + total_.eval.Summary() + "\n";
+  }
+  if (!total_.stream.empty()) {
+    s += "stream " + total_.stream_topic + ": " + std::to_string(total_.stream.entries().size()) +
+         " partition(s), lag " + Grouped(total_.stream.Lag()) + " messages";
+    if (freshness_s_ >= 0) s += ", newest event trained " + Fixed(freshness_s_, 1) + " s ago";
+    s += "\n";
   }
   s += "bad rows skipped: " + Grouped(total_.bad_rows) +
        ", features dropped (no free slot): " + Grouped(total_.dropped_features) + "\n";

@@ -54,6 +54,7 @@ class TrainProgress {
   double recent_rows_per_s_ = 0;
   int reporting_ = 0;
   uint64_t bad_reports_ = 0;
+  double freshness_s_ = -1;  // now - newest Kafka timestamp trained; -1: none
   worker::TrainerStats total_;
   proto::ServerReport servers_;  // summed over the servers
 };

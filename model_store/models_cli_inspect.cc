@@ -100,9 +100,14 @@ std::string RowsText(const VersionSummary& s) {
 std::string PositionsText(const Manifest& m) {
   if (m.positions_size() == 0) return "-";
   uint64_t rows = 0;
-  for (const auto& p : m.positions()) rows += p.rows_consumed();
+  int partitions = 0;
+  for (const auto& p : m.positions()) {
+    rows += p.rows_consumed();
+    partitions += p.partitions_size();
+  }
   return std::to_string(m.positions_size()) +
-         (m.positions_size() == 1 ? " worker, " : " workers, ") + Count(rows) + " rows";
+         (m.positions_size() == 1 ? " worker, " : " workers, ") + Count(rows) + " rows" +
+         (partitions > 0 ? ", " + std::to_string(partitions) + " partitions" : "");
 }
 
 std::vector<std::pair<std::string, double>> SortedMetrics(const Manifest& m) {
@@ -152,7 +157,20 @@ std::string SummaryJson(const VersionSummary& s) {
   first = true;
   for (const auto& p : m.positions()) {
     o += std::string(first ? "" : ",") + "{\"worker\":" + std::to_string(p.worker()) +
-         ",\"rows_consumed\":" + std::to_string(p.rows_consumed()) + "}";
+         ",\"rows_consumed\":" + std::to_string(p.rows_consumed());
+    if (p.partitions_size() > 0) {
+      o += ",\"topic\":" + JsonString(p.topic()) + ",\"partitions\":[";
+      for (int i = 0; i < p.partitions_size(); ++i) {
+        const auto& q = p.partitions(i);
+        o += std::string(i == 0 ? "" : ",") + "{\"partition\":" + std::to_string(q.partition()) +
+             ",\"offset\":" + std::to_string(q.offset()) +
+             ",\"rows_into_message\":" + std::to_string(q.rows_into_message()) +
+             ",\"high_watermark\":" + std::to_string(q.high_watermark()) +
+             ",\"newest_timestamp_ms\":" + std::to_string(q.newest_timestamp_ms()) + "}";
+      }
+      o += "]";
+    }
+    o += "}";
     first = false;
   }
   o += "],\"metrics\":{";
@@ -287,12 +305,26 @@ CliResult Show(const ModelsCliOptions& o, const std::string& root) {
   PrintTable(files, "  ");
   std::printf("\npositions:%s\n", m.positions_size() == 0 ? " none" : "");
   if (m.positions_size() > 0) {
-    std::vector<std::vector<std::string>> pos = {{"WORKER", "ROWS CONSUMED", "SOURCE STATE"}};
+    std::vector<std::vector<std::string>> pos = {{"WORKER", "ROWS CONSUMED", "PARTITIONS"}};
+    std::vector<std::vector<std::string>> parts = {
+        {"TOPIC", "PARTITION", "OFFSET", "ROWS INTO MSG", "HIGH WATERMARK", "LAG", "NEWEST (ms)"}};
     for (const auto& p : m.positions()) {
       pos.push_back({std::to_string(p.worker()), std::to_string(p.rows_consumed()),
-                     std::to_string(p.source_state().size()) + " bytes"});
+                     p.partitions_size() > 0 ? std::to_string(p.partitions_size()) : "-"});
+      for (const auto& q : p.partitions()) {
+        const int64_t lag = q.high_watermark() > q.offset() ? q.high_watermark() - q.offset() : 0;
+        parts.push_back({p.topic(), std::to_string(q.partition()), std::to_string(q.offset()),
+                         std::to_string(q.rows_into_message()),
+                         q.high_watermark() < 0 ? "?" : std::to_string(q.high_watermark()),
+                         q.high_watermark() < 0 ? "?" : std::to_string(lag),
+                         std::to_string(q.newest_timestamp_ms())});
+      }
     }
     PrintTable(pos, "  ");
+    if (parts.size() > 1) {
+      std::printf("\npartitions (where a resume seeks each one):\n");
+      PrintTable(parts, "  ");
+    }
   }
   std::printf("\nmetrics:%s\n", m.metrics().empty() ? " none" : "");
   for (const auto& [k, val] : SortedMetrics(m)) {

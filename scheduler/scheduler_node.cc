@@ -278,6 +278,12 @@ void SchedulerNode::SendViews() {
   if (versions_) versions_->Start();
   for (Node& n : nodes_) {
     view.set_your_id(n.id);
+    view.clear_stream_partitions();
+    if (n.role == proto::WORKER) {
+      for (int32_t p = n.id; p < options_.stream_partitions; p += options_.num_workers) {
+        view.add_stream_partitions(p);
+      }
+    }
     Message m{MakeHeader(proto::CLUSTER_VIEW), {}, {}};
     m.header.set_payload(view.SerializeAsString());
     SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();

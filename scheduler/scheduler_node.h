@@ -102,8 +102,14 @@ struct SchedulerOptions {
       version_metrics;
   // Called on the event-loop thread after each version commits or fails. Short.
   std::function<void(const VersionSummary&)> on_version;
+  // A partitioned stream (Kafka) with this many partitions (0: none). The
+  // scheduler deals them to the workers, partition p to worker p mod
+  // num_workers, in each worker's ClusterView: no consumer-group rebalancing,
+  // so a version's cut stays exact.
+  int32_t stream_partitions = 0;
   // Resume: servers load version resume_version of resume_root; workers start at
-  // their positions (one per worker).
+  // their positions (one per worker; with a partitioned stream any number, each
+  // carrying partition offsets in stream_state, which every worker reads).
   std::string resume_root;
   uint64_t resume_version = 0;
   std::vector<proto::WorkerCut> resume_positions;

@@ -51,7 +51,13 @@ Status ValidateSchedulerOptions(const SchedulerOptions& o) {
     return InvalidArgumentError("--keep_versions must be at least 1, not " +
                                 std::to_string(o.keep_full_versions));
   }
-  if (o.resume_version > 0 && static_cast<int>(o.resume_positions.size()) != o.num_workers) {
+  if (o.stream_partitions < 0) {
+    return InvalidArgumentError("stream_partitions must be >= 0, not " +
+                                std::to_string(o.stream_partitions));
+  }
+  // A partitioned stream's positions are per partition, dealt again on resume.
+  if (o.resume_version > 0 && o.stream_partitions == 0 &&
+      static_cast<int>(o.resume_positions.size()) != o.num_workers) {
     return InvalidArgumentError(
         "version " + std::to_string(o.resume_version) + " was cut with " +
         std::to_string(o.resume_positions.size()) +

@@ -1,6 +1,10 @@
 // SchedulerNode's side of model versions that touches files and sockets: the
 // VersionSink its VersionCoordinator calls (begin a version directory, send the
 // requests, write the manifest, abort, retention). Event-loop thread only.
+#include <glog/logging.h>
+
+#include <algorithm>
+#include <chrono>
 #include <map>
 #include <string>
 
@@ -11,6 +15,34 @@
 #include "scheduler/scheduler_node.h"
 
 namespace eddy::scheduler {
+namespace {
+
+// A partitioned stream's lag (messages between the cut and the partitions' ends
+// as the workers last saw them) and event-time freshness (now minus the newest
+// Kafka timestamp trained), as version metrics.
+void AddStreamMetrics(const std::vector<model_store::StreamPosition>& positions,
+                      std::map<std::string, double>* metrics) {
+  int64_t lag = 0;
+  int64_t newest_ms = 0;
+  bool partitioned = false;
+  for (const model_store::StreamPosition& p : positions) {
+    for (const auto& o : p.partitions()) {
+      partitioned = true;
+      if (o.high_watermark() > o.offset()) lag += o.high_watermark() - o.offset();
+      newest_ms = std::max(newest_ms, o.newest_timestamp_ms());
+    }
+  }
+  if (!partitioned) return;
+  (*metrics)["stream_lag"] = static_cast<double>(lag);
+  if (newest_ms > 0) {
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
+    (*metrics)["freshness_seconds"] = static_cast<double>(now_ms - newest_ms) / 1000.0;
+  }
+}
+
+}  // namespace
 
 StatusOr<std::string> SchedulerNode::BeginVersion(uint64_t version, uint64_t parent) {
   ASSIGN_OR_RETURN(
@@ -68,10 +100,18 @@ Status SchedulerNode::CommitVersion(uint64_t version,
   }
   for (const proto::WorkerCut& c : summary->cuts) {
     model_store::StreamPosition& p = info.positions.emplace_back();
+    // A partitioned stream's position: topic and partition offsets.
+    if (!c.stream_state().empty() && !p.ParseFromString(c.stream_state())) {
+      LOG(WARNING) << "version " << summary->version << ": worker " << c.worker()
+                   << " sent an unreadable stream position (" << c.stream_state().size()
+                   << " bytes); not recorded";
+      p.Clear();
+    }
     p.set_worker(c.worker());
     p.set_rows_consumed(c.rows_consumed());
   }
   info.metrics = VersionMetrics(*summary);
+  AddStreamMetrics(info.positions, &info.metrics);
   info.attributes = options_.version_attributes;
   RETURN_IF_ERROR(writer_->Commit(info));
   summary->dir = writer_->final_dir();

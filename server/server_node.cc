@@ -257,7 +257,8 @@ void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, 
 
 void ServerNode::OnClock(zmq::socket_t& router, const std::string& routing_id,
                          const Message& request) {
-  version_cut_->OnClock(request.header.sender(), request.header.clock(), request.header.offset());
+  version_cut_->OnClock(request.header.sender(), request.header.clock(),
+                        StreamPoint(request.header.offset(), request.header.stream_state()));
   Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
   StatusOr<std::vector<StalenessGate::Held>> released =
       gate_->Advance(request.header.sender(), request.header.clock());
@@ -414,7 +415,8 @@ void ServerNode::ServeOne(zmq::socket_t& router) {
 void ServerNode::OnMarker(zmq::socket_t& router, const Message& marker) {
   StatusOr<VersionCut::Step> step =
       version_cut_->OnMarker(marker.header.sender(), marker.header.version(), marker.header.clock(),
-                             marker.header.offset(), SteadyClock::now());
+                             StreamPoint(marker.header.offset(), marker.header.stream_state()),
+                             SteadyClock::now());
   if (!step.ok()) {
     CountRefused(step.status().message());
     return;

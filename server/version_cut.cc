@@ -48,7 +48,7 @@ VersionCut::Cut* VersionCut::CutFor(uint64_t version, Step* step) {
   cut_->version = version;
   cut_->marked.assign(n, false);
   cut_->marker_clock.assign(n, 0);
-  cut_->marker_rows.assign(n, 0);
+  cut_->marker_at.assign(n, StreamPoint());
   return &*cut_;
 }
 
@@ -73,7 +73,7 @@ VersionCut::Step VersionCut::OnRequest(proto::SnapshotRequest request,
 }
 
 StatusOr<VersionCut::Step> VersionCut::OnMarker(int worker, int64_t version, int64_t clock,
-                                                uint64_t rows, SteadyClock::time_point now) {
+                                                StreamPoint at, SteadyClock::time_point now) {
   if (worker < 0 || worker >= static_cast<int>(positions_.size()) || version <= 0) {
     return InvalidArgumentError("ignored a CUT marker from sender " + std::to_string(worker) +
                                 " for version " + std::to_string(version));
@@ -94,12 +94,12 @@ StatusOr<VersionCut::Step> VersionCut::OnMarker(int worker, int64_t version, int
   }
   cut->marked[worker] = true;
   cut->marker_clock[worker] = clock;
-  cut->marker_rows[worker] = rows;
+  cut->marker_at[worker] = std::move(at);
   MaybeCapture(&step);
   return step;
 }
 
-void VersionCut::OnClock(int worker, int64_t clock, uint64_t rows) {
+void VersionCut::OnClock(int worker, int64_t clock, StreamPoint at) {
   // A finished worker's last CLOCK (the largest clock) only says so; its
   // position is the one of its last real clock.
   if (worker < 0 || worker >= static_cast<int>(positions_.size()) ||
@@ -107,7 +107,7 @@ void VersionCut::OnClock(int worker, int64_t clock, uint64_t rows) {
     return;
   }
   auto& p = positions_[worker];
-  p.emplace_back(clock, rows);
+  p.emplace_back(clock, std::move(at));
   if (per_clock_) {
     // A per-clock cut needs every worker's position at a clock not closed yet,
     // however far ahead the worker runs (pushes do not wait for clocks).
@@ -177,8 +177,8 @@ StatusOr<uint32_t> VersionCut::SinceEpoch() const {
   return it->second;
 }
 
-std::optional<uint64_t> VersionCut::RowsAt(int worker, int64_t clock) const {
-  if (clock == 0) return 0;
+std::optional<StreamPoint> VersionCut::PositionAt(int worker, int64_t clock) const {
+  if (clock == 0) return StreamPoint();
   for (auto it = positions_[worker].rbegin(); it != positions_[worker].rend(); ++it) {
     if (it->first == clock) return it->second;
   }
@@ -189,21 +189,25 @@ std::vector<proto::WorkerCut> VersionCut::WorkerCuts() const {
   const Cut& cut = *cut_;
   const int64_t bsp_clock = per_clock_ ? cut.target_clock : -1;
   std::vector<proto::WorkerCut> cuts;
+  auto set_position = [](const StreamPoint& at, proto::WorkerCut* c) {
+    c->set_rows_consumed(at.rows);
+    c->set_stream_state(at.state);
+  };
   for (size_t w = 0; w < cut.marked.size(); ++w) {
     const auto& positions = positions_[w];
     proto::WorkerCut& c = cuts.emplace_back();
     c.set_worker(static_cast<int32_t>(w));
     if (bsp_clock >= 0) {
       c.set_clock(bsp_clock);
-      std::optional<uint64_t> rows = RowsAt(static_cast<int>(w), bsp_clock);
-      if (!rows && !positions.empty()) rows = positions.back().second;  // lost
-      c.set_rows_consumed(rows.value_or(0));
+      std::optional<StreamPoint> at = PositionAt(static_cast<int>(w), bsp_clock);
+      if (!at && !positions.empty()) at = positions.back().second;  // lost
+      set_position(at.value_or(StreamPoint()), &c);
     } else if (cut.marked[w]) {
       c.set_clock(cut.marker_clock[w]);
-      c.set_rows_consumed(cut.marker_rows[w]);
+      set_position(cut.marker_at[w], &c);
     } else if (!positions.empty()) {  // lost: everything it sent is in
       c.set_clock(positions.back().first);
-      c.set_rows_consumed(positions.back().second);
+      set_position(positions.back().second, &c);
     }
   }
   return cuts;

@@ -23,6 +23,15 @@
 
 namespace eddy::server {
 
+// A worker's stream position as it reports it with CLOCK and CUT: rows consumed
+// and, for a partitioned stream, its serialized partition offsets.
+struct StreamPoint {
+  StreamPoint(uint64_t rows_consumed = 0, std::string stream_state = {})  // NOLINT: implicit
+      : rows(rows_consumed), state(std::move(stream_state)) {}
+  uint64_t rows;
+  std::string state;
+};
+
 class VersionCut {
  public:
   // kIdle: no version open. kCollecting: waiting for the request and every live
@@ -68,15 +77,15 @@ class VersionCut {
   // not yet copied (its held pushes are released); one being written makes the
   // request ignored (the scheduler retries with a later version).
   Step OnRequest(proto::SnapshotRequest request, SteadyClock::time_point now);
-  // CUT(version) from `worker` at its `clock` and stream position `rows`. Errors
+  // CUT(version) from `worker` at its `clock` and stream position `at`. Errors
   // on an unknown worker or a version <= 0; markers of older versions, duplicates
   // and markers after the copy are ignored.
-  StatusOr<Step> OnMarker(int worker, int64_t version, int64_t clock, uint64_t rows,
+  StatusOr<Step> OnMarker(int worker, int64_t version, int64_t clock, StreamPoint at,
                           SteadyClock::time_point now);
-  // CLOCK from `worker`: its stream position `rows` after `clock` (a lost worker's
+  // CLOCK from `worker`: its stream position `at` after `clock` (a lost worker's
   // cut and the per-clock cut use these). The finished clock (INT64_MAX) and
   // unknown workers are ignored.
-  void OnClock(int worker, int64_t clock, uint64_t rows);
+  void OnClock(int worker, int64_t clock, StreamPoint at);
   // The worker no longer counts: the cut stops waiting for its marker.
   Step OnWorkerLost(int worker);
   // Per-clock sums: every clock before `min_clock` is closed. Returns a capture
@@ -109,7 +118,7 @@ class VersionCut {
     uint64_t version = 0;
     std::vector<bool> marked;
     std::vector<int64_t> marker_clock;
-    std::vector<uint64_t> marker_rows;
+    std::vector<StreamPoint> marker_at;
     int64_t target_clock = -1;
     bool captured = false;
     std::optional<proto::SnapshotRequest> request;
@@ -126,11 +135,11 @@ class VersionCut {
   // Captures when the cut is complete (or sets the clock to capture at).
   void MaybeCapture(Step* step);
   // The position `worker` reported with `clock`, if still known.
-  std::optional<uint64_t> RowsAt(int worker, int64_t clock) const;
+  std::optional<StreamPoint> PositionAt(int worker, int64_t clock) const;
   std::vector<proto::WorkerCut> WorkerCuts() const;
 
   const bool per_clock_;
-  std::vector<std::deque<std::pair<int64_t, uint64_t>>> positions_;  // (clock, rows)
+  std::vector<std::deque<std::pair<int64_t, StreamPoint>>> positions_;  // (clock, position)
   std::vector<bool> lost_;
   int64_t closed_clock_ = 0;
   std::optional<Cut> cut_;

@@ -308,21 +308,25 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
   return op;
 }
 
-OpPtr Client::ClockAt(uint64_t stream_rows, Callback callback) {
+OpPtr Client::ClockAt(uint64_t stream_rows, std::string stream_state, Callback callback) {
   stream_rows_.store(stream_rows);
-  return Clock(std::move(callback));
+  return SendClock(stream_rows, std::move(stream_state), std::move(callback));
 }
 
 OpPtr Client::Clock(Callback callback) {
+  return SendClock(stream_rows_.load(), {}, std::move(callback));
+}
+
+OpPtr Client::SendClock(uint64_t stream_rows, std::string stream_state, Callback callback) {
   auto op = std::make_shared<Op>(std::move(callback));
   const int64_t finished = clock_.fetch_add(1) + 1;
-  const uint64_t rows = stream_rows_.load();
   std::vector<Part> parts;
   for (uint32_t s = 0; s < servers_.size(); ++s) {
     Message m{MakeHeader(proto::CLOCK, next_request_id_.fetch_add(1)), {}, {}};
     m.header.set_sender(worker_id_);
     m.header.set_clock(finished);
-    m.header.set_offset(rows);
+    m.header.set_offset(stream_rows);
+    if (!stream_state.empty()) m.header.set_stream_state(stream_state);
     op->expected_values_.push_back(0);
     parts.push_back(Part{s, std::move(m), op, s});
   }

@@ -141,8 +141,9 @@ class Client {
   OpPtr Clock(Callback callback = {});
   // Clock() that also records this worker's stream position (fresh rows
   // consumed through this clock): a model version cut at this clock stores it,
-  // and resuming from that version starts there.
-  OpPtr ClockAt(uint64_t stream_rows, Callback callback = {});
+  // and resuming from that version starts there. `stream_state`: the position
+  // in a partitioned stream (PartitionPositions::Serialize), else empty.
+  OpPtr ClockAt(uint64_t stream_rows, std::string stream_state = {}, Callback callback = {});
   // Clocks this worker has finished.
   int64_t clock() const { return clock_.load(); }
 
@@ -223,6 +224,8 @@ class Client {
   std::atomic<int64_t> clock_{0};
   std::atomic<uint64_t> stream_rows_{0};
 
+  // CLOCK to every server with this position.
+  OpPtr SendClock(uint64_t stream_rows, std::string stream_state, Callback callback);
   // Sends the pending version's marker to `server` (after its CLOCK) or to all.
   void SendCut(uint32_t server);
   void SendCutToAll();
@@ -231,6 +234,7 @@ class Client {
   bool pushed_since_clock_ = false;  // a push was sent after the last CLOCK
   int64_t sent_clock_ = 0;           // the last CLOCK sent, and its stream position
   uint64_t sent_rows_ = 0;
+  std::string sent_state_;
   uint64_t cut_version_ = 0;    // marker owed (0: none)
   std::vector<bool> cut_sent_;  // per server, for cut_version_
   std::unordered_map<uint64_t, Pending> pending_;

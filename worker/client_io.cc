@@ -53,6 +53,7 @@ void Client::SendQueued() {
       // A clock boundary: an owed marker goes right behind it.
       sent_clock_ = part.message.header.clock();
       sent_rows_ = part.message.header.offset();
+      sent_state_ = part.message.header.stream_state();
       pushed_since_clock_ = false;
       if (cut_version_ != 0) SendCut(part.server);
     } else if (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) {
@@ -68,6 +69,7 @@ void Client::SendCut(uint32_t server) {
   m.header.set_version(static_cast<int64_t>(cut_version_));
   m.header.set_clock(sent_clock_);
   m.header.set_offset(sent_rows_);
+  if (!sent_state_.empty()) m.header.set_stream_state(sent_state_);
   Status s = SendMessage(servers_[server], m);
   if (!s.ok()) LOG(WARNING) << "worker " << worker_id_ << ": marker not sent: " << s;
   cut_sent_[server] = true;

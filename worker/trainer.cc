@@ -108,13 +108,14 @@ void TrainerStats::AppendTo(std::string* out) const {
   std::string e;
   eval.AppendTo(&e);
   w.Bytes(e);
+  w.Bytes(stream.empty() ? std::string() : stream.Serialize(stream_topic));
 }
 
 StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
   internal::ByteReader r(bytes);
   TrainerStats s;
   uint32_t magic = 0;
-  std::string_view m, e;
+  std::string_view m, e, st;
   if (!r.U32(&magic) || magic != kStatsMagic || !r.U64(&s.rows) || !r.U64(&s.replayed_rows) ||
       !r.U64(&s.skipped_rows) || !r.U64(&s.batches) || !r.U64(&s.bad_rows) ||
       !r.U64(&s.dropped_features) || !r.F64(&s.seconds) || !r.F64(&s.wait_seconds) ||
@@ -126,12 +127,17 @@ StatusOr<TrainerStats> TrainerStats::Parse(std::string_view bytes) {
   ASSIGN_OR_RETURN(s.staleness, CountHistogram::ParseFrom(&rest));
   ASSIGN_OR_RETURN(s.age, CountHistogram::ParseFrom(&rest));
   internal::ByteReader tail(rest);
-  if (!tail.Bytes(&m) || !tail.Bytes(&e) || tail.remaining() != 0) {
+  if (!tail.Bytes(&m) || !tail.Bytes(&e) || !tail.Bytes(&st) || tail.remaining() != 0) {
     return DataLossError("trainer stats: truncated metrics (" + std::to_string(bytes.size()) +
                          " bytes)");
   }
   ASSIGN_OR_RETURN(s.metrics, ProgressiveMetrics::Parse(m));
   ASSIGN_OR_RETURN(s.eval, BinaryMetrics::Parse(e));
+  if (!st.empty()) {
+    ASSIGN_OR_RETURN(proto::Manifest::StreamPosition position, PartitionPositions::Parse(st));
+    s.stream_topic = position.topic();
+    s.stream.MergeFrom(position);
+  }
   return s;
 }
 
@@ -150,6 +156,13 @@ Status TrainerStats::Merge(const TrainerStats& other) {
   wait_seconds += other.wait_seconds;
   compute_seconds += other.compute_seconds;
   data_wait_seconds += other.data_wait_seconds;
+  if (!other.stream.empty()) {
+    // Workers read disjoint partitions of one topic.
+    if (stream_topic.empty()) stream_topic = other.stream_topic;
+    proto::Manifest::StreamPosition position;
+    other.stream.ToProto(other.stream_topic, &position);
+    stream.MergeFrom(position);
+  }
   return OkStatus();
 }
 
@@ -292,6 +305,7 @@ Status Trainer::Compute(Step* step) {
     }
   }
   stats_.rows += fresh;
+  for (const RowOrigin& origin : step->fresh.origins) stats_.stream.Advance(origin);
   stats_.replayed_rows += step->replay.size();
   ++stats_.batches;
 
@@ -317,7 +331,9 @@ Status Trainer::Compute(Step* step) {
   }
   // Clocks also without a staleness bound: the servers then know how far behind
   // the slowest worker is, which is the staleness reported in the metrics.
-  ops.push_back(client_.ClockAt(options_.skip_rows + stats_.rows));
+  ops.push_back(client_.ClockAt(options_.skip_rows + stats_.rows,
+                                stats_.stream.empty() ? std::string()
+                                                      : stats_.stream.Serialize(stats_.stream_topic)));
   RecordAges(/*wait=*/false);
   // Bound the pushes in flight; their errors surface here.
   push_ops_.insert(push_ops_.end(), ops.begin(), ops.end());
@@ -353,6 +369,8 @@ void Trainer::MaybeReport(bool force) {
 
 StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   start_ = SteadyClock::now();
+  stats_.stream_topic = options_.stream_topic;
+  stats_.stream = options_.stream_start;
   next_report_ = start_ + options_.report_interval;
   uint64_t taken = 0;  // fresh rows taken from the stream
   // Takes the next fresh batch (nullopt at the end or at max_rows).

@@ -22,6 +22,7 @@
 #include "worker/client.h"
 #include "worker/data/parsed_stream.h"
 #include "worker/data/slots.h"
+#include "worker/data/stream_position.h"
 #include "worker/data/window.h"
 #include "worker/metrics/count_histogram.h"
 #include "worker/metrics/metrics.h"
@@ -45,6 +46,12 @@ struct TrainerOptions {
   // first rows of its stream were trained on before; they are read and skipped.
   // Positions sent with each clock (Client::ClockAt) count from the stream start.
   uint64_t skip_rows = 0;
+  // A partitioned stream (Kafka): its topic and every assigned partition's start
+  // position (resumed or resolved from the start flag). The trainer moves them
+  // past each trained row and sends them with each clock, so versions record
+  // them. Empty topic: not partitioned.
+  std::string stream_topic;
+  PartitionPositions stream_start;
   // Batches whose pushes may still be unacknowledged when the next one is sent.
   int max_push_inflight = 2;
   // How often ReportMetrics() is sent to the scheduler.
@@ -107,6 +114,10 @@ struct TrainerStats {
   CountHistogram age;
   ProgressiveMetrics metrics;
   BinaryMetrics eval;  // rows from TrainerOptions::eval_from_rows on
+  // A partitioned stream: the position in each partition read (with its end as
+  // last seen, for lag, and its newest Kafka timestamp, for freshness).
+  std::string stream_topic;
+  PartitionPositions stream;
 
   void AppendTo(std::string* out) const;
   // DataLoss on truncated or inconsistent bytes.
