@@ -99,7 +99,15 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
   std::unique_ptr<scheduler::SchedulerNode> scheduler;
   std::string endpoint;
   int ok = 1;
-  if (rank == 0) {
+  Status prepared = OkStatus();
+  if (rank == 0 && program.prepare_scheduler) {
+    prepared = program.prepare_scheduler(&options.scheduler_options);
+    if (prepared.ok()) prepared = scheduler::ValidateSchedulerOptions(options.scheduler_options);
+    if (!prepared.ok()) LOG(ERROR) << "scheduler: " << prepared;
+  }
+  if (rank == 0 && !prepared.ok()) {
+    ok = 0;
+  } else if (rank == 0) {
     scheduler = std::make_unique<scheduler::SchedulerNode>(context, options.scheduler_options);
     StatusOr<std::string> bound = scheduler->Bind();
     if (bound.ok()) {
@@ -189,8 +197,13 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
       options.scheduler_options.on_progress = program.progress;
       options.scheduler_options.progress_interval = program.progress_interval;
     }
-    if (mode == LaunchMode::kMpi)
+    if (mode == LaunchMode::kMpi) {
       options.scheduler_options.num_workers = std::max(1, options.scheduler_options.num_workers);
+    } else if (program.prepare_scheduler) {
+      // Under mpirun only rank 0 prepares (RunMpi), once it knows the worker count.
+      Status prepared = program.prepare_scheduler(&options.scheduler_options);
+      if (!prepared.ok()) return ExitCode(prepared, "configuration");
+    }
     Status valid = scheduler::ValidateSchedulerOptions(options.scheduler_options);
     if (!valid.ok()) return ExitCode(valid, "configuration");
   }

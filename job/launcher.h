@@ -48,6 +48,10 @@ struct WorkerProgram {
   // short. May be empty.
   std::function<void(const scheduler::ProgressInputs& inputs, bool final)> progress;
   std::chrono::milliseconds progress_interval{1000};
+  // Runs only in the process that runs the scheduler, before it starts: fills in
+  // what only the job's input can tell (a Kafka topic's partitions), or fails
+  // the job with a clear error. May be empty.
+  std::function<Status(scheduler::SchedulerOptions* options)> prepare_scheduler;
 };
 
 // Parses a --role value ("", "local", "scheduler", "server", "worker").

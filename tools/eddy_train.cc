@@ -19,7 +19,9 @@
 
 #include "common/table_config.h"
 #include "job/job_flags.h"
+#include "job/offset_committer.h"
 #include "job/train_progress.h"
+#include "worker/data/kafka.h"
 #include "worker/data/parsed_stream.h"
 #include "worker/data/source.h"
 #include "worker/generator/generator_source.h"
@@ -31,7 +33,14 @@ DEFINE_string(data, "",
               "producer's PUSH socket (one row per message), or gen[:rows=N,drift=D,seed=S,ctr=C,"
               "signal=X,vocab=V] for eddy_gen's stream generated on the fly. Files and generated "
               "rows are split between workers by row number (row i goes to worker i mod W); with "
-              "zmq each worker gets the rows the producer sends it; stdin needs a single worker.");
+              "zmq each worker gets the rows the producer sends it; stdin needs a single worker. "
+              "kafka://host:port[,host:port...]/topic[?group=G&start=earliest|latest|<unix ms>"
+              "&end=never|latest&rows=one|lines] reads a Kafka topic: its partitions are dealt "
+              "to the workers (partition p to worker p mod W), versions record every "
+              "partition's offset and a resume seeks there, with any number of workers.");
+DEFINE_int32(kafka_timeout_ms, 60000,
+             "Kafka: how long to wait for an unreachable broker, at start and mid-job, before "
+             "the job fails (it goes on where it was when the broker comes back).");
 DEFINE_string(format, "criteo", "Row format: criteo, libsvm or libffm.");
 DEFINE_bool(follow, false,
             "Keep reading the (single) --data file as it grows, like tail -f; the job then runs "
@@ -103,6 +112,7 @@ struct TrainConfig {
   bool stdin_source = false;
   std::string zmq_endpoint;
   std::optional<worker::GeneratedStreamSpec> generated;
+  std::optional<worker::KafkaUri> kafka;
   worker::ModelTableOptions tables;
   worker::ParserOptions parser;
   int straggler_worker = -1;
@@ -135,6 +145,11 @@ StatusOr<TrainConfig> ConfigFromFlags() {
   }
   if (FLAGS_data == "-") {
     c.stdin_source = true;
+  } else if (worker::IsKafkaUri(FLAGS_data)) {
+    StatusOr<worker::KafkaUri> uri = worker::ParseKafkaUri(FLAGS_data);
+    if (!uri.ok()) return uri.status().WithContext("--data");
+    c.kafka = *uri;
+    if (FLAGS_kafka_timeout_ms < 100) return InvalidArgumentError("--kafka_timeout_ms must be >= 100");
   } else if (FLAGS_data.rfind("zmq:", 0) == 0) {
     c.zmq_endpoint = FLAGS_data.substr(4);
   } else if (FLAGS_data == "gen" || FLAGS_data.rfind("gen:", 0) == 0) {
@@ -249,6 +264,45 @@ std::map<std::string, std::string> ModelAttributes(const models::ModelOptions& m
   return a;
 }
 
+// The partition positions a resumed version recorded (every worker's: the
+// partitions are dealt again), for the partitions in `mine`.
+StatusOr<std::map<int32_t, worker::PartitionPositions::Entry>> ResumedPartitions(
+    const proto::ClusterView& view, const std::vector<int32_t>& mine) {
+  worker::PartitionPositions all;
+  for (const proto::WorkerCut& cut : view.resume_positions()) {
+    if (cut.stream_state().empty()) continue;
+    ASSIGN_OR_RETURN(proto::Manifest::StreamPosition position,
+                     worker::PartitionPositions::Parse(cut.stream_state()));
+    all.MergeFrom(position);
+  }
+  std::map<int32_t, worker::PartitionPositions::Entry> resumed;
+  for (int32_t p : mine) {
+    auto it = all.entries().find(p);
+    if (it != all.entries().end()) resumed[p] = it->second;
+  }
+  return resumed;
+}
+
+// A Kafka topic: this worker's partitions, each from its resumed position or
+// the start the URI asks for. *start gets every partition's starting position.
+StatusOr<std::unique_ptr<worker::LineSource>> OpenKafka(const worker::KafkaUri& uri,
+                                                        const proto::ClusterView& view,
+                                                        worker::PartitionPositions* start) {
+  worker::KafkaSourceOptions options;
+  options.uri = uri;
+  options.partitions.assign(view.stream_partitions().begin(), view.stream_partitions().end());
+  ASSIGN_OR_RETURN(options.resume, ResumedPartitions(view, options.partitions));
+  options.broker_timeout = std::chrono::milliseconds(FLAGS_kafka_timeout_ms);
+  if (options.partitions.empty()) {
+    LOG(WARNING) << "worker " << view.your_id() << ": no partition of " << uri.topic
+                 << " is left for this worker (more workers than partitions); it trains nothing";
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<worker::KafkaSource> source,
+                   worker::KafkaSource::Open(std::move(options)));
+  for (const auto& [p, entry] : source->StartPositions()) start->Set(p, entry);
+  return std::unique_ptr<worker::LineSource>(std::move(source));
+}
+
 // This worker's share of the stream.
 StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, zmq::context_t& ctx,
                                                          int worker, int num_workers) {
@@ -282,8 +336,13 @@ StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, z
 
 StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   zmq::context_t context;  // for a ZeroMQ source; separate from the client's
-  ASSIGN_OR_RETURN(std::unique_ptr<worker::LineSource> source,
-                   OpenSource(c, context, client.worker_id(), client.num_workers()));
+  worker::PartitionPositions stream_start;
+  std::unique_ptr<worker::LineSource> source;
+  if (c.kafka) {
+    ASSIGN_OR_RETURN(source, OpenKafka(*c.kafka, client.view(), &stream_start));
+  } else {
+    ASSIGN_OR_RETURN(source, OpenSource(c, context, client.worker_id(), client.num_workers()));
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<worker::Parser> parser,
                    worker::MakeParser(FLAGS_format, c.parser));
   worker::ParsedStreamOptions stream_options;
@@ -304,8 +363,14 @@ StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   if (client.worker_id() == c.straggler_worker) {
     options.delay_per_batch = std::chrono::milliseconds(c.straggler_ms);
   }
-  for (const auto& p : client.view().resume_positions()) {
-    if (p.worker() == client.worker_id()) options.skip_rows = p.rows_consumed();
+  if (c.kafka) {
+    // Kafka sources seek to their positions; nothing is read twice to be skipped.
+    options.stream_topic = c.kafka->topic;
+    options.stream_start = std::move(stream_start);
+  } else {
+    for (const auto& p : client.view().resume_positions()) {
+      if (p.worker() == client.worker_id()) options.skip_rows = p.rows_consumed();
+    }
   }
   worker::Trainer trainer(client, *model, options);
   ASSIGN_OR_RETURN(worker::TrainerStats stats, trainer.Run(stream));
@@ -442,7 +507,50 @@ int Main(int argc, char** argv) {
     return m;
   };
   so.version_attributes = ModelAttributes(config->trainer.model);
+  // Kafka: the scheduler deals the topic's partitions, and each committed
+  // version's offsets go to the consumer group (for lag tools; resumes use the
+  // version's own record).
+  std::unique_ptr<job::OffsetCommitter> committer;
+  if (config->kafka) {
+    program.prepare_scheduler = [&](scheduler::SchedulerOptions* o) -> Status {
+      const worker::KafkaUri& uri = *config->kafka;
+      const auto timeout = std::chrono::milliseconds(FLAGS_kafka_timeout_ms);
+      ASSIGN_OR_RETURN(int32_t partitions, worker::KafkaPartitionCount(uri, timeout));
+      o->stream_partitions = partitions;
+      if (partitions < o->num_workers) {
+        LOG(WARNING) << uri.topic << " has " << partitions << " partition(s) for "
+                     << o->num_workers << " workers: " << o->num_workers - partitions
+                     << " worker(s) will have nothing to read";
+      }
+      for (const proto::WorkerCut& cut : o->resume_positions) {
+        if (cut.stream_state().empty()) {
+          return InvalidArgumentError(
+              "--resume_from: the version was cut on a file stream (row positions), not on a "
+              "Kafka topic; resume it with the same --data");
+        }
+        ASSIGN_OR_RETURN(proto::Manifest::StreamPosition position,
+                         worker::PartitionPositions::Parse(cut.stream_state()));
+        if (position.topic() != uri.topic) {
+          return InvalidArgumentError("--resume_from: the version was cut on topic '" +
+                                      position.topic() + "', but --data reads '" + uri.topic + "'");
+        }
+      }
+      committer = std::make_unique<job::OffsetCommitter>(
+          [uri, timeout](const job::PartitionOffsets& offsets) {
+            return worker::CommitKafkaOffsets(uri, offsets, timeout);
+          });
+      return OkStatus();
+    };
+  }
   so.on_version = [&](const scheduler::VersionSummary& v) {
+    if (v.ok && committer != nullptr) {
+      StatusOr<job::PartitionOffsets> offsets = job::OffsetsOfCuts(v.cuts);
+      if (offsets.ok()) {
+        committer->Offer(v.version, std::move(offsets).value());
+      } else {
+        LOG(WARNING) << "version " << v.version << ": offsets not committed: " << offsets.status();
+      }
+    }
     char line[512];
     if (v.ok) {
       std::snprintf(line, sizeof(line),
