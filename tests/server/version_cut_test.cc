@@ -278,3 +278,46 @@ TEST(VersionCutTest, DeltasNeedTheParentsCaptureOnThisServer) {
 
 }  // namespace
 }  // namespace eddy::server
+
+namespace eddy::server {
+namespace {
+
+// A partitioned stream's position (opaque here) goes with the rows into the cut:
+// from the marker, from the clock a per-clock cut is taken at, and from a lost
+// worker's last clock.
+TEST(VersionCutTest, StreamStateTravelsWithTheRowsIntoEveryKindOfCut) {
+  {
+    VersionCut cut(2, /*per_clock=*/false);
+    cut.OnClock(1, 4, StreamPoint(40, "w1@4"));
+    cut.OnRequest(Request(1), kT0);
+    StatusOr<VersionCut::Step> step = cut.OnMarker(0, 1, 3, StreamPoint(30, "w0@3"), kT0);
+    ASSERT_TRUE(step.ok());
+    EXPECT_TRUE(cut.OnWorkerLost(1).capture);
+    cut.Captured(kT0, 1u);
+    proto::SnapshotReport report = cut.Report(0);
+    ASSERT_EQ(report.cuts_size(), 2);
+    EXPECT_EQ(report.cuts(0).stream_state(), "w0@3");
+    EXPECT_EQ(report.cuts(0).rows_consumed(), 30u);
+    EXPECT_EQ(report.cuts(1).stream_state(), "w1@4");
+  }
+  {
+    VersionCut cut(2, /*per_clock=*/true);
+    for (int w = 0; w < 2; ++w) {
+      for (int c = 1; c <= 3; ++c) {
+        cut.OnClock(w, c, StreamPoint(10 * c, "w" + std::to_string(w) + "@" + std::to_string(c)));
+      }
+    }
+    cut.OnRequest(Request(1), kT0);
+    ASSERT_TRUE(cut.OnMarker(0, 1, 2, StreamPoint(20, "w0@2"), kT0).ok());
+    ASSERT_TRUE(cut.OnMarker(1, 1, 2, StreamPoint(20, "w1@2"), kT0).ok());
+    EXPECT_TRUE(cut.OnClocksClosed(2).capture);
+    cut.Captured(kT0, 1u);
+    proto::SnapshotReport report = cut.Report(0);
+    ASSERT_EQ(report.cuts_size(), 2);
+    EXPECT_EQ(report.cuts(0).stream_state(), "w0@2");
+    EXPECT_EQ(report.cuts(1).stream_state(), "w1@2");
+  }
+}
+
+}  // namespace
+}  // namespace eddy::server
