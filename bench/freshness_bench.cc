@@ -4,14 +4,19 @@
 // version every --snapshot_every and serves it (--serve_port); a serving
 // replica in this process follows the versions. A row's freshness is the time
 // from entering the stream to the moment the replica answers with a version
-// whose stream position includes it.
+// whose stream position includes it. With --kafka the rows go through a Kafka
+// topic instead (produced with a KafkaProducer, read by the job's kafka://
+// source): freshness then runs from the produce call to the replica.
 //   build/bin/freshness_bench --rows_per_s=20000 --seconds=20 --snapshot_every=250ms
+//   build/bin/freshness_bench --kafka=127.0.0.1:9092 --rows_per_s=20000 --seconds=20
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <signal.h>
 
 #include <algorithm>
 #include <atomic>
@@ -23,6 +28,7 @@
 
 #include "common/net.h"
 #include "serving/replica.h"
+#include "worker/data/kafka.h"
 #include "worker/generator/generator_source.h"
 
 DEFINE_double(rows_per_s, 20000, "Rows fed into the stream per second.");
@@ -34,6 +40,10 @@ DEFINE_string(model_flags, "--model=deepfm --emb_dim=8 --hidden=64,32 --batch_si
 DEFINE_string(stream, "gen:rows=100000000,drift=0,seed=7,vocab=20000",
               "The generated stream the feeder sends (eddy_train --data syntax).");
 DEFINE_string(eddy_train, "", "Path of eddy_train (default: next to this binary).");
+DEFINE_string(kafka, "",
+              "Kafka bootstrap servers (host:port): feed the rows through a new topic of this "
+              "broker instead of ZeroMQ.");
+DEFINE_int32(kafka_partitions, 4, "Partitions of the topic (--kafka).");
 
 namespace eddy {
 namespace {
@@ -94,10 +104,24 @@ int Main(int argc, char** argv) {
   feed.bind("tcp://127.0.0.1:*");
   const std::string feed_endpoint = feed.get(zmq::sockopt::last_endpoint);
   const int serve_port = FreePort();
+  const bool kafka = !FLAGS_kafka.empty();
+  const int partitions = kafka ? FLAGS_kafka_partitions : 1;
+  std::string data = "zmq:" + feed_endpoint;
+  std::unique_ptr<worker::KafkaProducer> producer;
+  if (kafka) {
+    data = "kafka://" + FLAGS_kafka + "/eddy-freshness-" + std::to_string(getpid());
+    auto uri = worker::ParseKafkaUri(data);
+    CHECK(uri.ok()) << uri.status();
+    Status created = worker::CreateKafkaTopic(*uri, partitions, std::chrono::seconds(30));
+    CHECK(created.ok()) << created;
+    auto opened = worker::KafkaProducer::Open(*uri, std::chrono::seconds(30));
+    CHECK(opened.ok()) << opened.status();
+    producer = std::move(opened).value();
+  }
 
   std::vector<std::string> args = {train,
                                    "--local",
-                                   "--data=zmq:" + feed_endpoint,
+                                   "--data=" + data,
                                    "--model_dir=" + models,
                                    "--snapshot_every=" + FLAGS_snapshot_every,
                                    "--full_every=" + std::to_string(FLAGS_full_every),
@@ -149,7 +173,13 @@ int Main(int argc, char** argv) {
       auto ok = source.Next(&line);
       CHECK(ok.ok() && *ok);
       sent_at[i] = Clock::now();
-      feed.send(zmq::buffer(line.text.data(), line.text.size()), zmq::send_flags::none);
+      if (producer) {
+        // Row i goes to partition i mod P, at offset i / P (a new topic).
+        Status s = producer->Send(static_cast<int32_t>(i % partitions), line.text);
+        CHECK(s.ok()) << s;
+      } else {
+        feed.send(zmq::buffer(line.text.data(), line.text.size()), zmq::send_flags::none);
+      }
       sent.store(i + 1, std::memory_order_release);
     }
   });
@@ -158,6 +188,7 @@ int Main(int argc, char** argv) {
   // to its stream position.
   std::vector<double> freshness;
   uint64_t covered = 0, seen = 0, versions = 0;
+  std::vector<uint64_t> covered_in(partitions, 0);  // Kafka: rows covered per partition
   // Rows of a batch the trainer has not filled yet wait for more rows (there is
   // no flush timer), so the tail of the feed may stay unserved: stop watching
   // a few seconds after the feed ends and count only the rows seen served.
@@ -178,17 +209,42 @@ int Main(int argc, char** argv) {
     if (!model) continue;
     seen = model->version();
     ++versions;
+    const uint64_t fed = sent.load(std::memory_order_acquire);
+    if (kafka) {
+      // Partition p's offset o covers rows p, p + P, ..., p + P * (o - 1).
+      for (const auto& pos : model->model().manifest.positions()) {
+        for (const auto& q : pos.partitions()) {
+          const uint64_t p = static_cast<uint64_t>(q.partition());
+          if (p >= covered_in.size()) continue;
+          for (; static_cast<int64_t>(covered_in[p]) < q.offset(); ++covered_in[p]) {
+            const uint64_t row = p + covered_in[p] * static_cast<uint64_t>(partitions);
+            if (row >= fed) break;
+            freshness.push_back(std::chrono::duration<double>(now - sent_at[row]).count());
+            ++covered;
+          }
+        }
+      }
+      continue;
+    }
     uint64_t position = 0;
     for (const auto& p : model->model().manifest.positions()) position += p.rows_consumed();
-    position = std::min(position, sent.load(std::memory_order_acquire));
+    position = std::min(position, fed);
     for (; covered < position; ++covered) {
       freshness.push_back(std::chrono::duration<double>(now - sent_at[covered]).count());
     }
   }
   feeder.join();
-  feed.send(zmq::message_t(), zmq::send_flags::none);  // end of stream: the job finishes
   int status = 0;
-  waitpid(child, &status, 0);
+  if (kafka) {
+    // An unbounded topic never ends: stop the job (its exit status is not the result).
+    CHECK(producer->Flush(std::chrono::seconds(30)).ok());
+    kill(child, SIGTERM);
+    waitpid(child, &status, 0);
+    status = 0;
+  } else {
+    feed.send(zmq::message_t(), zmq::send_flags::none);  // end of stream: the job finishes
+    waitpid(child, &status, 0);
+  }
   replica.Stop();
   serve.join();
   fs::remove_all(dir);
@@ -196,8 +252,9 @@ int Main(int argc, char** argv) {
   std::printf("\n# freshness_bench: %s", argv[0]);
   for (int i = 1; i < argc; ++i) std::printf(" %s", argv[i]);
   std::printf("\n# job: %s\n", command.c_str());
-  std::printf("rows fed: %llu at %.0f rows/s; rows seen served: %zu; versions served: %llu\n",
-              static_cast<unsigned long long>(total), FLAGS_rows_per_s, freshness.size(),
+  std::printf("rows fed%s: %llu at %.0f rows/s; rows seen served: %zu; versions served: %llu\n",
+              kafka ? " through Kafka" : "", static_cast<unsigned long long>(total),
+              FLAGS_rows_per_s, freshness.size(),
               static_cast<unsigned long long>(versions));
   std::printf("freshness (stream -> replica answers with it): p50 %.3f s, p90 %.3f s, "
               "p99 %.3f s, max %.3f s\n",
