@@ -30,7 +30,7 @@ TOPIC=eddy-bench-$$
 start=$(date +%s.%N)
 "$BIN/eddy_gen" $GEN_FLAGS --kafka_partitions="$WORKERS" \
   --out="kafka://$KAFKA_BOOTSTRAP/$TOPIC" 2>/dev/null
-produce_s=$(echo "$(date +%s.%N) - $start" | bc)
+produce_s=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
 
 # Rows/s of the job's summary ("... worker(s): 31.2k rows/s"), in rows.
 rate() {
@@ -59,5 +59,5 @@ median() { printf '%s\n' "$@" | sort -n | awk '{ a[NR] = $1 } END { print a[int(
 fm=$(median "${file_rates[@]}")
 km=$(median "${kafka_rates[@]}")
 echo
-echo "median rows/s: file $fm, kafka $km (kafka/file $(echo "scale=3; $km / $fm" | bc));" \
+echo "median rows/s: file $fm, kafka $km (kafka/file $(awk -v k="$km" -v f="$fm" 'BEGIN { printf "%.3f", k / f }'));" \
   "producing $ROWS rows took ${produce_s}s"
