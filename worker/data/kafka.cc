@@ -24,7 +24,8 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
 constexpr std::string_view kScheme = "kafka://";
-constexpr auto kLogEvery = std::chrono::seconds(5);  // throttle of librdkafka's own messages
+constexpr std::string_view kDataHint = "is --data right?";  // KafkaSource's errors
+constexpr auto kLogEvery = std::chrono::seconds(5);         // throttle of librdkafka's own messages
 
 // "5 s", "0.25 s": a duration in messages.
 std::string Seconds(milliseconds d) {
@@ -250,13 +251,14 @@ StatusOr<HandlePtr> NewHandle(rd_kafka_type_t type, ConfPtr conf) {
   return HandlePtr(rk);
 }
 
+// `hint` ends the message: what the user should check.
 Status Unreachable(const KafkaUri& uri, milliseconds waited, rd_kafka_resp_err_t err,
-                   HandleContext* ctx) {
+                   HandleContext* ctx, std::string_view hint = "is the broker address right?") {
   std::string message = "Kafka broker(s) " + uri.brokers + " unreachable for " + Seconds(waited) +
                         ": " + ErrName(err);
   const std::string last = ctx != nullptr ? ctx->LastError() : "";
   if (!last.empty()) message += " (last: " + last + ")";
-  return UnavailableError(message + "; is --data right?");
+  return UnavailableError(message + "; " + std::string(hint));
 }
 
 // The topic's metadata (partition count and leaders), retrying while no broker
@@ -267,7 +269,8 @@ struct TopicInfo {
 };
 
 StatusOr<TopicInfo> DescribeTopic(rd_kafka_t* rk, const KafkaUri& uri, Clock::time_point start,
-                                  Clock::time_point deadline, HandleContext* ctx) {
+                                  Clock::time_point deadline, HandleContext* ctx,
+                                  std::string_view hint = "is the broker address right?") {
   TopicPtr rkt(rd_kafka_topic_new(rk, uri.topic.c_str(), nullptr));
   if (!rkt) return InternalError("rd_kafka_topic_new(" + uri.topic + ") failed");
   rd_kafka_resp_err_t last = RD_KAFKA_RESP_ERR__TIMED_OUT;
@@ -312,8 +315,8 @@ StatusOr<TopicInfo> DescribeTopic(rd_kafka_t* rk, const KafkaUri& uri, Clock::ti
     const auto backoff = std::min(Clock::now() + milliseconds(100), deadline);
     if (Clock::now() - before < milliseconds(100)) std::this_thread::sleep_until(backoff);
   }
-  return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start), last,
-                     ctx);
+  return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start), last, ctx,
+                     hint);
 }
 
 // A consumer handle for admin queries (no group unless `with_group`).
@@ -457,7 +460,7 @@ class KafkaSourceState {
     std::vector<rd_kafka_message_t*> buf;  // fetched, not yet taken: [head, tail)
     size_t head = 0;
     size_t tail = 0;
-    int64_t pos = 0;  // next offset to yield
+    int64_t pos = 0;                                    // next offset to yield
     int64_t end = std::numeric_limits<int64_t>::max();  // bounded: stop here
     int64_t hwm = -1;                                   // as last reported
     int64_t skip_offset = -1;  // resume: the message whose first rows are skipped
@@ -638,21 +641,22 @@ Status KafkaSourceState::Open() {
       {"fetch.message.max.bytes", "4194304"},
       {"queued.min.messages", "200000"},
       {"queued.max.messages.kbytes", "131072"},
-      {"statistics.interval.ms", "1000"},
   };
   const Properties required = {
       {"group.id", uri().group},
       {"enable.auto.commit", "false"},
       {"enable.auto.offset.store", "false"},
-      {"enable.partition.eof", "true"},  // marks "caught up" even past control records
-      {"auto.offset.reset", "error"},    // out-of-range positions are errors, never skipped
+      {"enable.partition.eof", "true"},    // marks "caught up" even past control records
+      {"auto.offset.reset", "error"},      // out-of-range positions are errors, never skipped
+      {"statistics.interval.ms", "1000"},  // broker states, see StatsCallback
   };
   ASSIGN_OR_RETURN(ConfPtr conf, MakeConf(uri(), defaults, required, &ctx_));
   rd_kafka_conf_set_error_cb(conf.get(), &ErrorCallback);
   rd_kafka_conf_set_stats_cb(conf.get(), &StatsCallback);
   ASSIGN_OR_RETURN(rk_, NewHandle(RD_KAFKA_CONSUMER, std::move(conf)));
 
-  ASSIGN_OR_RETURN(TopicInfo info, DescribeTopic(rk_.get(), uri(), start, deadline, &ctx_));
+  ASSIGN_OR_RETURN(TopicInfo info,
+                   DescribeTopic(rk_.get(), uri(), start, deadline, &ctx_, kDataHint));
   for (int32_t p : options_.partitions) {
     if (p < 0 || p >= info.partitions) {
       return InvalidArgumentError("partition " + std::to_string(p) + " of Kafka topic '" +
@@ -680,7 +684,7 @@ Status KafkaSourceState::Open() {
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
       if (IsTransient(err)) {
         return Unreachable(uri(), std::chrono::duration_cast<milliseconds>(Clock::now() - start),
-                           err, &ctx_);
+                           err, &ctx_, kDataHint);
       }
       return UnavailableError("watermarks of " + part.origin + " from " + uri().brokers + ": " +
                               ErrName(err));
@@ -710,11 +714,11 @@ Status KafkaSourceState::Open() {
       if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (IsTransient(err)) {
           return Unreachable(uri(), std::chrono::duration_cast<milliseconds>(Clock::now() - start),
-                             err, &ctx_);
+                             err, &ctx_, kDataHint);
         }
-        return UnavailableError("offsets for timestamp " + std::to_string(uri().start_timestamp_ms) +
-                                " in '" + uri().topic + "' from " + uri().brokers + ": " +
-                                ErrName(err));
+        return UnavailableError("offsets for timestamp " +
+                                std::to_string(uri().start_timestamp_ms) + " in '" + uri().topic +
+                                "' from " + uri().brokers + ": " + ErrName(err));
       }
       for (int i = 0; i < list->cnt; ++i) {
         const rd_kafka_topic_partition_t& tp = list->elems[i];
@@ -825,9 +829,9 @@ Status KafkaSourceState::Settle(Partition& p) {
         break;
       case RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET:
       case RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE:
-        return OutOfRangeError("Kafka " + p.origin + ": offset " + std::to_string(p.pos) +
-                               " is out of range (deleted by retention, or beyond the end?): " +
-                               what);
+        return OutOfRangeError(
+            "Kafka " + p.origin + ": offset " + std::to_string(p.pos) +
+            " is out of range (deleted by retention, or beyond the end?): " + what);
       case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
         return NotFoundError("Kafka topic '" + uri().topic + "' no longer exists at " +
                              uri().brokers + ": " + what);
@@ -905,8 +909,8 @@ void KafkaSourceState::Yield(Line* line) {
     const char* begin = cur_data_ + cur_next_;
     const size_t left = cur_len_ - cur_next_;
     const void* nl = left > 0 ? std::memchr(begin, '\n', left) : nullptr;
-    const size_t size = nl != nullptr ? static_cast<size_t>(static_cast<const char*>(nl) - begin)
-                                      : left;
+    const size_t size =
+        nl != nullptr ? static_cast<size_t>(static_cast<const char*>(nl) - begin) : left;
     text = std::string_view(begin, size);
     cur_next_ += size + 1;
     cur_done_ = cur_next_ >= cur_len_;  // nothing, or only the trailing '\n', follows
@@ -932,7 +936,7 @@ Status KafkaSourceState::Wait(bool blocked, const Partition* waiting_for) {
   const milliseconds timeout = options_.broker_timeout;
   if (down_since_ && now - *down_since_ > timeout) {
     return Unreachable(uri(), std::chrono::duration_cast<milliseconds>(now - *down_since_),
-                       RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, &ctx_);
+                       RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN, &ctx_, kDataHint);
   }
   Clock::time_point deadline = now + milliseconds(1000);  // re-check broker state each second
   if (blocked) {
@@ -1037,9 +1041,7 @@ void KafkaSource::RequestStop() { state_->RequestStop(); }
 uint64_t KafkaSource::messages() const { return state_->messages(); }
 uint64_t KafkaSource::rows() const { return state_->rows(); }
 uint64_t KafkaSource::broker_errors() const { return state_->broker_errors(); }
-std::map<int32_t, int64_t> KafkaSource::HighWatermarks() const {
-  return state_->HighWatermarks();
-}
+std::map<int32_t, int64_t> KafkaSource::HighWatermarks() const { return state_->HighWatermarks(); }
 
 // ---------------------------------------------------------------------------
 // Admin helpers.
@@ -1098,8 +1100,8 @@ Status CreateKafkaTopic(const KafkaUri& uri, int32_t partitions, milliseconds ti
                       err == RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION ||
                       err == RD_KAFKA_RESP_ERR_POLICY_VIOLATION
                   ? InvalidArgumentError
-                  : UnavailableError)("creating Kafka topic '" + uri.topic + "' at " +
-                                      uri.brokers + ": " + (why ? why : ErrName(err)));
+                  : UnavailableError)("creating Kafka topic '" + uri.topic + "' at " + uri.brokers +
+                                      ": " + (why ? why : ErrName(err)));
     }
   }
   // Wait until the metadata shows every partition with a leader, so producers
@@ -1108,9 +1110,10 @@ Status CreateKafkaTopic(const KafkaUri& uri, int32_t partitions, milliseconds ti
     StatusOr<TopicInfo> info = DescribeTopic(h.rk.get(), uri, start, deadline, h.ctx.get());
     if (info.ok()) {
       if (existed && info->partitions != partitions) {
-        return Status(StatusCode::kAlreadyExists, "Kafka topic '" + uri.topic + "' already exists with " +
-                                  std::to_string(info->partitions) + " partitions, not " +
-                                  std::to_string(partitions));
+        return Status(StatusCode::kAlreadyExists,
+                      "Kafka topic '" + uri.topic + "' already exists with " +
+                          std::to_string(info->partitions) + " partitions, not " +
+                          std::to_string(partitions));
       }
       if (info->partitions == partitions && info->all_led) return OkStatus();
     } else if (info.status().code() != StatusCode::kNotFound) {
@@ -1155,7 +1158,8 @@ Status CommitKafkaOffsets(const KafkaUri& uri, const std::map<int32_t, int64_t>&
                          h.ctx.get());
     }
     return UnavailableError("committing offsets of '" + uri.topic + "' for group '" + uri.group +
-                            "' at " + uri.brokers + ": " + rd_kafka_event_error_string(event.get()));
+                            "' at " + uri.brokers + ": " +
+                            rd_kafka_event_error_string(event.get()));
   }
   if (const rd_kafka_topic_partition_list_t* result =
           rd_kafka_event_topic_partition_list(event.get())) {
@@ -1216,8 +1220,8 @@ StatusOr<std::map<int32_t, std::pair<int64_t, int64_t>>> KafkaWatermarks(const K
         h.rk.get(), uri.topic.c_str(), p, &low, &high, std::max(1, TimeoutMs(deadline)));
     if (err) {
       if (IsTransient(err)) {
-        return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start),
-                           err, h.ctx.get());
+        return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start), err,
+                           h.ctx.get());
       }
       return UnavailableError("watermarks of " + uri.topic + "/" + std::to_string(p) + " at " +
                               uri.brokers + ": " + ErrName(err));
@@ -1272,19 +1276,19 @@ class KafkaProducerState {
   Status Send(int32_t partition, std::string_view value, int64_t timestamp_ms) {
     RETURN_IF_ERROR(CheckFailures());
     if (partition >= partitions_ || partition < -1) {
-      return InvalidArgumentError("partition " + std::to_string(partition) + " of '" +
-                                  uri_.topic + "' does not exist (it has " +
-                                  std::to_string(partitions_) + ")");
+      return InvalidArgumentError("partition " + std::to_string(partition) + " of '" + uri_.topic +
+                                  "' does not exist (it has " + std::to_string(partitions_) + ")");
     }
-    const int32_t p =
-        partition >= 0 ? partition : static_cast<int32_t>(sent_ % static_cast<uint64_t>(partitions_));
+    const int32_t p = partition >= 0
+                          ? partition
+                          : static_cast<int32_t>(sent_ % static_cast<uint64_t>(partitions_));
     Clock::time_point deadline{};
     for (;;) {
-      const rd_kafka_resp_err_t err = rd_kafka_producev(
-          rk_.get(), RD_KAFKA_V_RKT(rkt_.get()), RD_KAFKA_V_PARTITION(p),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-          RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-          RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END);
+      const rd_kafka_resp_err_t err =
+          rd_kafka_producev(rk_.get(), RD_KAFKA_V_RKT(rkt_.get()), RD_KAFKA_V_PARTITION(p),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                            RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
+                            RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;
       if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         return UnavailableError("producing to " + uri_.topic + "/" + std::to_string(p) + " at " +
@@ -1293,9 +1297,9 @@ class KafkaProducerState {
       // The local queue is full: serve delivery reports until there is room.
       if (deadline == Clock::time_point{}) deadline = Clock::now() + timeout_;
       if (Clock::now() >= deadline) {
-        return DeadlineExceededError("producer queue for '" + uri_.topic + "' at " +
-                                     uri_.brokers + " stayed full for " + Seconds(timeout_) +
-                                     ": " + ctx_.LastError());
+        return DeadlineExceededError("producer queue for '" + uri_.topic + "' at " + uri_.brokers +
+                                     " stayed full for " + Seconds(timeout_) + ": " +
+                                     ctx_.LastError());
       }
       rd_kafka_poll(rk_.get(), 100);
       RETURN_IF_ERROR(CheckFailures());
@@ -1309,9 +1313,9 @@ class KafkaProducerState {
     RETURN_IF_ERROR(CheckFailures());
     if (err == RD_KAFKA_RESP_ERR__TIMED_OUT) {
       std::string last = ctx_.LastError();
-      return DeadlineExceededError(std::to_string(rd_kafka_outq_len(rk_.get())) +
-                                   " messages to '" + uri_.topic + "' not delivered to " +
-                                   uri_.brokers + " within " + Seconds(timeout) +
+      return DeadlineExceededError(std::to_string(rd_kafka_outq_len(rk_.get())) + " messages to '" +
+                                   uri_.topic + "' not delivered to " + uri_.brokers + " within " +
+                                   Seconds(timeout) +
                                    (last.empty() ? "" : " (last: " + last + ")"));
     }
     if (err) return UnavailableError("flushing '" + uri_.topic + "': " + ErrName(err));

@@ -130,8 +130,7 @@ StatusOr<int32_t> KafkaPartitionCount(const KafkaUri& uri, std::chrono::millisec
 // Creates uri.topic with `partitions` partitions (broker's default replication)
 // and waits until every partition has a leader. An existing topic is fine if it
 // has that many partitions (else AlreadyExists).
-Status CreateKafkaTopic(const KafkaUri& uri, int32_t partitions,
-                        std::chrono::milliseconds timeout);
+Status CreateKafkaTopic(const KafkaUri& uri, int32_t partitions, std::chrono::milliseconds timeout);
 // Commits `next_offsets` (partition -> next offset to read) for uri.topic to
 // consumer group uri.group, synchronously, without joining the group.
 Status CommitKafkaOffsets(const KafkaUri& uri, const std::map<int32_t, int64_t>& next_offsets,

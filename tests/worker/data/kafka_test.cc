@@ -6,6 +6,7 @@
 #include "worker/data/kafka.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -446,6 +447,55 @@ TEST_F(KafkaTest, RequestStopWakesAWaitingNext) {
   StatusOr<bool> result = next.get();
   ASSERT_TRUE(result.ok()) << result.status();
   EXPECT_FALSE(*result);
+}
+
+// eddy_gen --out=kafka://...: row i of the generated stream is message i / n
+// (rows=lines, n rows a message), in partition (i / n) % P; the rows are those
+// of the same stream written to a file.
+TEST_F(KafkaTest, EddyGenProducesTheGeneratedRows) {
+  const std::string file = ::testing::TempDir() + "/eddy_gen_kafka_" + std::to_string(getpid());
+  const std::string gen = EDDY_BIN_DIR "/eddy_gen --rows=1000 --seed=7 --max_vocab=1000";
+  ASSERT_EQ(std::system((gen + " --out=" + file).c_str()), 0);
+  std::vector<std::string> expected;
+  {
+    std::ifstream in(file);
+    std::string line;
+    while (std::getline(in, line)) expected.push_back(line);
+  }
+  std::remove(file.c_str());
+  ASSERT_EQ(expected.size(), 1000u);
+
+  for (const int per_message : {1, 4}) {
+    const std::string topic = UniqueTopic("gen");
+    const std::string query = per_message > 1 ? "?rows=lines" : "";
+    const std::string command =
+        gen + " --out=kafka://" + bootstrap_ + "/" + topic + query +
+        " --kafka_partitions=3 --rows_per_message=" + std::to_string(per_message);
+    ASSERT_EQ(std::system(command.c_str()), 0) << command;
+    KafkaUri uri = *ParseKafkaUri("kafka://" + bootstrap_ + "/" + topic + query);
+    uri.bounded = true;
+    auto source = Source(uri, {0, 1, 2});
+    const std::vector<Row> rows = Read(*source);
+    ASSERT_EQ(rows.size(), expected.size());
+    std::map<std::pair<int32_t, int64_t>, std::vector<std::string>> messages;
+    for (const Row& r : rows) messages[{r.origin.partition, r.origin.offset}].push_back(r.text);
+    ASSERT_EQ(messages.size(), (expected.size() + per_message - 1) / per_message);
+    for (size_t i = 0; i < expected.size(); ++i) {
+      const int64_t m = static_cast<int64_t>(i) / per_message;
+      const auto& message = messages[{static_cast<int32_t>(m % 3), m / 3}];
+      ASSERT_EQ(message.at(i % per_message), expected[i]) << "row " << i;
+    }
+  }
+}
+
+TEST_F(KafkaTest, EddyGenErrors) {
+  const std::string gen = EDDY_BIN_DIR "/eddy_gen --rows=10 ";
+  const std::string missing = "kafka://" + bootstrap_ + "/" + UniqueTopic("nogen");
+  EXPECT_NE(std::system((gen + "--out=" + missing + " 2>/dev/null").c_str()), 0);
+  EXPECT_NE(std::system((gen + "--out=" + missing + " --rows_per_message=2 2>/dev/null").c_str()),
+            0);
+  EXPECT_NE(std::system((gen + "--out=kafka://" + bootstrap_ + "/bad%20topic 2>/dev/null").c_str()),
+            0);
 }
 
 }  // namespace

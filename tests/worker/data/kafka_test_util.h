@@ -71,7 +71,7 @@ inline std::string Key(const Row& r) {
 // Reads up to `limit` rows (all, for a bounded source) and, if `positions`,
 // advances it past each row.
 inline std::vector<Row> Read(LineSource& source, size_t limit = SIZE_MAX,
-                      PartitionPositions* positions = nullptr) {
+                             PartitionPositions* positions = nullptr) {
   std::vector<Row> out;
   Line line;
   while (out.size() < limit) {
