@@ -7,6 +7,8 @@
 #   scripts/kafka.sh start    # prints KAFKA_BOOTSTRAP=127.0.0.1:<port>
 #   scripts/kafka.sh status   # running or not, and the bootstrap address
 #   scripts/kafka.sh stop     # stops the broker and removes its state dir
+#   scripts/kafka.sh restart  # stops the broker and starts it again on the same
+#                             # ports with the same state dir (data kept)
 #   scripts/kafka.sh classpath  # prints the classpath (for Kafka's CLI classes)
 # Environment:
 #   KAFKA_VERSION      Kafka release to run (default 4.1.1)
@@ -93,6 +95,37 @@ port_open() {
   python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1])),1)' "$1" 2>/dev/null
 }
 
+# Runs the broker of the prepared state dir (server.properties, formatted log
+# dir, bootstrap) in the background with its watchdog and waits until it serves.
+launch() {
+  local port
+  port=$(cat "$STATE/bootstrap"); port=${port##*:}
+  local jopts=(-Xmx512m -Xms128m -XX:+UseG1GC -Djava.awt.headless=true
+    -Dlog4j2.configurationFile="$STATE/log4j2.properties" -Dkafka.logs.dir="$STATE")
+  if [ -f "$STATE/server.log" ]; then mv -f "$STATE/server.log" "$STATE/server.log.1"; fi
+  # setsid: the broker outlives this shell; the watchdog stops it after MAX_SECONDS.
+  setsid java "${jopts[@]}" -cp "$LIB/*" kafka.Kafka "$STATE/server.properties" \
+    >"$STATE/server.log" 2>&1 </dev/null &
+  local pid=$!
+  echo "$pid" >"$STATE/pid"
+  if [ "$MAX_SECONDS" -gt 0 ]; then
+    setsid bash -c 'sleep "$1"; if kill -0 "$2" 2>/dev/null; then echo "kafka.sh: KAFKA_MAX_SECONDS=$1 reached, stopping" >>"$3/server.log"; kill "$2"; sleep 20; kill -9 "$2" 2>/dev/null; fi' \
+      _ "$MAX_SECONDS" "$pid" "$STATE" >/dev/null 2>&1 </dev/null &
+    echo $! >"$STATE/watchdog.pid"
+  fi
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until grep -q "Kafka Server started\|started (kafka.server.KafkaRaftServer)" "$STATE/server.log" 2>/dev/null \
+      && port_open "$port"; do
+    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+      tail -n 40 "$STATE/server.log" >&2
+      stop_process >/dev/null 2>&1 || true
+      die "broker did not come up within ${START_TIMEOUT}s (log above)"
+    fi
+    sleep 0.5
+  done
+  echo "KAFKA_BOOTSTRAP=127.0.0.1:$port"
+}
+
 start() {
   if running; then
     echo "kafka.sh: already running (pid $(cat "$STATE/pid"))" >&2
@@ -153,33 +186,15 @@ print(s)')
     rm -rf "$STATE"
     die "formatting the KRaft log dir $STATE/data failed"
   fi
-  # setsid: the broker outlives this shell; the watchdog stops it after MAX_SECONDS.
-  setsid java "${jopts[@]}" -cp "$LIB/*" kafka.Kafka "$STATE/server.properties" \
-    >"$STATE/server.log" 2>&1 </dev/null &
-  local pid=$!
-  echo "$pid" >"$STATE/pid"
-  if [ "$MAX_SECONDS" -gt 0 ]; then
-    setsid bash -c 'sleep "$1"; if kill -0 "$2" 2>/dev/null; then echo "kafka.sh: KAFKA_MAX_SECONDS=$1 reached, stopping" >>"$3/server.log"; kill "$2"; sleep 20; kill -9 "$2" 2>/dev/null; fi' \
-      _ "$MAX_SECONDS" "$pid" "$STATE" >/dev/null 2>&1 </dev/null &
-    echo $! >"$STATE/watchdog.pid"
-  fi
-  local deadline=$((SECONDS + START_TIMEOUT))
-  until grep -q "Kafka Server started\|started (kafka.server.KafkaRaftServer)" "$STATE/server.log" 2>/dev/null \
-      && port_open "$port"; do
-    if ! kill -0 "$pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
-      tail -n 40 "$STATE/server.log" >&2
-      stop >/dev/null 2>&1 || true
-      die "broker did not come up within ${START_TIMEOUT}s (log above)"
-    fi
-    sleep 0.5
-  done
   echo "127.0.0.1:$port" >"$STATE/bootstrap"
-  echo "KAFKA_BOOTSTRAP=127.0.0.1:$port"
+  launch
 }
 
-stop() {
+# Stops the broker process and its watchdog; the state dir stays.
+stop_process() {
   if [ -f "$STATE/watchdog.pid" ]; then
     kill -- "-$(cat "$STATE/watchdog.pid")" 2>/dev/null || kill "$(cat "$STATE/watchdog.pid")" 2>/dev/null || true
+    rm -f "$STATE/watchdog.pid"
   fi
   if running; then
     local pid
@@ -194,7 +209,22 @@ stop() {
   else
     echo "kafka.sh: not running"
   fi
+}
+
+stop() {
+  stop_process
   rm -rf "$STATE"
+}
+
+# Stops the broker and starts it again on the same ports with the same data
+# (topics, messages, committed offsets and producer state survive).
+restart() {
+  [ -f "$STATE/server.properties" ] && [ -f "$STATE/bootstrap" ] \
+    || die "no broker state in $STATE to restart; use scripts/kafka.sh start"
+  need java; need python3
+  fetch_jars
+  stop_process >&2
+  launch
 }
 
 status() {
@@ -210,7 +240,8 @@ status() {
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
+  restart) restart ;;
   status) status ;;
   classpath) fetch_jars; echo "$LIB/*" ;;
-  *) die "usage: scripts/kafka.sh start|stop|status|classpath" ;;
+  *) die "usage: scripts/kafka.sh start|stop|restart|status|classpath" ;;
 esac
