@@ -53,7 +53,10 @@ void Client::SendQueued() {
       // A clock boundary: an owed marker goes right behind it.
       sent_clock_ = part.message.header.clock();
       sent_rows_ = part.message.header.offset();
-      sent_state_ = part.message.header.stream_state();
+      // The finished clock carries no partition positions: the last ones stand.
+      if (part.message.header.clock() != kFinishedClock) {
+        sent_state_ = part.message.header.stream_state();
+      }
       pushed_since_clock_ = false;
       if (cut_version_ != 0) SendCut(part.server);
     } else if (type == proto::PUSH || type == proto::PUSH_DENSE || type == proto::PUSH_PULL) {

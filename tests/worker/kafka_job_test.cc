@@ -7,6 +7,8 @@
 // Needs KAFKA_BOOTSTRAP (scripts/kafka.sh start prints it).
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <map>
 #include <regex>
@@ -37,6 +39,7 @@ class KafkaJobTest : public TrainJobTest {
            "the address it prints (or leave these tests out with ctest -LE kafka)";
     topic_ = "eddy-job-" + std::to_string(getpid()) + "-" +
              ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(topic_.begin(), topic_.end(), '/', '-');
   }
 
   std::string Uri(const std::string& query = "") const {
@@ -135,6 +138,7 @@ TEST_F(KafkaJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   w.push_back("--model_dir=" + whole);
   auto [c1, o1] = Train(w);
   ASSERT_EQ(c1, 0) << o1;
+  EXPECT_NE(o1.find("trained on 8,000 rows"), std::string::npos) << o1;
   auto a = flags;
   a.insert(a.end(), {"--model_dir=" + first, "--max_rows=1500"});
   auto [c2, o2] = Train(a);
@@ -156,10 +160,8 @@ TEST_F(KafkaJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
 }
 
 // Killed with SIGKILL after a version was cut mid-stream, then resumed from it
-// with `resume_workers` workers: the messages the version holds plus those the
-// resumed job trains are every message, once.
-void KillAndResume(KafkaJobTest* t, int resume_workers);
-
+// with 1 or 3 workers (the job had 2): the messages the version holds plus those
+// the resumed job trains are every message, once.
 class KafkaKillTest : public KafkaJobTest, public ::testing::WithParamInterface<int> {};
 
 TEST_P(KafkaKillTest, KilledAndResumedWithOtherWorkersTrainsEveryMessageOnce) {
@@ -194,6 +196,9 @@ TEST_P(KafkaKillTest, KilledAndResumedWithOtherWorkersTrainsEveryMessageOnce) {
   auto [c2, o2] = Train(b);
   ASSERT_EQ(c2, 0) << o2;
   const uint64_t rows = std::stoull(FinalField(metrics, "rows"));
+  std::printf("resumed from version %llu (%lld of %d messages) with %d worker(s): %llu trained\n",
+              static_cast<unsigned long long>(resume_from), static_cast<long long>(consumed),
+              kRows, GetParam(), static_cast<unsigned long long>(rows));
   EXPECT_EQ(static_cast<int64_t>(rows) + consumed, kRows) << "messages lost or trained twice";
   EXPECT_EQ(FinalField(metrics, "stream_lag"), "0");
   const std::map<int32_t, int64_t> end = {{0, kRows / 4}, {1, kRows / 4}, {2, kRows / 4},
@@ -247,6 +252,9 @@ TEST_F(KafkaJobTest, UnreachableBrokerAndMismatchedResumesAreClearErrors) {
   k.push_back("--model_dir=" + kafka);
   auto [c4, o4] = Train(k);
   ASSERT_EQ(c4, 0) << o4;
+  auto other_uri = worker::ParseKafkaUri(Uri() + "-other");
+  ASSERT_TRUE(other_uri.ok());
+  ASSERT_TRUE(worker::CreateKafkaTopic(*other_uri, kPartitions, 30s).ok());
   auto other = Job("kafka://" + bootstrap_ + "/" + topic_ + "-other?end=latest", "asp", 1);
   other.push_back("--resume_from=" + kafka);
   auto [c5, o5] = Train(other);

@@ -501,6 +501,9 @@ class KafkaSourceState {
   uint64_t messages() const { return messages_.load(std::memory_order_relaxed); }
   uint64_t rows() const { return rows_.load(std::memory_order_relaxed); }
   uint64_t broker_errors() const { return broker_errors_.load(std::memory_order_relaxed); }
+  const std::map<int32_t, PartitionPositions::Entry>& start_positions() const {
+    return start_positions_;
+  }
   std::map<int32_t, int64_t> HighWatermarks() const {
     std::lock_guard<std::mutex> lock(hwm_mu_);
     return hwm_snapshot_;
@@ -556,6 +559,7 @@ class KafkaSourceState {
   std::atomic<uint64_t> messages_{0};
   std::atomic<uint64_t> rows_{0};
   std::atomic<uint64_t> broker_errors_{0};
+  std::map<int32_t, PartitionPositions::Entry> start_positions_;  // set by Open()
   mutable std::mutex hwm_mu_;
   std::map<int32_t, int64_t> hwm_snapshot_;  // GUARDED_BY(hwm_mu_)
 };
@@ -738,6 +742,15 @@ Status KafkaSourceState::Open() {
   {
     std::lock_guard<std::mutex> lock(hwm_mu_);
     for (const Partition& part : partitions_) hwm_snapshot_[part.id] = part.hwm;
+  }
+  for (const Partition& part : partitions_) {
+    PartitionPositions::Entry& e = start_positions_[part.id];
+    e.offset = part.pos;
+    e.rows_into_message = part.skip_offset == part.pos ? part.skip_rows : 0;
+    e.high_watermark = part.hwm;
+    if (auto it = options_.resume.find(part.id); it != options_.resume.end()) {
+      e.newest_timestamp_ms = it->second.newest_timestamp_ms;
+    }
   }
 
   // One queue per partition, not forwarded to the consumer queue: the merge
@@ -1042,6 +1055,9 @@ uint64_t KafkaSource::messages() const { return state_->messages(); }
 uint64_t KafkaSource::rows() const { return state_->rows(); }
 uint64_t KafkaSource::broker_errors() const { return state_->broker_errors(); }
 std::map<int32_t, int64_t> KafkaSource::HighWatermarks() const { return state_->HighWatermarks(); }
+std::map<int32_t, PartitionPositions::Entry> KafkaSource::StartPositions() const {
+  return state_->start_positions();
+}
 
 // ---------------------------------------------------------------------------
 // Admin helpers.

@@ -115,6 +115,10 @@ class KafkaSource final : public LineSource {
   uint64_t messages() const;       // messages consumed (rows of them yielded or skipped)
   uint64_t rows() const;           // rows yielded
   uint64_t broker_errors() const;  // transient broker / transport errors seen
+  // Where each assigned partition starts (resolved at Open(): the resumed
+  // position, or the offset uri.start means), with its high watermark then. A
+  // version cut before a partition yields anything still records it here.
+  std::map<int32_t, PartitionPositions::Entry> StartPositions() const;
   // Each assigned partition's high watermark as last reported (-1: unknown).
   std::map<int32_t, int64_t> HighWatermarks() const;
 
