@@ -287,7 +287,8 @@ StatusOr<std::map<int32_t, worker::PartitionPositions::Entry>> ResumedPartitions
 // the start the URI asks for. *start gets every partition's starting position.
 StatusOr<std::unique_ptr<worker::LineSource>> OpenKafka(const worker::KafkaUri& uri,
                                                         const proto::ClusterView& view,
-                                                        worker::PartitionPositions* start) {
+                                                        worker::PartitionPositions* start,
+                                                        worker::KafkaSource** opened) {
   worker::KafkaSourceOptions options;
   options.uri = uri;
   options.partitions.assign(view.stream_partitions().begin(), view.stream_partitions().end());
@@ -300,6 +301,7 @@ StatusOr<std::unique_ptr<worker::LineSource>> OpenKafka(const worker::KafkaUri& 
   ASSIGN_OR_RETURN(std::unique_ptr<worker::KafkaSource> source,
                    worker::KafkaSource::Open(std::move(options)));
   for (const auto& [p, entry] : source->StartPositions()) start->Set(p, entry);
+  *opened = source.get();
   return std::unique_ptr<worker::LineSource>(std::move(source));
 }
 
@@ -337,9 +339,10 @@ StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, z
 StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   zmq::context_t context;  // for a ZeroMQ source; separate from the client's
   worker::PartitionPositions stream_start;
+  worker::KafkaSource* kafka = nullptr;  // owned by `stream` below, which outlives training
   std::unique_ptr<worker::LineSource> source;
   if (c.kafka) {
-    ASSIGN_OR_RETURN(source, OpenKafka(*c.kafka, client.view(), &stream_start));
+    ASSIGN_OR_RETURN(source, OpenKafka(*c.kafka, client.view(), &stream_start, &kafka));
   } else {
     ASSIGN_OR_RETURN(source, OpenSource(c, context, client.worker_id(), client.num_workers()));
   }
@@ -367,6 +370,7 @@ StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
     // Kafka sources seek to their positions; nothing is read twice to be skipped.
     options.stream_topic = c.kafka->topic;
     options.stream_start = std::move(stream_start);
+    options.stream_ends = [kafka] { return kafka->HighWatermarks(); };
   } else {
     for (const auto& p : client.view().resume_positions()) {
       if (p.worker() == client.worker_id()) options.skip_rows = p.rows_consumed();

@@ -362,6 +362,9 @@ void Trainer::MaybeReport(bool force) {
   if (!force && now < next_report_) return;
   next_report_ = now + options_.report_interval;
   stats_.seconds = Seconds(now - start_);
+  if (options_.stream_ends) {
+    for (const auto& [p, end] : options_.stream_ends()) stats_.stream.SeeHighWatermark(p, end);
+  }
   std::string payload;
   stats_.AppendTo(&payload);
   client_.ReportMetrics(std::move(payload));

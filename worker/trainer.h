@@ -11,6 +11,8 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <map>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -52,6 +54,9 @@ struct TrainerOptions {
   // them. Empty topic: not partitioned.
   std::string stream_topic;
   PartitionPositions stream_start;
+  // The partitions' ends as the source last saw them (thread-safe), read at each
+  // report so lag stays current while rows wait in the parse queue. May be empty.
+  std::function<std::map<int32_t, int64_t>()> stream_ends;
   // Batches whose pushes may still be unacknowledged when the next one is sent.
   int max_push_inflight = 2;
   // How often ReportMetrics() is sent to the scheduler.
