@@ -178,7 +178,8 @@ StatusOr<uint32_t> VersionCut::SinceEpoch() const {
 }
 
 std::optional<StreamPoint> VersionCut::PositionAt(int worker, int64_t clock) const {
-  if (clock == 0) return StreamPoint();
+  // Before its first clock a worker is where it started, as its marker says.
+  if (clock == 0) return cut_ && cut_->marked[worker] ? cut_->marker_at[worker] : StreamPoint();
   for (auto it = positions_[worker].rbegin(); it != positions_[worker].rend(); ++it) {
     if (it->first == clock) return it->second;
   }

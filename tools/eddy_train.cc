@@ -15,6 +15,7 @@
 #include <fstream>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "common/table_config.h"
@@ -526,18 +527,31 @@ int Main(int argc, char** argv) {
                      << o->num_workers << " workers: " << o->num_workers - partitions
                      << " worker(s) will have nothing to read";
       }
+      bool partitioned = false;
+      std::set<int32_t> recorded;
       for (const proto::WorkerCut& cut : o->resume_positions) {
-        if (cut.stream_state().empty()) {
-          return InvalidArgumentError(
-              "--resume_from: the version was cut on a file stream (row positions), not on a "
-              "Kafka topic; resume it with the same --data");
-        }
+        if (cut.stream_state().empty()) continue;  // a worker lost before its first clock
+        partitioned = true;
         ASSIGN_OR_RETURN(proto::Manifest::StreamPosition position,
                          worker::PartitionPositions::Parse(cut.stream_state()));
         if (position.topic() != uri.topic) {
           return InvalidArgumentError("--resume_from: the version was cut on topic '" +
                                       position.topic() + "', but --data reads '" + uri.topic + "'");
         }
+        for (const auto& p : position.partitions()) recorded.insert(p.partition());
+      }
+      if (!o->resume_positions.empty() && !partitioned) {
+        return InvalidArgumentError(
+            "--resume_from: the version was cut on a file stream (row positions), not on a "
+            "Kafka topic; resume it with the same --data");
+      }
+      if (partitioned && static_cast<int32_t>(recorded.size()) < partitions) {
+        LOG(WARNING) << "--resume_from: " << partitions - static_cast<int32_t>(recorded.size())
+                     << " partition(s) of " << uri.topic
+                     << " have no recorded offset (new partitions?); they start at " << "start="
+                     << (uri.start == worker::KafkaUri::Start::kEarliest ? "earliest"
+                         : uri.start == worker::KafkaUri::Start::kLatest ? "latest"
+                                                                          : "<timestamp>");
       }
       committer = std::make_unique<job::OffsetCommitter>(
           [uri, timeout](const job::PartitionOffsets& offsets) {

@@ -308,6 +308,13 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
   return op;
 }
 
+void Client::SetStartPosition(uint64_t stream_rows, std::string stream_state) {
+  stream_rows_.store(stream_rows);
+  MutexLock lock(&start_mu_);
+  start_rows_ = stream_rows;
+  start_state_ = std::move(stream_state);
+}
+
 OpPtr Client::ClockAt(uint64_t stream_rows, std::string stream_state, Callback callback) {
   stream_rows_.store(stream_rows);
   return SendClock(stream_rows, std::move(stream_state), std::move(callback));

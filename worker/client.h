@@ -144,6 +144,10 @@ class Client {
   // and resuming from that version starts there. `stream_state`: the position
   // in a partitioned stream (PartitionPositions::Serialize), else empty.
   OpPtr ClockAt(uint64_t stream_rows, std::string stream_state = {}, Callback callback = {});
+  // Where this worker starts in its stream (resumed rows, and a partitioned
+  // stream's start positions): the position a version records for it until its
+  // first clock. Call before the first Clock. Any thread.
+  void SetStartPosition(uint64_t stream_rows, std::string stream_state);
   // Clocks this worker has finished.
   int64_t clock() const { return clock_.load(); }
 
@@ -223,6 +227,9 @@ class Client {
   std::atomic<uint64_t> next_request_id_{1};
   std::atomic<int64_t> clock_{0};
   std::atomic<uint64_t> stream_rows_{0};
+  mutable Mutex start_mu_;
+  uint64_t start_rows_ GUARDED_BY(start_mu_) = 0;
+  std::string start_state_ GUARDED_BY(start_mu_);
 
   // CLOCK to every server with this position.
   OpPtr SendClock(uint64_t stream_rows, std::string stream_state, Callback callback);

@@ -71,8 +71,15 @@ void Client::SendCut(uint32_t server) {
   m.header.set_sender(worker_id_);
   m.header.set_version(static_cast<int64_t>(cut_version_));
   m.header.set_clock(sent_clock_);
-  m.header.set_offset(sent_rows_);
-  if (!sent_state_.empty()) m.header.set_stream_state(sent_state_);
+  if (sent_clock_ == 0) {
+    // No clock yet: the worker is where it started.
+    MutexLock lock(&start_mu_);
+    m.header.set_offset(start_rows_);
+    if (!start_state_.empty()) m.header.set_stream_state(start_state_);
+  } else {
+    m.header.set_offset(sent_rows_);
+    if (!sent_state_.empty()) m.header.set_stream_state(sent_state_);
+  }
   Status s = SendMessage(servers_[server], m);
   if (!s.ok()) LOG(WARNING) << "worker " << worker_id_ << ": marker not sent: " << s;
   cut_sent_[server] = true;

@@ -374,6 +374,9 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   start_ = SteadyClock::now();
   stats_.stream_topic = options_.stream_topic;
   stats_.stream = options_.stream_start;
+  client_.SetStartPosition(options_.skip_rows, stats_.stream.empty()
+                                                   ? std::string()
+                                                   : stats_.stream.Serialize(stats_.stream_topic));
   next_report_ = start_ + options_.report_interval;
   uint64_t taken = 0;  // fresh rows taken from the stream
   // Takes the next fresh batch (nullopt at the end or at max_rows).

@@ -317,6 +317,21 @@ TEST(VersionCutTest, StreamStateTravelsWithTheRowsIntoEveryKindOfCut) {
     EXPECT_EQ(report.cuts(0).stream_state(), "w0@2");
     EXPECT_EQ(report.cuts(1).stream_state(), "w1@2");
   }
+  {
+    // Per-clock cut before any clock: the workers are where they started (a
+    // resumed position), as their markers say.
+    VersionCut cut(2, /*per_clock=*/true);
+    cut.OnRequest(Request(1), kT0);
+    ASSERT_TRUE(cut.OnMarker(0, 1, 0, StreamPoint(500, "w0@start"), kT0).ok());
+    VersionCut::Step step = cut.OnMarker(1, 1, 0, StreamPoint(700, "w1@start"), kT0).value();
+    EXPECT_TRUE(step.capture);
+    EXPECT_EQ(step.bsp_clock, 0);
+    cut.Captured(kT0, 1u);
+    proto::SnapshotReport report = cut.Report(0);
+    EXPECT_EQ(report.cuts(0).rows_consumed(), 500u);
+    EXPECT_EQ(report.cuts(0).stream_state(), "w0@start");
+    EXPECT_EQ(report.cuts(1).stream_state(), "w1@start");
+  }
 }
 
 }  // namespace
