@@ -565,6 +565,8 @@ class KafkaSourceState {
   // Skips the current message's next row; false if there was none.
   bool SkipRow();
   void ReleaseCurrent();
+  // Bounded: `p` reached its end; librdkafka stops fetching it.
+  void Finish(Partition& p);
   Status Wait(bool blocked, const Partition* waiting_for);
 
   KafkaSourceOptions options_;
@@ -894,6 +896,13 @@ Status KafkaSourceState::Settle(Partition& p) {
   return OkStatus();
 }
 
+void KafkaSourceState::Finish(Partition& p) {
+  p.finished = true;
+  ListPtr list(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(list.get(), uri().topic.c_str(), p.id);
+  rd_kafka_pause_partitions(rk_.get(), list.get());  // best effort: only saves fetching
+}
+
 void KafkaSourceState::ReleaseCurrent() {
   if (cur_ != nullptr) {
     rd_kafka_message_destroy(cur_);
@@ -983,7 +992,9 @@ Status KafkaSourceState::Wait(bool blocked, const Partition* waiting_for) {
   Clock::time_point deadline = now + milliseconds(1000);  // re-check broker state each second
   if (blocked) {
     if (!blocked_since_) blocked_since_ = now;
-    if (now - *blocked_since_ > timeout && waiting_for != nullptr) {
+    // (While no broker is up, the check above decides; the stall counts from
+    // the broker's return, see BrokerUp.)
+    if (!down_since_ && now - *blocked_since_ > timeout && waiting_for != nullptr) {
       return UnavailableError(
           "Kafka " + waiting_for->origin + " at " + uri().brokers + ": no message for " +
           Seconds(std::chrono::duration_cast<milliseconds>(now - *blocked_since_)) +
@@ -1016,7 +1027,7 @@ StatusOr<bool> KafkaSourceState::Next(Line* line) {
       RETURN_IF_ERROR(Fill(p));
       if (p.empty()) {
         if (uri().bounded && p.pos >= p.end) {
-          p.finished = true;
+          Finish(p);
           continue;
         }
         active = true;
@@ -1029,18 +1040,19 @@ StatusOr<bool> KafkaSourceState::Next(Line* line) {
         best = &p;
         continue;
       }
-      if (p.head_ts < best->head_ts) best = &p;  // ties keep the smaller partition
+      if (p.head_ts < best->head_ts || (p.head_ts == best->head_ts && p.id < best->id)) {
+        best = &p;
+      }
     }
     if (!active && uri().bounded) return false;
     if (waiting_for == nullptr && best != nullptr) {
       blocked_since_.reset();
-      down_since_.reset();  // a message arrived: a broker is up
       rd_kafka_message_t* msg = best->buf[best->head++];
       if (uri().bounded && msg->offset >= best->end) {
         rd_kafka_message_destroy(msg);
         for (size_t i = best->head; i < best->tail; ++i) rd_kafka_message_destroy(best->buf[i]);
         best->head = best->tail = 0;
-        best->finished = true;
+        Finish(*best);
         continue;
       }
       if (msg->offset < best->pos) {  // never expected: librdkafka refetched old data
