@@ -15,6 +15,7 @@ PACKAGES=(
   libdnnl-dev ocl-icd-opencl-dev  # dnnl-config.cmake needs OpenCL (a Recommends of libdnnl-dev)
   libopenmpi-dev openmpi-bin
   libgflags-dev libgoogle-glog-dev
+  librdkafka-dev  # Kafka input (worker/data/kafka.h), found with pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format
   ccache  # optional: CMake uses it when present (cheap rebuilds and sanitizer builds)

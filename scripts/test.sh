@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test: sets the machine up if needed (scripts/setup.sh), runs the
-# suite on the Release build, then builds and runs it under ASan+UBSan, and the
-# concurrency tests under TSan, and checks the lock annotations with clang.
+# Runs every test: sets the machine up if needed (scripts/setup.sh), starts a
+# local Kafka broker (scripts/kafka.sh, stopped on exit) for the tests labelled
+# "kafka", runs the suite on the Release build, then builds and runs it under
+# ASan+UBSan, and the concurrency tests under TSan (without the Kafka tests:
+# librdkafka is not TSan-instrumented), and checks the lock annotations with clang.
 #   scripts/test.sh             # everything (~15 min on 2 cores from scratch)
 #   QUICK=1 scripts/test.sh     # Release suite only
 set -euo pipefail
@@ -9,6 +11,18 @@ cd "$(dirname "$0")/.."
 JOBS=$(nproc)
 
 scripts/setup.sh
+
+# The Kafka tests need a broker. A broker someone else started (KAFKA_BOOTSTRAP
+# set, or running in KAFKA_STATE_DIR) is used and left running; otherwise one is
+# started here and stopped on exit.
+if [ -z "${KAFKA_BOOTSTRAP:-}" ]; then
+  if ! scripts/kafka.sh status >/dev/null 2>&1; then
+    trap 'scripts/kafka.sh stop >/dev/null 2>&1 || true' EXIT
+  fi
+  eval "$(scripts/kafka.sh start)"
+  export KAFKA_BOOTSTRAP
+fi
+echo "=== Kafka broker at $KAFKA_BOOTSTRAP"
 
 echo "=== Release suite"
 (cd build && ctest --output-on-failure -j "$JOBS" --timeout 600)
@@ -32,7 +46,7 @@ if [ ! -f build-tsan/build.ninja ]; then
   cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEDDY_SANITIZE=thread -DEDDY_BUILD_BENCH=OFF
 fi
 cmake --build build-tsan -j "$JOBS" --target eddy_concurrency_tests
-(cd build-tsan && ctest --output-on-failure -j "$JOBS" --timeout 900 -L concurrency -LE no_sanitizer)
+(cd build-tsan && ctest --output-on-failure -j "$JOBS" --timeout 900 -L concurrency -LE 'no_sanitizer|kafka')
 echo "=== clang -Wthread-safety check of the libraries"
 if [ ! -f build-clang/build.ninja ]; then
   CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Debug \

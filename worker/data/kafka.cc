@@ -261,6 +261,37 @@ Status Unreachable(const KafkaUri& uri, milliseconds waited, rd_kafka_resp_err_t
   return UnavailableError(message + "; " + std::string(hint));
 }
 
+// Errors meaning that no broker answered at all (as opposed to a broker
+// answering "not yet", e.g. a partition leader still being elected).
+bool IsConnectivity(rd_kafka_resp_err_t err) {
+  return err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+         err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__RESOLVE;
+}
+
+// The error of a broker request that failed with `err` after retries since `start`.
+Status BrokerError(const KafkaUri& uri, const std::string& what, Clock::time_point start,
+                   rd_kafka_resp_err_t err, HandleContext* ctx,
+                   std::string_view hint = "is the broker address right?") {
+  const auto waited = std::chrono::duration_cast<milliseconds>(Clock::now() - start);
+  if (IsConnectivity(err)) return Unreachable(uri, waited, err, ctx, hint);
+  return UnavailableError(what + " from Kafka broker(s) " + uri.brokers + ": " + ErrName(err) +
+                          (IsTransient(err) ? " (still after " + Seconds(waited) + ")" : ""));
+}
+
+// Calls `call(timeout_ms)` until it succeeds, fails for good, or `deadline`
+// passes; an instant transient failure is retried after a short backoff.
+template <typename Call>
+rd_kafka_resp_err_t RetryTransient(Call call, Clock::time_point deadline) {
+  for (;;) {
+    const Clock::time_point before = Clock::now();
+    const rd_kafka_resp_err_t err = call(std::max(1, TimeoutMs(deadline)));
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR || !IsTransient(err) || Clock::now() >= deadline) {
+      return err;
+    }
+    std::this_thread::sleep_until(std::min(before + milliseconds(100), deadline));
+  }
+}
+
 // The topic's metadata (partition count and leaders), retrying while no broker
 // answers, until `deadline`. NotFound if the topic does not exist.
 struct TopicInfo {
@@ -465,6 +496,7 @@ class KafkaSourceState {
     int64_t hwm = -1;                                   // as last reported
     int64_t skip_offset = -1;  // resume: the message whose first rows are skipped
     uint32_t skip_rows = 0;
+    int64_t head_ts = 0;    // timestamp of buf[head] (valid when not empty)
     bool finished = false;  // bounded: reached end
     bool empty() const { return head == tail; }
   };
@@ -527,11 +559,17 @@ class KafkaSourceState {
   void RefreshHighWatermark(Partition& p);
   // Starts yielding `msg` of `p`; false if all its rows are skipped.
   bool Begin(Partition& p, rd_kafka_message_t* msg);
-  // Fills *line with the current message's next row.
-  void Yield(Line* line);
+  // Fills *line with the current message's next row (counted in rows_ if `count`).
+  void Yield(Line* line, bool count = true);
+  // Counters written only by the Next() thread: no read-modify-write needed.
+  static void Bump(std::atomic<uint64_t>& counter) {
+    counter.store(counter.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
   // Skips the current message's next row; false if there was none.
   bool SkipRow();
   void ReleaseCurrent();
+  // Bounded: `p` reached its end; librdkafka stops fetching it.
+  void Finish(Partition& p);
   Status Wait(bool blocked, const Partition* waiting_for);
 
   KafkaSourceOptions options_;
@@ -639,13 +677,21 @@ Status KafkaSourceState::Open() {
     }
   }
   // Tuning for throughput (a URI's rdkafka.* may override), then what the merge
-  // and the position tracking rely on.
-  const Properties defaults = {
+  // and the position tracking rely on. Prefetch: once a partition's local queue
+  // exceeds queued.min.messages or queued.max.messages.kbytes, librdkafka before
+  // 2.1 stops fetching it for a whole second (2.1 made that fetch.queue.backoff.ms),
+  // so with 2.0 each partition's queue must hold over a second of reading at
+  // full speed (~2 M rows/s per worker): the totals below are split between the
+  // partitions (at most ~512 MB of prefetched messages per source).
+  const size_t n = std::max<size_t>(1, options_.partitions.size());
+  const bool has_queue_backoff = rd_kafka_version() >= 0x020100ff;
+  Properties defaults = {
       {"fetch.wait.max.ms", "100"},
       {"fetch.message.max.bytes", "4194304"},
-      {"queued.min.messages", "200000"},
-      {"queued.max.messages.kbytes", "131072"},
+      {"queued.min.messages", std::to_string(std::max<size_t>(20000, 2'000'000 / n))},
+      {"queued.max.messages.kbytes", std::to_string(std::max<size_t>(16384, 524288 / n))},
   };
+  if (has_queue_backoff) defaults.emplace_back("fetch.queue.backoff.ms", "20");
   const Properties required = {
       {"group.id", uri().group},
       {"enable.auto.commit", "false"},
@@ -677,21 +723,14 @@ Status KafkaSourceState::Open() {
     part.origin = uri().topic + "/" + std::to_string(part.id);
     part.buf.resize(kBatch);
     int64_t low = 0, high = 0;
-    rd_kafka_resp_err_t err;
-    for (;;) {
-      err = rd_kafka_query_watermark_offsets(rk_.get(), uri().topic.c_str(), part.id, &low, &high,
-                                             std::max(1, TimeoutMs(deadline)));
-      if (err == RD_KAFKA_RESP_ERR_NO_ERROR || !IsTransient(err) || Clock::now() >= deadline) {
-        break;
-      }
-    }
+    const rd_kafka_resp_err_t err = RetryTransient(
+        [&](int timeout_ms) {
+          return rd_kafka_query_watermark_offsets(rk_.get(), uri().topic.c_str(), part.id, &low,
+                                                  &high, timeout_ms);
+        },
+        deadline);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-      if (IsTransient(err)) {
-        return Unreachable(uri(), std::chrono::duration_cast<milliseconds>(Clock::now() - start),
-                           err, &ctx_, kDataHint);
-      }
-      return UnavailableError("watermarks of " + part.origin + " from " + uri().brokers + ": " +
-                              ErrName(err));
+      return BrokerError(uri(), "watermarks of " + part.origin, start, err, &ctx_, kDataHint);
     }
     part.hwm = high;
     if (uri().bounded) part.end = high;
@@ -706,24 +745,25 @@ Status KafkaSourceState::Open() {
     }
   }
   if (uri().start == KafkaUri::Start::kTimestamp) {
-    ListPtr list(rd_kafka_topic_partition_list_new(static_cast<int>(partitions_.size())));
-    for (const Partition& part : partitions_) {
-      if (options_.resume.count(part.id)) continue;
-      rd_kafka_topic_partition_list_add(list.get(), uri().topic.c_str(), part.id)->offset =
-          uri().start_timestamp_ms;
-    }
-    if (list->cnt > 0) {
-      const rd_kafka_resp_err_t err =
-          rd_kafka_offsets_for_times(rk_.get(), list.get(), std::max(1, TimeoutMs(deadline)));
-      if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        if (IsTransient(err)) {
-          return Unreachable(uri(), std::chrono::duration_cast<milliseconds>(Clock::now() - start),
-                             err, &ctx_, kDataHint);
-        }
-        return UnavailableError("offsets for timestamp " +
-                                std::to_string(uri().start_timestamp_ms) + " in '" + uri().topic +
-                                "' from " + uri().brokers + ": " + ErrName(err));
+    ListPtr list;
+    // The list is both the query (timestamps) and the answer (offsets): a fresh one per try.
+    const auto query = [&](int timeout_ms) {
+      list.reset(rd_kafka_topic_partition_list_new(static_cast<int>(partitions_.size())));
+      for (const Partition& part : partitions_) {
+        if (options_.resume.count(part.id)) continue;
+        rd_kafka_topic_partition_list_add(list.get(), uri().topic.c_str(), part.id)->offset =
+            uri().start_timestamp_ms;
       }
+      if (list->cnt == 0) return RD_KAFKA_RESP_ERR_NO_ERROR;
+      return rd_kafka_offsets_for_times(rk_.get(), list.get(), timeout_ms);
+    };
+    if (const rd_kafka_resp_err_t err = RetryTransient(query, deadline); err) {
+      return BrokerError(uri(),
+                         "offsets for timestamp " + std::to_string(uri().start_timestamp_ms) +
+                             " in '" + uri().topic + "'",
+                         start, err, &ctx_, kDataHint);
+    }
+    {
       for (int i = 0; i < list->cnt; ++i) {
         const rd_kafka_topic_partition_t& tp = list->elems[i];
         if (tp.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -860,8 +900,20 @@ Status KafkaSourceState::Settle(Partition& p) {
         break;
     }
   }
-  if (p.empty()) p.head = p.tail = 0;
+  if (p.empty()) {
+    p.head = p.tail = 0;
+  } else {
+    rd_kafka_timestamp_type_t type;
+    p.head_ts = rd_kafka_message_timestamp(p.buf[p.head], &type);
+  }
   return OkStatus();
+}
+
+void KafkaSourceState::Finish(Partition& p) {
+  p.finished = true;
+  ListPtr list(rd_kafka_topic_partition_list_new(1));
+  rd_kafka_topic_partition_list_add(list.get(), uri().topic.c_str(), p.id);
+  rd_kafka_pause_partitions(rk_.get(), list.get());  // best effort: only saves fetching
 }
 
 void KafkaSourceState::ReleaseCurrent() {
@@ -884,7 +936,7 @@ bool KafkaSourceState::Begin(Partition& p, rd_kafka_message_t* msg) {
   const int64_t ts = rd_kafka_message_timestamp(msg, &type);
   cur_timestamp_ = ts > 0 ? ts : 0;
   p.pos = msg->offset + 1;
-  messages_.fetch_add(1, std::memory_order_relaxed);
+  Bump(messages_);
   if (p.skip_offset >= 0) {
     if (p.skip_offset == msg->offset) {
       uint32_t skipped = 0;
@@ -907,12 +959,11 @@ bool KafkaSourceState::Begin(Partition& p, rd_kafka_message_t* msg) {
 bool KafkaSourceState::SkipRow() {
   if (cur_done_) return false;
   Line ignored;
-  Yield(&ignored);
-  rows_.fetch_sub(1, std::memory_order_relaxed);
+  Yield(&ignored, /*count=*/false);
   return true;
 }
 
-void KafkaSourceState::Yield(Line* line) {
+void KafkaSourceState::Yield(Line* line, bool count) {
   std::string_view text;
   if (!uri().several_rows_per_message) {
     text = std::string_view(cur_data_, cur_len_);
@@ -941,7 +992,7 @@ void KafkaSourceState::Yield(Line* line) {
   o.timestamp_ms = cur_timestamp_;
   o.high_watermark = cur_part_->hwm;
   o.last_in_message = cur_done_;
-  rows_.fetch_add(1, std::memory_order_relaxed);
+  if (count) Bump(rows_);
 }
 
 Status KafkaSourceState::Wait(bool blocked, const Partition* waiting_for) {
@@ -954,7 +1005,9 @@ Status KafkaSourceState::Wait(bool blocked, const Partition* waiting_for) {
   Clock::time_point deadline = now + milliseconds(1000);  // re-check broker state each second
   if (blocked) {
     if (!blocked_since_) blocked_since_ = now;
-    if (now - *blocked_since_ > timeout && waiting_for != nullptr) {
+    // (While no broker is up, the check above decides; the stall counts from
+    // the broker's return, see BrokerUp.)
+    if (!down_since_ && now - *blocked_since_ > timeout && waiting_for != nullptr) {
       return UnavailableError(
           "Kafka " + waiting_for->origin + " at " + uri().brokers + ": no message for " +
           Seconds(std::chrono::duration_cast<milliseconds>(now - *blocked_since_)) +
@@ -987,7 +1040,7 @@ StatusOr<bool> KafkaSourceState::Next(Line* line) {
       RETURN_IF_ERROR(Fill(p));
       if (p.empty()) {
         if (uri().bounded && p.pos >= p.end) {
-          p.finished = true;
+          Finish(p);
           continue;
         }
         active = true;
@@ -1000,23 +1053,19 @@ StatusOr<bool> KafkaSourceState::Next(Line* line) {
         best = &p;
         continue;
       }
-      const rd_kafka_message_t* a = p.buf[p.head];
-      const rd_kafka_message_t* b = best->buf[best->head];
-      rd_kafka_timestamp_type_t type;
-      const int64_t ta = rd_kafka_message_timestamp(a, &type);
-      const int64_t tb = rd_kafka_message_timestamp(b, &type);
-      if (ta < tb) best = &p;  // ties keep the smaller partition (partitions_ is in order)
+      if (p.head_ts < best->head_ts || (p.head_ts == best->head_ts && p.id < best->id)) {
+        best = &p;
+      }
     }
     if (!active && uri().bounded) return false;
     if (waiting_for == nullptr && best != nullptr) {
       blocked_since_.reset();
-      down_since_.reset();  // a message arrived: a broker is up
       rd_kafka_message_t* msg = best->buf[best->head++];
       if (uri().bounded && msg->offset >= best->end) {
         rd_kafka_message_destroy(msg);
         for (size_t i = best->head; i < best->tail; ++i) rd_kafka_message_destroy(best->buf[i]);
         best->head = best->tail = 0;
-        best->finished = true;
+        Finish(*best);
         continue;
       }
       if (msg->offset < best->pos) {  // never expected: librdkafka refetched old data
@@ -1200,15 +1249,13 @@ StatusOr<std::map<int32_t, int64_t>> KafkaCommittedOffsets(const KafkaUri& uri,
   for (int32_t p = 0; p < info.partitions; ++p) {
     rd_kafka_topic_partition_list_add(list.get(), uri.topic.c_str(), p);
   }
-  const rd_kafka_resp_err_t err =
-      rd_kafka_committed(h.rk.get(), list.get(), std::max(1, TimeoutMs(deadline)));
+  const rd_kafka_resp_err_t err = RetryTransient(
+      [&](int timeout_ms) { return rd_kafka_committed(h.rk.get(), list.get(), timeout_ms); },
+      deadline);
   if (err) {
-    if (IsTransient(err)) {
-      return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start), err,
-                         h.ctx.get());
-    }
-    return UnavailableError("committed offsets of '" + uri.topic + "' for group '" + uri.group +
-                            "' at " + uri.brokers + ": " + ErrName(err));
+    return BrokerError(uri,
+                       "committed offsets of '" + uri.topic + "' for group '" + uri.group + "'",
+                       start, err, h.ctx.get());
   }
   std::map<int32_t, int64_t> out;
   for (int i = 0; i < list->cnt; ++i) {
@@ -1232,15 +1279,15 @@ StatusOr<std::map<int32_t, std::pair<int64_t, int64_t>>> KafkaWatermarks(const K
   std::map<int32_t, std::pair<int64_t, int64_t>> out;
   for (int32_t p = 0; p < info.partitions; ++p) {
     int64_t low = 0, high = 0;
-    const rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        h.rk.get(), uri.topic.c_str(), p, &low, &high, std::max(1, TimeoutMs(deadline)));
+    const rd_kafka_resp_err_t err = RetryTransient(
+        [&](int timeout_ms) {
+          return rd_kafka_query_watermark_offsets(h.rk.get(), uri.topic.c_str(), p, &low, &high,
+                                                  timeout_ms);
+        },
+        deadline);
     if (err) {
-      if (IsTransient(err)) {
-        return Unreachable(uri, std::chrono::duration_cast<milliseconds>(Clock::now() - start), err,
-                           h.ctx.get());
-      }
-      return UnavailableError("watermarks of " + uri.topic + "/" + std::to_string(p) + " at " +
-                              uri.brokers + ": " + ErrName(err));
+      return BrokerError(uri, "watermarks of " + uri.topic + "/" + std::to_string(p), start, err,
+                         h.ctx.get());
     }
     out[p] = {low, high};
   }

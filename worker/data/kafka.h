@@ -39,7 +39,7 @@ struct KafkaUri {
   // end=latest: stop at each partition's end as seen when the source opens.
   bool bounded = false;
   // rows=lines: a message holds several rows separated by '\n' (a trailing '\n'
-  // allowed); rows=one (default): a message is one row.
+  // allowed); rows=one (default): a message is one row (a trailing '\n' ignored).
   bool several_rows_per_message = false;
   // rdkafka.<property>=<value> pairs, in URI order; applied to every librdkafka
   // handle after Eddy's tuning defaults and before the properties Eddy relies on.
