@@ -1,0 +1,81 @@
+#include "scheduler/recovery.h"
+
+namespace eddy::scheduler {
+
+Recovery::Recovery(int num_servers, std::chrono::milliseconds timeout)
+    : num_servers_(num_servers), timeout_(timeout) {}
+
+Recovery::Step Recovery::OnServerLost(int id, uint64_t last_committed, const std::string& why,
+                                      SteadyClock::time_point now) {
+  Step step;
+  if (timeout_.count() <= 0) {
+    step.fail = UnavailableError(why + "; aborting the job (recovery is off: it needs "
+                                       "--model_dir and --recovery_timeout_ms > 0)");
+    return step;
+  }
+  if (id < 0 || id >= num_servers_) return step;
+  if (phase_ == Phase::kIdle) {
+    ++recoveries_;
+    why_ = why;
+    deadline_ = now + timeout_;
+  }
+  ++epoch_;
+  version_ = last_committed;
+  vacant_.insert(id);
+  loaded_.clear();
+  phase_ = Phase::kReplacing;
+  for (int s = 0; s < num_servers_; ++s) {
+    if (!vacant_.count(s)) step.recover_servers.push_back(s);
+  }
+  step.pause_workers = true;
+  return step;
+}
+
+std::optional<int> Recovery::OnServerRegistered() {
+  if (phase_ != Phase::kReplacing || vacant_.empty()) return std::nullopt;
+  const int id = *vacant_.begin();
+  vacant_.erase(vacant_.begin());
+  if (vacant_.empty()) phase_ = Phase::kLoading;
+  return id;
+}
+
+Recovery::Step Recovery::OnServerLoaded(int id, uint32_t epoch) {
+  Step step;
+  if (phase_ == Phase::kIdle || epoch != epoch_ || id < 0 || id >= num_servers_ ||
+      vacant_.count(id)) {
+    return step;
+  }
+  loaded_.insert(id);
+  MaybeFinish(&step);
+  return step;
+}
+
+void Recovery::MaybeFinish(Step* step) {
+  if (phase_ != Phase::kLoading || static_cast<int>(loaded_.size()) < num_servers_) return;
+  phase_ = Phase::kIdle;
+  vacant_.clear();
+  loaded_.clear();
+  step->restart_workers = true;
+}
+
+Recovery::Step Recovery::OnTick(SteadyClock::time_point now) {
+  Step step;
+  if (phase_ == Phase::kIdle || now < deadline_) return step;
+  std::string missing;
+  for (int s : vacant_) missing += (missing.empty() ? "" : ", ") + std::to_string(s);
+  if (!vacant_.empty()) {
+    step.fail = UnavailableError(
+        why_ + "; no replacement for server(s) " + missing + " registered within " +
+        std::to_string(timeout_.count()) +
+        " ms (--recovery_timeout_ms): restart the server with the same flags, or relaunch the "
+        "job with --resume_from=latest");
+  } else {
+    step.fail = UnavailableError(why_ + "; the servers did not load version " +
+                                 std::to_string(version_) + " within " +
+                                 std::to_string(timeout_.count()) + " ms (--recovery_timeout_ms)");
+  }
+  phase_ = Phase::kIdle;
+  return step;
+}
+
+}  // namespace eddy::scheduler

@@ -1,0 +1,101 @@
+// Recovery: the scheduler's side of a global rollback after a server is lost, as
+// a state machine without sockets (like VersionCoordinator): events in (a server
+// lost, a server registering, a server done loading, time) and decisions out
+// (which epoch and version to roll back to, whom to tell what, when to give up).
+// SchedulerNode performs the I/O it asks for.
+//
+// The protocol (docs/protocol.md, "Recovery"):
+//   1. A server is lost: a new epoch starts. Every live node is told RECOVER
+//      (epoch, version): workers fail their operations in flight with a
+//      retriable status and wait; live servers drop their state and load the
+//      version (the last committed one; 0: the tables' initial state).
+//   2. A replacement server registers (the process supervisor restarted it, or
+//      an operator did): it takes the lost server's id and gets the cluster view
+//      with the version to load.
+//   3. Every server reports RECOVERED(epoch): the workers get the new view (the
+//      replacement's endpoint, the version's stream positions, the epoch) and
+//      train again from those positions. Messages of an older epoch are refused.
+//   A server lost meanwhile starts the next epoch (back to 1); no replacement
+//   within the timeout ends the job with an error that says what to do.
+// Thread-safety: not thread-safe; owned by the scheduler's event-loop thread.
+#ifndef EDDY_SCHEDULER_RECOVERY_H_
+#define EDDY_SCHEDULER_RECOVERY_H_
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/net.h"
+#include "common/status.h"
+
+namespace eddy::scheduler {
+
+class Recovery {
+ public:
+  enum class Phase {
+    kIdle,       // no recovery under way
+    kReplacing,  // waiting for replacements of lost servers
+    kLoading,    // every slot filled; waiting for the servers to load the version
+  };
+
+  // What the event loop does after an event, in this order.
+  struct Step {
+    // Tell these live servers RECOVER(epoch, version): drop state, load the version.
+    std::vector<int> recover_servers;
+    // Tell every live worker RECOVER(epoch): fail operations in flight and wait.
+    bool pause_workers = false;
+    // Every server has the version: send the workers their new cluster view.
+    bool restart_workers = false;
+    // Give up: abort the job with this error.
+    std::optional<Status> fail;
+  };
+
+  // `num_servers` server slots; `timeout`: longest wait for replacements and
+  // for the servers to load (0: recovery is off, a lost server fails the job).
+  Recovery(int num_servers, std::chrono::milliseconds timeout);
+
+  Phase phase() const { return phase_; }
+  bool active() const { return phase_ != Phase::kIdle; }
+  // The current epoch (0 before any recovery) and the version it rolls back to.
+  uint32_t epoch() const { return epoch_; }
+  uint64_t version() const { return version_; }
+  // Recoveries started, and lost servers in the current one.
+  uint64_t recoveries() const { return recoveries_; }
+  const std::set<int>& vacant() const { return vacant_; }
+
+  // Server `id` stopped answering (`why` for the log and the error). Rolls back
+  // to `last_committed` (0: no version yet: the initial state). Starts a new
+  // epoch, also while a recovery is under way.
+  Step OnServerLost(int id, uint64_t last_committed, const std::string& why,
+                    SteadyClock::time_point now);
+  // A server registers while slots are vacant: the slot it takes (the lowest
+  // vacant id), or nullopt when none is vacant. The caller sends it the view with
+  // epoch() and version() to load.
+  std::optional<int> OnServerRegistered();
+  // Server `id` loaded the version of `epoch` (stale epochs are ignored).
+  Step OnServerLoaded(int id, uint32_t epoch);
+  // Time passes: gives up after the timeout.
+  Step OnTick(SteadyClock::time_point now);
+
+ private:
+  // When every slot is filled and every server loaded: restart the workers.
+  void MaybeFinish(Step* step);
+
+  const int num_servers_;
+  const std::chrono::milliseconds timeout_;
+  Phase phase_ = Phase::kIdle;
+  uint32_t epoch_ = 0;
+  uint64_t version_ = 0;
+  uint64_t recoveries_ = 0;
+  std::set<int> vacant_;  // lost servers without a replacement yet
+  std::set<int> loaded_;  // servers that loaded version_ in epoch_
+  std::string why_;       // the first loss of this recovery
+  SteadyClock::time_point deadline_;
+};
+
+}  // namespace eddy::scheduler
+
+#endif  // EDDY_SCHEDULER_RECOVERY_H_
