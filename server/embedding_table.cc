@@ -113,19 +113,32 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
     all_shards_[s] = s;
     Shard& shard = shards_[s];
     std::lock_guard lock(shard.mu);
-    shard.slots.reset(static_cast<Slot*>(std::calloc(kInitialSlots, sizeof(Slot))));
-    CHECK(shard.slots != nullptr) << "out of memory";
-    shard.mask = kInitialSlots - 1;
-    shard.grow_at = kInitialSlots * 3 / 4;
-    shard.next_chunk_rows = first_chunk_rows_;
-    size_t bytes = kInitialSlots * sizeof(Slot);
-    if (!admits_all_ids_) {
-      shard.admission =
-          std::make_unique<AdmissionFilter>(config.admission(), kAdmissionSketchWidth);
-      bytes += shard.admission->MemoryBytes();
-    }
-    shard.bytes.store(bytes, std::memory_order_relaxed);
+    ResetShard(shard);
   }
+}
+
+void EmbeddingTable::ResetShard(Shard& shard) {
+  shard.slots.reset(static_cast<Slot*>(std::calloc(kInitialSlots, sizeof(Slot))));
+  CHECK(shard.slots != nullptr) << "out of memory";
+  shard.mask = kInitialSlots - 1;
+  shard.grow_at = kInitialSlots * 3 / 4;
+  shard.rows = 0;
+  shard.chunks.clear();
+  shard.chunks.shrink_to_fit();
+  shard.next_row = 0;
+  shard.unused_rows = 0;
+  shard.next_chunk_rows = first_chunk_rows_;
+  shard.free_head = kNoRow;
+  shard.tombstones.clear();
+  shard.tombstones.shrink_to_fit();
+  shard.tombstone_bytes = 0;
+  size_t bytes = kInitialSlots * sizeof(Slot);
+  if (!admits_all_ids_) {
+    shard.admission = std::make_unique<AdmissionFilter>(config_.admission(), kAdmissionSketchWidth);
+    bytes += shard.admission->MemoryBytes();
+  }
+  shard.num_rows.store(0, std::memory_order_relaxed);
+  shard.bytes.store(bytes, std::memory_order_relaxed);
 }
 
 EmbeddingTable::~EmbeddingTable() = default;
@@ -334,11 +347,11 @@ EmbeddingTable::Slot* EmbeddingTable::Find(const Shard& shard, uint64_t key, uin
 }
 
 EmbeddingTable::Slot* EmbeddingTable::Insert(Shard& shard, uint64_t key, uint64_t hash,
-                                             uint32_t epoch) {
+                                             uint32_t epoch, bool initialize) {
   if (shard.rows + 1 > shard.grow_at) Grow(shard);
   size_t i = SlotIndex(hash, shard.mask);
   while (shard.slots[i].epoch != 0) i = (i + 1) & shard.mask;
-  shard.slots[i] = Slot{key, NewRow(shard, key), epoch};
+  shard.slots[i] = Slot{key, NewRow(shard, key, initialize), epoch};
   return &shard.slots[i];
 }
 
@@ -346,7 +359,7 @@ float* EmbeddingTable::RowOf(const Shard& shard, uint32_t id) const {
   return shard.chunks[id >> chunk_shift_].get() + (id & (max_chunk_rows_ - 1)) * row_floats_;
 }
 
-uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
+uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key, bool initialize) {
   uint32_t id;
   float* row;
   if (shard.free_head != kNoRow) {
@@ -380,13 +393,16 @@ uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
   }
   ++shard.rows;
   shard.num_rows.store(shard.rows, std::memory_order_relaxed);
-  initializer_.FillRow(key, row, dim_);
-  optimizer_->InitState(row, row + dim_, dim_);
+  if (initialize) {
+    initializer_.FillRow(key, row, dim_);
+    optimizer_->InitState(row, row + dim_, dim_);
+  }
   return id;
 }
 
-void EmbeddingTable::Grow(Shard& shard) {
-  const size_t capacity = (shard.mask + 1) * 2;
+void EmbeddingTable::Grow(Shard& shard) { Rehash(shard, (shard.mask + 1) * 2); }
+
+void EmbeddingTable::Rehash(Shard& shard, size_t capacity) {
   const size_t mask = capacity - 1;
   std::unique_ptr<Slot[], FreeDeleter> slots(
       static_cast<Slot*>(std::calloc(capacity, sizeof(Slot))));
