@@ -54,7 +54,7 @@ uint32_t SoftwareExtend(uint32_t crc, const unsigned char* p, size_t n) {
 // The crc32 instruction computes the same reflected CRC32C register update.
 // One dependency chain: about 8 bytes per 3 cycles, several GB/s.
 __attribute__((target("sse4.2"))) uint32_t HardwareExtend(uint32_t crc, const unsigned char* p,
-                                                           size_t n) {
+                                                          size_t n) {
   uint64_t c = ~crc;
   while (n > 0 && (reinterpret_cast<uintptr_t>(p) & 7) != 0) {
     c = _mm_crc32_u8(static_cast<uint32_t>(c), *p++);

@@ -104,7 +104,7 @@ StatusOr<MappedSparseFile> MappedSparseFile::Open(const VersionReader& reader,
   f.values_ = f.base_ + at;
   const uint64_t value_bytes = f.encoding_ == Manifest::ENCODING_FLOAT32   ? n_values * 4
                                : f.encoding_ == Manifest::ENCODING_FLOAT16 ? n_values * 2
-                                                                          : n_values;
+                                                                           : n_values;
   RETURN_IF_ERROR(check_padding(at, value_bytes, s.values));
   at += s.values;
   f.state_ = reinterpret_cast<const float*>(f.base_ + at);
@@ -201,7 +201,8 @@ Status MappedSparseFile::CheckCrc(std::span<const uint32_t> piece_crcs) const {
     const uint64_t begin = i * kCrcPieceBytes, end = std::min(size_, begin + kCrcPieceBytes);
     crc = Crc32cCombine(crc, piece_crcs[i], end - begin);
   }
-  if (crc != expected_crc_) return DataLossError("model file " + path_ + " is corrupt: CRC32C mismatch");
+  if (crc != expected_crc_)
+    return DataLossError("model file " + path_ + " is corrupt: CRC32C mismatch");
   return OkStatus();
 }
 
