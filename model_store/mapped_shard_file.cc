@@ -68,11 +68,12 @@ StatusOr<MappedSparseFile> MappedSparseFile::Open(const VersionReader& reader,
                std::to_string(entry.bytes()));
   }
   if (size < kHeaderBytes) return bad("is shorter than a header");
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd.get(), 0);
+  // MAP_POPULATE: the page tables are filled in one go (and a cold file is read
+  // ahead) instead of one page fault per page while importing.
+  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_POPULATE, fd.get(), 0);
   if (m == MAP_FAILED) return IoError(errno, "mmap", path);
   f.base_ = static_cast<const std::byte*>(m);
   f.size_ = size;  // from here on the destructor unmaps
-  ::madvise(m, size, MADV_WILLNEED);
   f.expected_crc_ = entry.crc32c();
 
   std::array<std::byte, kHeaderBytes> raw;

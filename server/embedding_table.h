@@ -126,7 +126,10 @@ class EmbeddingTable {
   // every shard.
   void Clear();
   // Sizes the index of every shard for `rows` rows in the whole table (spread
-  // evenly by the hash), so that importing them does not regrow it.
+  // evenly by the hash), so that importing them does not regrow it; an empty
+  // shard also gets its rows' memory at once, faulted in together (whole 2 MiB
+  // for the mean row count of a shard: nothing for small tables, and at most a
+  // chunk left unused).
   void Reserve(size_t rows);
 
   // The current epoch (>= 1).

@@ -1,5 +1,7 @@
 // EmbeddingTable's versioning side: export and import of every row, the rows
 // changed since an epoch, eviction (backward-shift deletion) with tombstones.
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
@@ -56,6 +58,8 @@ namespace {
 
 // Keys between the prefetch of a key's index slot and source row, and their use.
 constexpr size_t kImportPrefetch = 16;
+// Slabs of rows (see Reserve) are whole multiples of this.
+constexpr size_t kSlabUnit = size_t{2} << 20;
 // Per-thread scratch of Import is kept between calls up to this many keys.
 constexpr size_t kMaxCachedImportKeys = 1 << 18;
 
@@ -187,10 +191,26 @@ void EmbeddingTable::Reserve(size_t rows) {
   // Hash-spread counts differ from the mean by a few square roots of it.
   const size_t target = per_shard + per_shard / 16 + 64;
   const size_t capacity = std::bit_ceil(target / 3 * 4 + 4);
+  // Rows of an empty shard: a slab (whole 2 MiB) for the mean count (the rest,
+  // if any, goes to ordinary chunks), faulted in by one system call rather than
+  // one page fault per 4 KiB. Not madvised for transparent huge pages: with the
+  // usual defrag setting that makes the faults wait for memory compaction,
+  // which cost seconds per load on a fragmented machine.
+  const size_t slab = per_shard * RowBytes() / kSlabUnit * kSlabUnit;
   for (uint32_t s = 0; s < num_shards_; ++s) {
     Shard& shard = shards_[s];
     std::lock_guard lock(shard.mu);
     if (capacity > shard.mask + 1) Rehash(shard, capacity);
+    if (slab == 0 || shard.rows > 0 || !shard.chunks.empty() || shard.slab_left > 0) continue;
+    void* p = std::aligned_alloc(kSlabUnit, slab);
+    if (p == nullptr) continue;  // ordinary chunks then
+#ifdef MADV_POPULATE_WRITE
+    ::madvise(p, slab, MADV_POPULATE_WRITE);
+#endif
+    shard.blocks.emplace_back(p);
+    shard.slab_next = static_cast<std::byte*>(p);
+    shard.slab_left = slab;
+    shard.bytes.fetch_add(slab + sizeof(void*), std::memory_order_relaxed);
   }
 }
 

@@ -63,8 +63,8 @@ TEST(Crc32cTest, CombineEqualsWholeAtEverySplit) {
   for (int i = 0; i < 200; ++i) data.push_back(static_cast<char>(i * 53 + 1));
   data += std::string(1 << 16, '\x5a');  // a long second piece (many squarings)
   const uint32_t whole = Crc32c(data);
-  for (size_t cut : {size_t{0}, size_t{1}, size_t{8}, size_t{99}, size_t{200}, data.size() - 3,
-                     data.size()}) {
+  for (size_t cut :
+       {size_t{0}, size_t{1}, size_t{8}, size_t{99}, size_t{200}, data.size() - 3, data.size()}) {
     const std::string_view a(data.data(), cut), b(data.data() + cut, data.size() - cut);
     EXPECT_EQ(Crc32cCombine(Crc32c(a), Crc32c(b), b.size()), whole) << cut;
   }
