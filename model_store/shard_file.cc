@@ -140,25 +140,11 @@ StatusOr<WrittenShardFile> WriteShardInto(const std::string& dir, const ShardCon
   return written;
 }
 
-StatusOr<DecodedFile> ReadDataFile(const std::string& dir, const FileEntry& entry,
-                                   const TableSchema& schema, const ReadOptions& options) {
-  if (!SafeRelativePath(entry.path())) {
-    return InvalidArgumentError("file path '" + entry.path() + "' is not relative");
-  }
-  const std::string path = JoinPath(dir, entry.path());
+Status CheckDataHeader(const DataHeader& h, const std::string& path, uint64_t file_size,
+                       const FileEntry& entry, const TableSchema& schema) {
   auto bad = [&](const std::string& what) {
     return DataLossError("model file " + path + ": " + what);
   };
-  ASSIGN_OR_RETURN(FileSource src, FileSource::Open(path, /*must_exist=*/true));
-  if (src.size() != entry.bytes()) {
-    return bad("has " + std::to_string(src.size()) + " bytes, the manifest says " +
-               std::to_string(entry.bytes()));
-  }
-  std::array<std::byte, kHeaderBytes> raw;
-  RETURN_IF_ERROR(src.Read(raw.data(), raw.size()));
-  DecodedFile d;
-  ASSIGN_OR_RETURN(d.header, DecodeHeader(raw, path));
-  const DataHeader& h = d.header;
   if ((h.layout == kLayoutDense) != schema.dense()) {
     return bad(std::string("is ") + (h.layout == kLayoutDense ? "dense" : "sparse") +
                " but table '" + schema.name() + "' is not");
@@ -181,11 +167,34 @@ StatusOr<DecodedFile> ReadDataFile(const std::string& dir, const FileEntry& entr
                std::to_string(h.offset) + ") disagrees with the manifest");
   }
   const auto sections = ComputeSections(h);
-  if (!sections || sections->total != src.size()) {
+  if (!sections || sections->total != file_size) {
     return bad("header describes " +
                (sections ? std::to_string(sections->total) : std::string("an impossible")) +
-               " bytes, file has " + std::to_string(src.size()));
+               " bytes, file has " + std::to_string(file_size));
   }
+  return OkStatus();
+}
+
+StatusOr<DecodedFile> ReadDataFile(const std::string& dir, const FileEntry& entry,
+                                   const TableSchema& schema, const ReadOptions& options) {
+  if (!SafeRelativePath(entry.path())) {
+    return InvalidArgumentError("file path '" + entry.path() + "' is not relative");
+  }
+  const std::string path = JoinPath(dir, entry.path());
+  auto bad = [&](const std::string& what) {
+    return DataLossError("model file " + path + ": " + what);
+  };
+  ASSIGN_OR_RETURN(FileSource src, FileSource::Open(path, /*must_exist=*/true));
+  if (src.size() != entry.bytes()) {
+    return bad("has " + std::to_string(src.size()) + " bytes, the manifest says " +
+               std::to_string(entry.bytes()));
+  }
+  std::array<std::byte, kHeaderBytes> raw;
+  RETURN_IF_ERROR(src.Read(raw.data(), raw.size()));
+  DecodedFile d;
+  ASSIGN_OR_RETURN(d.header, DecodeHeader(raw, path));
+  const DataHeader& h = d.header;
+  RETURN_IF_ERROR(CheckDataHeader(h, path, src.size(), entry, schema));
   // Every array below is bounded by the file size checked above.
   const uint64_t n_values = h.rows * (h.layout == kLayoutSparse ? h.dim : 1);
   if (h.layout == kLayoutSparse) RETURN_IF_ERROR(src.ReadArray(h.rows, &d.keys));

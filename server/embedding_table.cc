@@ -1,5 +1,7 @@
 #include "server/embedding_table.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -49,6 +51,20 @@ inline void PrefetchRange(const void* p, size_t bytes) {
   const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
   for (; line < end; line += kCacheLine)
     __builtin_prefetch(reinterpret_cast<const void*>(line), kForWrite, 3);
+}
+
+// Maps the whole pages inside [p, p + bytes) in one system call rather than one
+// page fault per page: a bulk import fills a new chunk at once. Best effort.
+inline void PrefaultForWrite(void* p, size_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+  const uintptr_t page = 4096;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + page - 1) & ~(page - 1);
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~(page - 1);
+  if (end > begin) ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_WRITE);
+#else
+  (void)p;
+  (void)bytes;
+#endif
 }
 
 // Copies a row of `dim` floats.
@@ -113,19 +129,36 @@ EmbeddingTable::EmbeddingTable(const proto::TableConfig& config, uint32_t num_sh
     all_shards_[s] = s;
     Shard& shard = shards_[s];
     std::lock_guard lock(shard.mu);
-    shard.slots.reset(static_cast<Slot*>(std::calloc(kInitialSlots, sizeof(Slot))));
-    CHECK(shard.slots != nullptr) << "out of memory";
-    shard.mask = kInitialSlots - 1;
-    shard.grow_at = kInitialSlots * 3 / 4;
-    shard.next_chunk_rows = first_chunk_rows_;
-    size_t bytes = kInitialSlots * sizeof(Slot);
-    if (!admits_all_ids_) {
-      shard.admission =
-          std::make_unique<AdmissionFilter>(config.admission(), kAdmissionSketchWidth);
-      bytes += shard.admission->MemoryBytes();
-    }
-    shard.bytes.store(bytes, std::memory_order_relaxed);
+    ResetShard(shard);
   }
+}
+
+void EmbeddingTable::ResetShard(Shard& shard) {
+  shard.slots.reset(static_cast<Slot*>(std::calloc(kInitialSlots, sizeof(Slot))));
+  CHECK(shard.slots != nullptr) << "out of memory";
+  shard.mask = kInitialSlots - 1;
+  shard.grow_at = kInitialSlots * 3 / 4;
+  shard.rows = 0;
+  shard.chunks.clear();
+  shard.chunks.shrink_to_fit();
+  shard.blocks.clear();
+  shard.blocks.shrink_to_fit();
+  shard.slab_next = nullptr;
+  shard.slab_left = 0;
+  shard.next_row = 0;
+  shard.unused_rows = 0;
+  shard.next_chunk_rows = first_chunk_rows_;
+  shard.free_head = kNoRow;
+  shard.tombstones.clear();
+  shard.tombstones.shrink_to_fit();
+  shard.tombstone_bytes = 0;
+  size_t bytes = kInitialSlots * sizeof(Slot);
+  if (!admits_all_ids_) {
+    shard.admission = std::make_unique<AdmissionFilter>(config_.admission(), kAdmissionSketchWidth);
+    bytes += shard.admission->MemoryBytes();
+  }
+  shard.num_rows.store(0, std::memory_order_relaxed);
+  shard.bytes.store(bytes, std::memory_order_relaxed);
 }
 
 EmbeddingTable::~EmbeddingTable() = default;
@@ -334,19 +367,19 @@ EmbeddingTable::Slot* EmbeddingTable::Find(const Shard& shard, uint64_t key, uin
 }
 
 EmbeddingTable::Slot* EmbeddingTable::Insert(Shard& shard, uint64_t key, uint64_t hash,
-                                             uint32_t epoch) {
+                                             uint32_t epoch, bool initialize) {
   if (shard.rows + 1 > shard.grow_at) Grow(shard);
   size_t i = SlotIndex(hash, shard.mask);
   while (shard.slots[i].epoch != 0) i = (i + 1) & shard.mask;
-  shard.slots[i] = Slot{key, NewRow(shard, key), epoch};
+  shard.slots[i] = Slot{key, NewRow(shard, key, initialize), epoch};
   return &shard.slots[i];
 }
 
 float* EmbeddingTable::RowOf(const Shard& shard, uint32_t id) const {
-  return shard.chunks[id >> chunk_shift_].get() + (id & (max_chunk_rows_ - 1)) * row_floats_;
+  return shard.chunks[id >> chunk_shift_] + (id & (max_chunk_rows_ - 1)) * row_floats_;
 }
 
-uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
+uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key, bool initialize) {
   uint32_t id;
   float* row;
   if (shard.free_head != kNoRow) {
@@ -362,13 +395,23 @@ uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
       const size_t rows = shard.next_chunk_rows;
       const size_t bytes =
           (rows * row_floats_ * sizeof(float) + kCacheLine - 1) / kCacheLine * kCacheLine;
-      float* chunk = static_cast<float*>(std::aligned_alloc(kCacheLine, bytes));
-      CHECK(chunk != nullptr) << "out of memory allocating " << bytes
-                              << " bytes of rows for table '" << config_.name() << "'";
-      const size_t old_capacity = shard.chunks.capacity();
-      shard.chunks.emplace_back(chunk);
+      float* chunk;
+      const size_t old_capacity = shard.chunks.capacity() + shard.blocks.capacity();
+      if (shard.slab_left >= bytes) {  // counted in shard.bytes with its slab
+        chunk = reinterpret_cast<float*>(shard.slab_next);
+        shard.slab_next += bytes;
+        shard.slab_left -= bytes;
+      } else {
+        chunk = static_cast<float*>(std::aligned_alloc(kCacheLine, bytes));
+        CHECK(chunk != nullptr) << "out of memory allocating " << bytes
+                                << " bytes of rows for table '" << config_.name() << "'";
+        if (!initialize) PrefaultForWrite(chunk, bytes);
+        shard.blocks.emplace_back(chunk);
+        shard.bytes.fetch_add(bytes, std::memory_order_relaxed);
+      }
+      shard.chunks.push_back(chunk);
       shard.bytes.fetch_add(
-          bytes + (shard.chunks.capacity() - old_capacity) * sizeof(shard.chunks[0]),
+          (shard.chunks.capacity() + shard.blocks.capacity() - old_capacity) * sizeof(void*),
           std::memory_order_relaxed);
       shard.next_row = static_cast<uint32_t>((shard.chunks.size() - 1) << chunk_shift_);
       shard.unused_rows = rows;
@@ -380,13 +423,16 @@ uint32_t EmbeddingTable::NewRow(Shard& shard, uint64_t key) {
   }
   ++shard.rows;
   shard.num_rows.store(shard.rows, std::memory_order_relaxed);
-  initializer_.FillRow(key, row, dim_);
-  optimizer_->InitState(row, row + dim_, dim_);
+  if (initialize) {
+    initializer_.FillRow(key, row, dim_);
+    optimizer_->InitState(row, row + dim_, dim_);
+  }
   return id;
 }
 
-void EmbeddingTable::Grow(Shard& shard) {
-  const size_t capacity = (shard.mask + 1) * 2;
+void EmbeddingTable::Grow(Shard& shard) { Rehash(shard, (shard.mask + 1) * 2); }
+
+void EmbeddingTable::Rehash(Shard& shard, size_t capacity) {
   const size_t mask = capacity - 1;
   std::unique_ptr<Slot[], FreeDeleter> slots(
       static_cast<Slot*>(std::calloc(capacity, sizeof(Slot))));

@@ -107,10 +107,30 @@ class EmbeddingTable {
   void Export(std::vector<uint64_t>* keys, std::vector<float>* weights, std::vector<float>* state,
               ThreadPool* pool = nullptr) const;
   // Sets rows from an export: creates missing rows, overwrites the weights and
-  // optimizer state of existing ones. `state` may be empty (the state then starts
-  // as for a new row with these weights). Errors: InvalidArgument on sizes.
+  // optimizer state of existing ones, and stamps them with the current epoch.
+  // `state` may be empty (the state then starts as for a new row with these
+  // weights). A key given twice gets its last row. Meant for bulk loads: the keys
+  // are grouped by shard, each shard is locked once (starting at a shard that
+  // depends on the keys, so that concurrent imports rarely meet), lookups are
+  // prefetched, and new rows skip the initializer. Several threads may import
+  // at once. Errors: InvalidArgument on sizes.
   Status Import(std::span<const uint64_t> keys, std::span<const float> weights,
                 std::span<const float> state);
+  // Removes the rows of `keys` (keys without a row are skipped) without
+  // recording tombstones: for loading a delta's deletions into a restored
+  // table. Returns the number of rows removed.
+  size_t Remove(std::span<const uint64_t> keys);
+  // Removes every row and every tombstone, frees their memory and resets feature
+  // admission: the table is as created, except that the epoch keeps its value
+  // (captures taken before remain older than anything stamped after). Locks
+  // every shard.
+  void Clear();
+  // Sizes the index of every shard for `rows` rows in the whole table (spread
+  // evenly by the hash), so that importing them does not regrow it; an empty
+  // shard also gets its rows' memory at once, faulted in together (whole 2 MiB
+  // for the mean row count of a shard: nothing for small tables, and at most a
+  // chunk left unused).
+  void Reserve(size_t rows);
 
   // The current epoch (>= 1).
   uint32_t epoch() const { return epoch_.load(std::memory_order_relaxed); }
@@ -163,12 +183,22 @@ class EmbeddingTable {
   static Slot* Find(const Shard& shard, uint64_t key, uint64_t hash);
   // Adds a row for `key`, which must be missing, stamped with `epoch`; returns
   // its slot. Requires shard.mu.
-  Slot* Insert(Shard& shard, uint64_t key, uint64_t hash, uint32_t epoch);
+  Slot* Insert(Shard& shard, uint64_t key, uint64_t hash, uint32_t epoch, bool initialize = true);
   // The floats of row `id` of `shard`. Requires shard.mu.
   float* RowOf(const Shard& shard, uint32_t id) const;
-  // A new initialized row for `key`: a freed one, or the next of the last chunk.
-  uint32_t NewRow(Shard& shard, uint64_t key);
+  // A new row for `key`: a freed one, or the next of the last chunk; filled by
+  // the initializer and the optimizer's initial state when `initialize`.
+  uint32_t NewRow(Shard& shard, uint64_t key, bool initialize = true);
   void Grow(Shard& shard);
+  // Makes `shard` empty, as at creation (frees its rows, index and tombstones).
+  // Requires shard.mu.
+  void ResetShard(Shard& shard);
+  // Rebuilds the shard's index with `capacity` slots (a power of two that holds
+  // its rows below the 3/4 load).
+  void Rehash(Shard& shard, size_t capacity);
+  // Imports keys[positions[j]] (all of `shard`, which the caller has locked).
+  void ImportIntoShard(Shard& shard, const uint32_t* positions, size_t n, const uint64_t* keys,
+                       const float* weights, const float* state);
   // Removes the slot at index i (backward-shift deletion) and frees its row.
   void Erase(Shard& shard, size_t i);
   // Recomputes the shard's tombstone bytes (and its share of MemoryBytes).

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -54,8 +55,14 @@ struct alignas(table_internal::kCacheLine) EmbeddingTable::Shard {
   size_t mask = 0;
   size_t grow_at = 0;  // grow the index before the row count exceeds this
   size_t rows = 0;
-  // Row storage; guarded by mu. Rows never move.
-  std::vector<std::unique_ptr<float[], table_internal::FreeDeleter>> chunks;
+  // Row storage; guarded by mu. Rows never move. Chunk c is chunks[c], inside
+  // one of `blocks` (the memory owned): a block of its own, or a slab that
+  // Reserve allocated for many chunks (on huge pages), whose unused part is
+  // [slab_next, slab_next + slab_left).
+  std::vector<float*> chunks;
+  std::vector<std::unique_ptr<void, table_internal::FreeDeleter>> blocks;
+  std::byte* slab_next = nullptr;
+  size_t slab_left = 0;
   uint32_t next_row = 0;   // id of the next unused row of the last chunk
   size_t unused_rows = 0;  // rows left in the last chunk
   size_t next_chunk_rows = 0;

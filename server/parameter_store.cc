@@ -85,66 +85,6 @@ void ParameterStore::CaptureInto(uint32_t since_epoch, uint32_t evict_before_epo
           << " ms";
 }
 
-Status ParameterStore::Restore(const model_store::MaterializedModel& model) {
-  const std::string v = "version " + std::to_string(model.manifest.version());
-  for (const auto& [name, table] : sparse_) {
-    auto it = model.sparse.find(name);
-    if (it == model.sparse.end()) {
-      return FailedPreconditionError(v + " has no sparse table '" + name + "'");
-    }
-    const model_store::SparseRows& rows = it->second;
-    if (rows.dim() != table->dim()) {
-      return FailedPreconditionError(v + ": table '" + name + "' has dim " +
-                                     std::to_string(rows.dim()) + ", the job " +
-                                     std::to_string(table->dim()));
-    }
-    const bool with_state = rows.state_floats() == table->state_floats();
-    if (!with_state && rows.state_floats() != 0) {
-      return FailedPreconditionError(v + ": table '" + name + "' has " +
-                                     std::to_string(rows.state_floats()) +
-                                     " optimizer state floats per row, the job's optimizer " +
-                                     std::to_string(table->state_floats()));
-    }
-    std::vector<uint64_t> keys;
-    std::vector<float> weights, state;
-    for (uint64_t key : rows.keys()) {
-      if (ServerOfKey(key, options_.num_servers) != options_.server_id) continue;
-      keys.push_back(key);
-      auto w = rows.Find(key);
-      weights.insert(weights.end(), w.begin(), w.end());
-      if (with_state) {
-        auto st = rows.FindState(key);
-        state.insert(state.end(), st.begin(), st.end());
-      }
-    }
-    RETURN_IF_ERROR(table->Import(keys, weights, state).WithContext(v));
-  }
-  for (const auto& [name, tensor] : dense_) {
-    auto it = model.dense.find(name);
-    if (it == model.dense.end()) {
-      return FailedPreconditionError(v + " has no dense tensor '" + name + "'");
-    }
-    const model_store::DenseTensor& t = it->second;
-    if (t.values.size() < tensor->begin() + tensor->size()) {
-      return FailedPreconditionError(v + ": dense tensor '" + name + "' has " +
-                                     std::to_string(t.values.size()) + " values, the job " +
-                                     std::to_string(DenseElementCount(tensor->config())));
-    }
-    const uint32_t k = tensor->state_floats_per_value();
-    if (t.state_floats != k && t.state_floats != 0) {
-      return FailedPreconditionError(
-          v + ": dense tensor '" + name + "' has " + std::to_string(t.state_floats) +
-          " optimizer state floats per value, the job's optimizer " + std::to_string(k));
-    }
-    std::span<const float> values(t.values.data() + tensor->begin(), tensor->size());
-    std::span<const float> state;
-    if (t.state_floats == k && k > 0)
-      state = std::span(t.state).subspan(tensor->begin() * k, tensor->size() * k);
-    RETURN_IF_ERROR(tensor->ImportPerValue(values, state).WithContext(v));
-  }
-  return OkStatus();
-}
-
 EmbeddingTable* ParameterStore::sparse_table(const std::string& name) {
   auto it = sparse_.find(name);
   return it == sparse_.end() ? nullptr : it->second.get();

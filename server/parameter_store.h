@@ -3,7 +3,8 @@
 // Every request is validated before anything is touched: a bad request gets an
 // error reply and changes no stored value.
 // Thread-safety: Handle() may be called from several threads (tables lock their
-// shards); AddTable() must happen before the first Handle().
+// shards); AddTable() must happen before the first Handle(); LoadVersion() and
+// Capture() while no request is being applied.
 #ifndef EDDY_SERVER_PARAMETER_STORE_H_
 #define EDDY_SERVER_PARAMETER_STORE_H_
 
@@ -11,10 +12,12 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "common/message.h"
 #include "common/thread_pool.h"
-#include "model_store/materialize.h"
+#include "model_store/format.h"
+#include "model_store/version_reader.h"
 #include "server/dense_tensor.h"
 #include "server/embedding_table.h"
 
@@ -32,6 +35,29 @@ struct ParameterStoreStats {
   uint64_t requests = 0;
   uint64_t errors = 0;
   uint64_t keys = 0;
+};
+
+struct LoadOptions {
+  // Check every data file's CRC32C (computed in pieces on the store's threads,
+  // alongside the import).
+  bool verify_checksums = true;
+  // Rows of one file imported by one task (decoded, filtered, grouped by shard).
+  uint64_t rows_per_task = 1 << 16;
+};
+
+// What LoadVersion did.
+struct LoadedVersion {
+  uint64_t version = 0;
+  std::vector<uint64_t> chain;  // versions applied: the full one, then deltas
+  uint64_t rows = 0;            // sparse rows the store holds afterwards (all tables)
+  uint64_t rows_read = 0;       // sparse rows decoded (incl. other servers' and replaced ones)
+  uint64_t tombstones = 0;      // rows removed by the deltas' tombstones
+  uint64_t files = 0;           // data files read
+  uint64_t bytes = 0;           // their bytes
+  // The epoch the loaded state has, as StoreCapture::epoch: a delta relative to
+  // the loaded version is ExportSince(epoch) (Capture(epoch)).
+  uint32_t epoch = 0;
+  double seconds = 0;
 };
 
 // A copy of everything one server holds, for a model version (the data files
@@ -76,18 +102,43 @@ class ParameterStore {
   // The same into *out, reusing its vectors' memory (an earlier capture's):
   // a copy into memory already mapped skips the page faults of a fresh one.
   void CaptureInto(uint32_t since_epoch, uint32_t evict_before_epochs, StoreCapture* out);
-  // Loads a model version: the rows of `model` whose keys belong to this server
-  // (whatever the server count that wrote it) and this server's part of every
-  // dense tensor. Every table of the job must be in the version with the same
-  // shape and optimizer state layout. Errors: FailedPrecondition naming the
-  // mismatch. Call before the first request.
-  Status Restore(const model_store::MaterializedModel& model);
+  // Replaces everything the store holds by version `version` of the model
+  // root `root`: its chain (full version, then deltas) is streamed from the data
+  // files straight into the tables, without materializing the model. Sparse rows:
+  // of each version, the files of this server's shard when the version was
+  // written by as many servers as the job has, else every sparse file; either way
+  // only keys this server owns (ServerOfKey) are kept. Files are mapped, decoded
+  // (float32, float16, int8) and imported in batches in parallel on the store's
+  // threads; a delta first removes its tombstones, then upserts its rows. Dense
+  // tensors (small): every file is read, this server's slice kept. Imported rows
+  // are stamped with the current epoch, which is then advanced (see
+  // LoadedVersion::epoch); tables keep counting epochs across loads, and
+  // tombstones recorded before the load are dropped (a delta relative to a
+  // version older than the loaded one is no longer possible). Feature admission
+  // starts over.
+  // Every table of the job must be in every version of the chain with the same
+  // kind, dim (shape) and optimizer state (or none: the state then restarts);
+  // this is checked before anything changes. Assumes, as Eddy's partitioning
+  // does, that a key is in at most one file of a version.
+  // Works on a live store: the caller stops applying requests during the call.
+  // Errors: NotFound (version, or a version of its chain, not committed),
+  // FailedPrecondition naming the mismatching table, DataLoss naming the file
+  // (missing, wrong size, bad header, corrupt: CRC32C mismatch), I/O errors.
+  // On an error after the checks the store holds part of the version (rows
+  // from a corrupt file may have been imported before its checksum failed):
+  // the caller must not serve from it (a server fails).
+  StatusOr<LoadedVersion> LoadVersion(const std::string& root, uint64_t version,
+                                      const LoadOptions& options = {});
   EmbeddingTable* sparse_table(const std::string& name);
   DenseTensor* dense_tensor(const std::string& name);
 
  private:
   StatusOr<Buffer> HandleSparse(const Message& request, EmbeddingTable* table, bool apply);
   StatusOr<Buffer> HandleDense(const Message& request, DenseTensor* tensor, bool apply);
+  // LoadVersion's steps (parameter_store_load.cc).
+  Status CheckVersionFits(const model_store::VersionReader& reader) const;
+  Status LoadSparseFiles(const model_store::VersionReader& reader, bool first,
+                         const LoadOptions& options, LoadedVersion* out);
 
   ParameterStoreOptions options_;
   ThreadPool pool_;

@@ -1,14 +1,11 @@
 #include "server/server_node.h"
 
-#include <set>
+#include <algorithm>
 
 #include "common/event_loop.h"
 #include "common/message.h"
 #include "common/scheduler_link.h"
-#include "model_store/chain.h"
-#include "model_store/materialize.h"
 #include "model_store/shard_file.h"
-#include "model_store/version_dir.h"
 
 namespace eddy::server {
 namespace {
@@ -172,36 +169,13 @@ Status ServerNode::RunInternal() {
 }
 
 Status ServerNode::Resume(const proto::ClusterView& view) {
-  const auto started = SteadyClock::now();
-  std::set<std::string> dense;
-  for (const proto::TableConfig& t : view.tables()) {
-    if (t.dense()) dense.insert(t.name());
-  }
-  // With the same server count a server's keys are all in its own sparse files;
-  // otherwise every sparse file is read and the server keeps the keys it owns.
-  ASSIGN_OR_RETURN(std::vector<uint64_t> chain,
-                   model_store::ResolveChain(view.resume_root(), view.resume_version()));
-  ASSIGN_OR_RETURN(model_store::VersionReader last,
-                   model_store::VersionReader::Open(view.resume_root() + "/" +
-                                                    model_store::VersionDirName(chain.back())));
-  std::set<uint32_t> shards;
-  for (const model_store::FileEntry& f : last.manifest().files()) {
-    if (!dense.count(f.table())) shards.insert(f.shard());
-  }
-  model_store::MaterializeOptions load;
-  const uint32_t me = static_cast<uint32_t>(view.your_id());
-  if (shards.size() == static_cast<size_t>(view.servers_size()) &&
-      (shards.empty() || *shards.rbegin() + 1 == shards.size())) {
-    load.include = [&dense, me](const model_store::FileEntry& f) {
-      return dense.count(f.table()) > 0 || f.shard() == me;
-    };
-  }
-  ASSIGN_OR_RETURN(model_store::MaterializedModel model,
-                   model_store::Materialize(view.resume_root(), view.resume_version(), load));
-  RETURN_IF_ERROR(store_->Restore(model));
+  ASSIGN_OR_RETURN(LoadedVersion loaded,
+                   store_->LoadVersion(view.resume_root(), view.resume_version()));
   LOG(INFO) << "server " << view.your_id() << " restored version " << view.resume_version()
-            << " in " << std::chrono::duration<double>(SteadyClock::now() - started).count()
-            << " s";
+            << " (chain of " << loaded.chain.size() << ", " << loaded.rows << " rows from "
+            << loaded.files << " files, " << loaded.bytes / 1e6 << " MB) in " << loaded.seconds
+            << " s (" << loaded.rows_read / std::max(loaded.seconds, 1e-9) / 1e6
+            << " M rows/s read)";
   return OkStatus();
 }
 
@@ -413,10 +387,9 @@ void ServerNode::ServeOne(zmq::socket_t& router) {
 }
 
 void ServerNode::OnMarker(zmq::socket_t& router, const Message& marker) {
-  StatusOr<VersionCut::Step> step =
-      version_cut_->OnMarker(marker.header.sender(), marker.header.version(), marker.header.clock(),
-                             StreamPoint(marker.header.offset(), marker.header.stream_state()),
-                             SteadyClock::now());
+  StatusOr<VersionCut::Step> step = version_cut_->OnMarker(
+      marker.header.sender(), marker.header.version(), marker.header.clock(),
+      StreamPoint(marker.header.offset(), marker.header.stream_state()), SteadyClock::now());
   if (!step.ok()) {
     CountRefused(step.status().message());
     return;

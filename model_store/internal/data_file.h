@@ -94,6 +94,11 @@ StatusOr<WrittenShardFile> WriteShardInto(const std::string& dir, const ShardCon
                                           ByteBudget* budget, bool sync,
                                           const std::function<Status()>& claim);
 
+// Checks a decoded header against the file's size, its manifest entry and its
+// table's schema: DataLoss naming `path` when they disagree.
+Status CheckDataHeader(const DataHeader& h, const std::string& path, uint64_t file_size,
+                       const FileEntry& entry, const TableSchema& schema);
+
 // A decoded data file.
 struct DecodedFile {
   DataHeader header;

@@ -37,6 +37,39 @@ TEST(Crc32cTest, ExtendEqualsWholeAtEverySplit) {
   }
 }
 
+// Bit-at-a-time reference.
+uint32_t SlowCrc32c(std::string_view data) {
+  uint32_t c = 0xFFFFFFFFu;
+  for (unsigned char b : data) {
+    c ^= b;
+    for (int i = 0; i < 8; ++i) c = (c >> 1) ^ ((c & 1u) ? 0x82F63B78u : 0u);
+  }
+  return ~c;
+}
+
+TEST(Crc32cTest, MatchesABitwiseReferenceAtEveryAlignmentAndLength) {
+  std::string data;
+  for (int i = 0; i < 300; ++i) data.push_back(static_cast<char>(i * 131 + 7));
+  for (size_t start = 0; start < 9; ++start) {
+    for (size_t len : {0, 1, 7, 8, 9, 31, 32, 33, 64, 100, 250}) {
+      const std::string_view piece(data.data() + start, len);
+      EXPECT_EQ(Crc32c(piece), SlowCrc32c(piece)) << start << " " << len;
+    }
+  }
+}
+
+TEST(Crc32cTest, CombineEqualsWholeAtEverySplit) {
+  std::string data;
+  for (int i = 0; i < 200; ++i) data.push_back(static_cast<char>(i * 53 + 1));
+  data += std::string(1 << 16, '\x5a');  // a long second piece (many squarings)
+  const uint32_t whole = Crc32c(data);
+  for (size_t cut :
+       {size_t{0}, size_t{1}, size_t{8}, size_t{99}, size_t{200}, data.size() - 3, data.size()}) {
+    const std::string_view a(data.data(), cut), b(data.data() + cut, data.size() - cut);
+    EXPECT_EQ(Crc32cCombine(Crc32c(a), Crc32c(b), b.size()), whole) << cut;
+  }
+}
+
 TEST(HalfTest, ExactValuesRoundTripAndRoundingIsToNearestEven) {
   for (float x : {0.0f, -0.0f, 1.0f, -2.5f, 65504.0f, 6.103515625e-05f /* 2^-14 */,
                   5.9604645e-08f /* 2^-24, smallest subnormal */, 0.333251953125f}) {

@@ -3,7 +3,9 @@
 // exactly like the original under further pushes.
 #include <gtest/gtest.h>
 
+#include <map>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "server/dense_tensor.h"
@@ -70,6 +72,74 @@ TEST(ExportTest, ImportOverwritesExistingRowsAndChecksSizes) {
   EXPECT_NEAR(w[0], 1 - 0.1 * 0.5 / std::sqrt(0.75), 1e-6);
   EXPECT_FALSE((*t)->Import(keys, std::vector<float>{1, 2, 3}, {}).ok());
   EXPECT_FALSE((*t)->Import(keys, std::vector<float>{1, 2, 3, 4}, std::vector<float>{1}).ok());
+}
+
+// Sorted (key, row) pairs of a table: weights then state.
+std::map<uint64_t, std::vector<float>> Rows(const EmbeddingTable& t) {
+  std::vector<uint64_t> keys;
+  std::vector<float> w, st;
+  t.Export(&keys, &w, &st);
+  std::map<uint64_t, std::vector<float>> rows;
+  const size_t d = t.dim(), sf = t.state_floats();
+  for (size_t i = 0; i < keys.size(); ++i) {
+    std::vector<float>& r = rows[keys[i]];
+    r.assign(w.begin() + i * d, w.begin() + (i + 1) * d);
+    r.insert(r.end(), st.begin() + i * sf, st.begin() + (i + 1) * sf);
+  }
+  return rows;
+}
+
+TEST(ExportTest, BulkImportFromSeveralThreadsRemoveClearAndReserve) {
+  const auto config = TableSpec("emb:dim=3,opt=adam,lr=0.01");
+  auto t = EmbeddingTable::Create(config, 16);
+  ASSERT_TRUE(t.ok());
+  (*t)->Reserve(40000);
+  const size_t n = 40000, row = 3 + 7;
+  std::vector<uint64_t> keys(n);
+  std::vector<float> w(n * 3), st(n * 7);
+  for (size_t i = 0; i < n; ++i) keys[i] = i * 1000003 + 17;
+  for (size_t i = 0; i < w.size(); ++i) w[i] = static_cast<float>(i) * 0.5f;
+  for (size_t i = 0; i < st.size(); ++i) st[i] = static_cast<float>(i) * 0.25f;
+  std::vector<std::thread> threads;
+  for (size_t part = 0; part < 4; ++part) {
+    threads.emplace_back([&, part] {
+      const size_t b = part * n / 4, e = (part + 1) * n / 4;
+      EXPECT_TRUE((*t)->Import(std::span(keys).subspan(b, e - b),
+                               std::span(w).subspan(b * 3, (e - b) * 3),
+                               std::span(st).subspan(b * 7, (e - b) * 7))
+                      .ok());
+    });
+  }
+  for (auto& th : threads) th.join();
+  ASSERT_EQ((*t)->size(), n);
+  auto rows = Rows(**t);
+  for (size_t i = 0; i < n; i += 997) {
+    std::vector<float> want(w.begin() + i * 3, w.begin() + i * 3 + 3);
+    want.insert(want.end(), st.begin() + i * 7, st.begin() + i * 7 + 7);
+    ASSERT_EQ(rows[keys[i]], want) << i;
+    ASSERT_EQ(rows[keys[i]].size(), row);
+  }
+  // A key given twice in one call gets its last row.
+  ASSERT_TRUE((*t)->Import(std::vector<uint64_t>{keys[0], keys[0]},
+                           std::vector<float>{1, 2, 3, 4, 5, 6}, {})
+                  .ok());
+  EXPECT_EQ(Rows(**t)[keys[0]], (std::vector<float>{4, 5, 6, 0, 0, 0, 0, 0, 0, 0}));
+  // Remove leaves no tombstones; Clear empties the table and keeps the epoch.
+  EXPECT_EQ((*t)->Remove(std::vector<uint64_t>{keys[1], keys[2], 5}), 2u);
+  EXPECT_EQ((*t)->size(), n - 2);
+  EXPECT_EQ((*t)->num_tombstones(), 0u);
+  (*t)->AdvanceEpoch();
+  EXPECT_EQ((*t)->EvictStale(2), n - 2);
+  EXPECT_EQ((*t)->num_tombstones(), n - 2);
+  const uint32_t epoch = (*t)->epoch();
+  (*t)->Clear();
+  EXPECT_EQ((*t)->size(), 0u);
+  EXPECT_EQ((*t)->num_tombstones(), 0u);
+  EXPECT_EQ((*t)->epoch(), epoch);
+  EXPECT_LT((*t)->MemoryBytes(), 64u << 10);
+  std::vector<float> out(3);
+  (*t)->Pull(std::vector<uint64_t>{keys[3]}, out.data(), nullptr);  // a new row again
+  EXPECT_EQ((*t)->size(), 1u);
 }
 
 TEST(ExportTest, DenseSliceRebuiltFromAnExportTrainsIdentically) {

@@ -9,11 +9,11 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
 
+#include "common/mutex.h"
 #include "common/net.h"
 
 namespace eddy::worker {
@@ -120,24 +120,24 @@ Status ValidateBrokers(std::string_view brokers) {
 struct HandleContext {
   std::string brokers;
   void* owner = nullptr;  // the object whose error / stats / delivery callbacks these are
-  std::mutex mu;
-  Clock::time_point last_log{};  // GUARDED_BY(mu)
-  uint64_t suppressed = 0;       // GUARDED_BY(mu)
-  std::string last_error;        // GUARDED_BY(mu)
+  Mutex mu;
+  Clock::time_point last_log GUARDED_BY(mu){};
+  uint64_t suppressed GUARDED_BY(mu) = 0;
+  std::string last_error GUARDED_BY(mu);
 
   void NoteError(const std::string& message) {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     last_error = message;
   }
   std::string LastError() {
-    std::lock_guard<std::mutex> lock(mu);
+    MutexLock lock(&mu);
     return last_error;
   }
   // Logs `message` unless something was logged less than kLogEvery ago.
   void ThrottledLog(int severity, const std::string& message) {
     uint64_t suppressed_before = 0;
     {
-      std::lock_guard<std::mutex> lock(mu);
+      MutexLock lock(&mu);
       const Clock::time_point now = Clock::now();
       if (last_log != Clock::time_point{} && now - last_log < kLogEvery) {
         ++suppressed;
@@ -537,7 +537,7 @@ class KafkaSourceState {
     return start_positions_;
   }
   std::map<int32_t, int64_t> HighWatermarks() const {
-    std::lock_guard<std::mutex> lock(hwm_mu_);
+    MutexLock lock(&hwm_mu_);
     return hwm_snapshot_;
   }
 
@@ -598,8 +598,8 @@ class KafkaSourceState {
   std::atomic<uint64_t> rows_{0};
   std::atomic<uint64_t> broker_errors_{0};
   std::map<int32_t, PartitionPositions::Entry> start_positions_;  // set by Open()
-  mutable std::mutex hwm_mu_;
-  std::map<int32_t, int64_t> hwm_snapshot_;  // GUARDED_BY(hwm_mu_)
+  mutable Mutex hwm_mu_;
+  std::map<int32_t, int64_t> hwm_snapshot_ GUARDED_BY(hwm_mu_);
 };
 
 void KafkaSourceState::ErrorCallback(rd_kafka_t*, int err, const char* reason, void* opaque) {
@@ -780,7 +780,7 @@ Status KafkaSourceState::Open() {
     }
   }
   {
-    std::lock_guard<std::mutex> lock(hwm_mu_);
+    MutexLock lock(&hwm_mu_);
     for (const Partition& part : partitions_) hwm_snapshot_[part.id] = part.hwm;
   }
   for (const Partition& part : partitions_) {
@@ -845,7 +845,7 @@ void KafkaSourceState::RefreshHighWatermark(Partition& p) {
           RD_KAFKA_RESP_ERR_NO_ERROR &&
       high > p.hwm) {
     p.hwm = high;
-    std::lock_guard<std::mutex> lock(hwm_mu_);
+    MutexLock lock(&hwm_mu_);
     hwm_snapshot_[p.id] = high;
   }
 }
@@ -876,7 +876,7 @@ Status KafkaSourceState::Settle(Partition& p) {
         p.pos = std::max(p.pos, offset);
         if (offset > p.hwm) {
           p.hwm = offset;
-          std::lock_guard<std::mutex> lock(hwm_mu_);
+          MutexLock lock(&hwm_mu_);
           hwm_snapshot_[p.id] = offset;
         }
         break;
