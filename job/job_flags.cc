@@ -25,6 +25,12 @@ DEFINE_string(scheduler, "",
               "Scheduler endpoint (tcp://host:port) for --role=server and --role=worker.");
 DEFINE_string(bind, "127.0.0.1",
               "Interface the scheduler and the servers listen on (0.0.0.0 for all).");
+DEFINE_int32(recovery_timeout_ms, 60000,
+             "With --model_dir, a server that stops answering makes the job roll back to the "
+             "last committed version instead of failing: every server reloads it and every worker "
+             "goes on from its positions. The scheduler waits this long for a replacement server "
+             "(the same command restarted, e.g. by systemd or Kubernetes) and for the servers to "
+             "load. 0: a lost server fails the job.");
 DEFINE_int32(port, 0, "Scheduler port (--role=scheduler); 0 picks a free one and prints it.");
 DEFINE_int32(server_port, 0, "Server data port (--role=server); 0 picks a free one.");
 DEFINE_int32(num_servers, 1, "Number of server processes (threads in local mode).");
@@ -43,7 +49,8 @@ DEFINE_int32(server_shards, 64, "Internal shards per sparse table on each server
 DEFINE_int32(heartbeat_interval_ms, 1000, "Interval between heartbeats of every node.");
 DEFINE_int32(
     node_timeout_ms, 10000,
-    "A node silent for this long is declared dead: the scheduler names it and ends the job.");
+    "A node silent for this long is declared dead: a server is replaced and the job rolls "
+    "back (--recovery_timeout_ms), a worker ends the job unless --tolerate_worker_failures.");
 DEFINE_int32(registration_timeout_s, 120,
              "How long the scheduler waits for every node to register.");
 DEFINE_int32(request_timeout_ms, 30000, "A push or pull not answered within this time fails.");
@@ -175,21 +182,7 @@ Status ParseResumeFrom(const std::string& v, scheduler::SchedulerOptions* o) {
   }
   o->resume_root = root;
   o->resume_version = version;
-  o->resume_positions.clear();
-  for (const auto& p : reader.manifest().positions()) {
-    proto::WorkerCut c;
-    c.set_worker(p.worker());
-    c.set_rows_consumed(p.rows_consumed());
-    if (p.partitions_size() > 0) {
-      proto::Manifest::StreamPosition state;
-      state.set_topic(p.topic());
-      *state.mutable_partitions() = p.partitions();
-      c.set_stream_state(state.SerializeAsString());
-    }
-    o->resume_positions.push_back(c);
-  }
-  std::sort(o->resume_positions.begin(), o->resume_positions.end(),
-            [](const auto& a, const auto& b) { return a.worker() < b.worker(); });
+  o->resume_positions = scheduler::ResumePositionsOf(reader.manifest());
   for (size_t i = 0; i < o->resume_positions.size(); ++i) {
     if (o->resume_positions[i].worker() != static_cast<int>(i)) {
       return DataLossError("--resume_from: version " + std::to_string(version) +
@@ -312,6 +305,10 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   s.tables = std::move(tables).value();
   s.heartbeat_interval = std::chrono::milliseconds(FLAGS_heartbeat_interval_ms);
   s.node_timeout = std::chrono::milliseconds(FLAGS_node_timeout_ms);
+  if (FLAGS_recovery_timeout_ms < 0) {
+    return InvalidArgumentError("--recovery_timeout_ms must be >= 0 (0: a lost server fails the job)");
+  }
+  s.recovery_timeout = std::chrono::milliseconds(FLAGS_recovery_timeout_ms);
   s.registration_timeout = std::chrono::seconds(FLAGS_registration_timeout_s);
   s.server_shards = static_cast<uint32_t>(std::max(0, FLAGS_server_shards));
   s.max_request_keys = FLAGS_max_request_keys;

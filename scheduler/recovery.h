@@ -57,6 +57,8 @@ class Recovery {
   // for the servers to load (0: recovery is off, a lost server fails the job).
   Recovery(int num_servers, std::chrono::milliseconds timeout);
 
+  // False when a lost server fails the job (timeout 0).
+  bool enabled() const { return timeout_.count() > 0; }
   Phase phase() const { return phase_; }
   bool active() const { return phase_ != Phase::kIdle; }
   // The current epoch (0 before any recovery) and the version it rolls back to.

@@ -25,7 +25,11 @@ std::string SchedulerNode::Node::Name() const {
 }
 
 SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
-    : context_(context), options_(std::move(options)) {
+    : context_(context),
+      options_(std::move(options)),
+      recovery_(options_.num_servers,
+                options_.model_dir.empty() ? std::chrono::milliseconds(0)
+                                           : options_.recovery_timeout) {
   MutexLock lock(&metrics_mu_);
   metrics_.assign(std::max(options_.num_workers, 0), std::string());
 }
@@ -211,6 +215,17 @@ void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Heade
   }
   if (FindNode(routing_id) != nullptr) return;  // duplicate
   const bool server = info.role() == proto::SERVER;
+  if (server && cluster_up_ && recovery_.enabled()) {
+    // A replacement: it takes a lost server's place now, or once the loss of
+    // the server it replaces is noticed (a supervisor may restart a process
+    // faster than the heartbeat timeout).
+    if (!AdmitReplacement(routing_id, info)) {
+      LOG(INFO) << "scheduler: a server from " << info.host() << ":" << info.pid()
+                << " waits to replace the next lost server";
+      waiting_servers_.emplace_back(routing_id, info);
+    }
+    return;
+  }
   const int expected = server ? options_.num_servers : options_.num_workers;
   std::vector<bool> taken(expected, false);
   int count = 0;
@@ -245,7 +260,7 @@ void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Heade
   if (static_cast<int>(nodes_.size()) == options_.num_servers + options_.num_workers) SendViews();
 }
 
-void SchedulerNode::SendViews() {
+proto::ClusterView SchedulerNode::BaseView() const {
   proto::ClusterView view;
   std::vector<const Node*> servers, workers;
   for (const Node& n : nodes_) (n.role == proto::SERVER ? servers : workers).push_back(&n);
@@ -269,6 +284,26 @@ void SchedulerNode::SendViews() {
   view.set_max_request_keys(options_.max_request_keys);
   view.set_staleness(options_.staleness);
   view.set_aggregate(options_.aggregate);
+  view.set_epoch(recovery_.epoch());
+  return view;
+}
+
+void SchedulerNode::SendView(Node& node, proto::ClusterView view, proto::MsgType type) {
+  view.set_your_id(node.id);
+  view.clear_stream_partitions();
+  if (node.role == proto::WORKER) {
+    for (int32_t p = node.id; p < options_.stream_partitions; p += options_.num_workers) {
+      view.add_stream_partitions(p);
+    }
+  }
+  Message m{MakeHeader(type), {}, {}};
+  m.header.set_payload(view.SerializeAsString());
+  SendMessage(*socket_, m, node.routing_id, /*dont_wait=*/true).IgnoreError();
+  node.last_seen = SteadyClock::now();
+}
+
+void SchedulerNode::SendViews() {
+  proto::ClusterView view = BaseView();
   if (options_.resume_version > 0) {
     view.set_resume_root(options_.resume_root);
     view.set_resume_version(options_.resume_version);
@@ -276,19 +311,7 @@ void SchedulerNode::SendViews() {
   }
   const auto now = SteadyClock::now();
   if (versions_) versions_->Start();
-  for (Node& n : nodes_) {
-    view.set_your_id(n.id);
-    view.clear_stream_partitions();
-    if (n.role == proto::WORKER) {
-      for (int32_t p = n.id; p < options_.stream_partitions; p += options_.num_workers) {
-        view.add_stream_partitions(p);
-      }
-    }
-    Message m{MakeHeader(proto::CLUSTER_VIEW), {}, {}};
-    m.header.set_payload(view.SerializeAsString());
-    SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();
-    n.last_seen = now;
-  }
+  for (Node& n : nodes_) SendView(n, view, proto::CLUSTER_VIEW);
   cluster_up_ = true;
   if (options_.on_progress) next_progress_ = now + options_.progress_interval;
   {
@@ -411,6 +434,8 @@ std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Me
     case proto::SNAPSHOT_NOW:
       OnSnapshotNow(routing_id, h);
       break;
+    case proto::RECOVERED:
+      return OnRecovered(node, h);
     case proto::ABORT: {
       if (node == nullptr) break;
       std::string why = node->Name() + " failed: " + h.status_message();
@@ -498,6 +523,7 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
     Broadcast(proto::ABORT, why);
     return DeadlineExceededError(why);
   }
+  if (std::optional<Status> end = PerformRecovery(recovery_.OnTick(now))) return end;
   for (Node& n : nodes_) {
     if (n.lost || now - n.last_seen <= options_.node_timeout) continue;
     std::string why = n.Name() + " stopped answering: no heartbeat for " +
@@ -506,6 +532,10 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
     if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
       OnWorkerLost(n, why);
       if (ReadyToEnd()) return EndJob(started);
+      continue;
+    }
+    if (n.role == proto::SERVER && recovery_.enabled()) {
+      if (std::optional<Status> end = OnServerLost(n, why, now)) return end;
       continue;
     }
     why += "; aborting the job";

@@ -27,6 +27,7 @@
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
 #include "model_store/version_writer.h"
+#include "scheduler/recovery.h"
 #include "scheduler/version_coordinator.h"
 
 namespace eddy::model_store {
@@ -41,6 +42,15 @@ struct ProgressInputs {
   std::vector<std::string> worker_metrics;
   // The latest heartbeat report of each server, by server id (empty: none yet).
   std::vector<proto::ServerReport> servers;
+};
+
+// A recovery as the scheduler reports it.
+struct RecoveryEvent {
+  bool done = false;       // false: it starts; true: the workers train again
+  uint32_t epoch = 0;
+  uint64_t version = 0;    // rolled back to
+  std::string lost;        // what died (the first loss of this recovery)
+  double seconds = 0;      // done: since the loss was noticed
 };
 
 struct SchedulerOptions {
@@ -118,6 +128,14 @@ struct SchedulerOptions {
   int serve_port = -1;
   // Test hook: servers' file writes fail after this many bytes per file (0: off).
   uint64_t test_fail_after_bytes = 0;
+  // Self-healing (scheduler/recovery.h): with model_dir, a lost server makes
+  // the job roll back to the last committed version instead of failing: it
+  // waits this long for a replacement server to register and for every server
+  // to load the version (0: off, a lost server fails the job).
+  std::chrono::milliseconds recovery_timeout{0};
+  // Called on the event-loop thread when a recovery starts and when it ends
+  // (`done`), with what died, the version and the epoch. Short. May be empty.
+  std::function<void(const RecoveryEvent& event)> on_recovery;
 };
 
 // What the scheduler dropped or accepted of the workers' live metrics.
@@ -128,6 +146,10 @@ struct SchedulerStats {
   uint64_t versions_committed = 0;
   uint64_t versions_failed = 0;
 };
+
+// The workers' positions recorded in a version's manifest, as resume positions
+// (by worker id; Kafka partitions in stream_state).
+std::vector<proto::WorkerCut> ResumePositionsOf(const proto::Manifest& manifest);
 
 // Checks the options (counts, timeouts, tables) and says what to change.
 Status ValidateSchedulerOptions(const SchedulerOptions& options);
@@ -197,6 +219,21 @@ class SchedulerNode : private VersionSink {
                                    SteadyClock::time_point registration_deadline);
   // A worker stopped answering and failures are tolerated: tells the others.
   void OnWorkerLost(Node& node, const std::string& why);
+  // Recovery (scheduler_recovery.cc). A server stopped answering: rolls back or
+  // fails (a value when Run() must return it).
+  std::optional<Status> OnServerLost(Node& node, const std::string& why,
+                                     SteadyClock::time_point now);
+  // Performs what recovery_ decided.
+  std::optional<Status> PerformRecovery(Recovery::Step step);
+  // A server registering while a recovery waits for a replacement: true if it
+  // took a lost server's place.
+  bool AdmitReplacement(const std::string& routing_id, const proto::NodeInfo& info);
+  // RECOVERED from a server.
+  std::optional<Status> OnRecovered(const Node* node, const proto::Header& header);
+  // The cluster view common to every node (ids, endpoints, tables, settings).
+  proto::ClusterView BaseView() const;
+  // Sends `view` to `node` as `type`, with its id and its stream partitions.
+  void SendView(Node& node, proto::ClusterView view, proto::MsgType type);
   int LiveWorkers() const;
   // After a worker finished or was lost: releases complete barriers.
   void ReleaseCompleteBarriers();
@@ -243,6 +280,12 @@ class SchedulerNode : private VersionSink {
   std::map<std::string, std::vector<std::string>> barriers_;  // name -> waiting routing ids
   // Model versions (model_dir set), event-loop thread; created by Bind().
   std::unique_ptr<VersionCoordinator> versions_;
+  Recovery recovery_;
+  // Servers that registered while every slot was taken: replacements for the
+  // next lost server (routing id, info), oldest first.
+  std::vector<std::pair<std::string, proto::NodeInfo>> waiting_servers_;
+  SteadyClock::time_point recovery_started_;
+  std::string recovery_lost_;
   std::optional<model_store::VersionWriter> writer_;  // of the open version
   std::atomic<bool> snapshot_requested_{false};
   mutable Mutex reports_mu_;

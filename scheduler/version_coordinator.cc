@@ -61,8 +61,17 @@ bool VersionCoordinator::ReadyToEnd() {
   return true;
 }
 
+void VersionCoordinator::Pause(const std::string& why) {
+  paused_ = true;
+  wanted_ = false;
+  if (pending_) Finish(why);
+  force_full_ = true;
+}
+
+void VersionCoordinator::Unpause() { paused_ = false; }
+
 void VersionCoordinator::StartVersion() {
-  if (!started_) return;
+  if (!started_ || paused_) return;
   if (pending_) {
     wanted_ = true;  // right after the one in progress
     return;

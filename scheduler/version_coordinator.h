@@ -108,6 +108,13 @@ class VersionCoordinator {
   bool pending() const { return pending_.has_value(); }
   // The next version's number.
   uint64_t next_version() const { return next_version_; }
+  // The newest version this job committed (0: none yet).
+  uint64_t last_committed() const { return last_committed_; }
+  // A recovery: the open version (if any) fails with `why` and no version starts
+  // until Unpause(); the next one is full (the servers' captures start over).
+  void Pause(const std::string& why);
+  void Unpause();
+  bool paused() const { return paused_; }
   // When Tick() wants to run next (the time trigger).
   SteadyClock::time_point next_deadline() const { return next_snapshot_; }
 
@@ -141,6 +148,7 @@ class VersionCoordinator {
   uint64_t last_committed_ = 0;  // by this job (a delta's parent)
   uint64_t deltas_since_full_ = 0;
   bool force_full_ = false;
+  bool paused_ = false;
   SteadyClock::time_point next_snapshot_ = SteadyClock::time_point::max();
   uint64_t next_rows_ = 0;
 };

@@ -152,17 +152,23 @@ Status ServerNode::RunInternal() {
         "server " + std::to_string(view.your_id()) + ": resuming from version " +
         std::to_string(view.resume_version()) + " of " + view.resume_root()));
   }
-  gate_ = std::make_unique<StalenessGate>(view.workers_size(), view.staleness());
+  num_workers_ = view.workers_size();
+  staleness_ = view.staleness();
+  epoch_ = view.epoch();
   if (view.aggregate() == "sum" || view.aggregate() == "mean") {
-    aggregator_ = std::make_unique<ClockAggregator>();
     aggregate_mean_ = view.aggregate() == "mean";
+    per_clock_ = true;
   }
-  version_cut_ = std::make_unique<VersionCut>(view.workers_size(), aggregator_ != nullptr);
+  ResetEpochState();
   {
     MutexLock lock(&mu_);
     serving_ = true;
   }
   serving_cv_.NotifyAll();
+  if (epoch_ > 0) {
+    // A replacement during a recovery: it has loaded the version it was given.
+    RETURN_IF_ERROR(link.Send(proto::RECOVERED, {}, {}, static_cast<int64_t>(epoch_)));
+  }
   LOG(INFO) << "server " << view.your_id() << " serving " << view.tables_size() << " table(s) at "
             << advertised;
   return Serve(router, link);
@@ -207,8 +213,46 @@ void ServerNode::CountRefused(std::string_view what) {
   }
 }
 
+void ServerNode::ResetEpochState() {
+  gate_ = std::make_unique<StalenessGate>(num_workers_, staleness_);
+  aggregator_ = per_clock_ ? std::make_unique<ClockAggregator>() : nullptr;
+  version_cut_ = std::make_unique<VersionCut>(num_workers_, per_clock_);
+}
+
+Status ServerNode::Recover(const proto::RecoveryRequest& request) {
+  const auto started = SteadyClock::now();
+  epoch_ = request.epoch();
+  // Held pulls, clock sums and held pushes belong to the old epoch: their
+  // senders were told to drop them.
+  ResetEpochState();
+  ASSIGN_OR_RETURN(LoadedVersion loaded, store_->LoadVersion(request.root(), request.version()));
+  LOG(INFO) << "server " << server_id_.load() << ": recovery epoch " << epoch_
+            << ": rolled back to version " << request.version() << " (" << loaded.rows
+            << " rows) in " << std::chrono::duration<double>(SteadyClock::now() - started).count()
+            << " s";
+  return OkStatus();
+}
+
 void ServerNode::Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request) {
   const proto::MsgType type = request.header.type();
+  if (request.header.epoch() != epoch_) {
+    // Sent before a recovery the sender has not seen yet (or after it, by a
+    // sender that has and this server not yet): never applied.
+    uint64_t n = stale_epoch_.fetch_add(1) + 1;
+    if (n <= 10 || n % 1000 == 0) {
+      LOG(WARNING) << "server " << server_id_.load() << ": refused a " << MsgTypeName(type)
+                   << " of epoch " << request.header.epoch() << " in epoch " << epoch_ << " ("
+                   << n << " so far)";
+    }
+    if (type != proto::CUT) {
+      Message reply{MakeHeader(proto::REPLY, request.header.request_id()), {}, {}};
+      SetStatus(AbortedError("recovery: epoch " + std::to_string(request.header.epoch()) +
+                             " is over (server epoch " + std::to_string(epoch_) + ")"),
+                &reply.header);
+      SendMessage(router, reply, routing_id, /*dont_wait=*/true).IgnoreError();
+    }
+    return;
+  }
   if (type == proto::CUT) {
     OnMarker(router, request);
     return;
@@ -344,6 +388,21 @@ std::optional<Status> ServerNode::OnControl(zmq::socket_t& router, SchedulerLink
                    << " was lost; it no longer counts toward the staleness bound";
       ApplyClosedClocksAndRelease(router, gate_->RemoveWorker(w));
       Perform(router, version_cut_->OnWorkerLost(w));
+      break;
+    }
+    case proto::RECOVER: {
+      proto::RecoveryRequest request;
+      if (!request.ParseFromString(msg->header.payload()) || request.version() == 0) {
+        LOG(WARNING) << "server " << server_id_.load() << ": ignored a malformed RECOVER";
+        break;
+      }
+      Status recovered = Recover(request);
+      if (!recovered.ok()) {
+        return recovered.WithContext("server " + std::to_string(server_id_.load()) +
+                                     ": recovery to version " + std::to_string(request.version()));
+      }
+      Status sent = link.Send(proto::RECOVERED, {}, {}, static_cast<int64_t>(epoch_));
+      if (!sent.ok()) LOG(WARNING) << "server " << server_id_.load() << ": " << sent;
       break;
     }
     case proto::SNAPSHOT: {

@@ -82,6 +82,10 @@ class ServerNode {
   Status Serve(zmq::socket_t& router, SchedulerLink& link);
   // Loads the version the cluster view names (resume).
   Status Resume(const proto::ClusterView& view);
+  // Rebuilds the staleness gate, clock sums and version cut (a new epoch).
+  void ResetEpochState();
+  // RECOVER: the new epoch; drops the old epoch's state and loads the version.
+  Status Recover(const proto::RecoveryRequest& request);
   // Applies the staleness bound, then answers (or holds) one request.
   void Dispatch(zmq::socket_t& router, const std::string& routing_id, Message request);
   void Answer(zmq::socket_t& router, const std::string& routing_id, const Message& request);
@@ -127,7 +131,14 @@ class ServerNode {
   // Set when pushes are applied per clock (--aggregate=sum|mean); loop thread only.
   std::unique_ptr<ClockAggregator> aggregator_;
   bool aggregate_mean_ = false;
-  std::unique_ptr<VersionCut> version_cut_;  // loop thread only
+  std::unique_ptr<VersionCut> version_cut_;
+  // Recovery (loop thread only): the epoch data-plane messages must carry, and
+  // what the per-epoch state is rebuilt from.
+  uint32_t epoch_ = 0;
+  int num_workers_ = 0;
+  int staleness_ = -1;
+  bool per_clock_ = false;
+  std::atomic<uint64_t> stale_epoch_{0};  // messages of another epoch refused  // loop thread only
   StoreCapture capture_;                     // the copy being taken, loop thread only
   SchedulerLink* link_ = nullptr;            // during Serve()
   std::jthread writer_;                      // writes one captured version's files

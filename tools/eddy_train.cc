@@ -18,6 +18,9 @@
 #include <set>
 #include <sstream>
 
+DECLARE_int32(recovery_timeout_ms);
+DECLARE_int32(node_timeout_ms);
+
 #include "common/table_config.h"
 #include "job/job_flags.h"
 #include "job/offset_committer.h"
@@ -337,7 +340,9 @@ StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, z
   return source;
 }
 
-StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
+// One training run from the positions in client.view() (the job's start, a
+// resumed version, or the version a recovery rolled back to).
+StatusOr<std::string> RunOnce(const TrainConfig& c, worker::Client& client) {
   zmq::context_t context;  // for a ZeroMQ source; separate from the client's
   worker::PartitionPositions stream_start;
   worker::KafkaSource* kafka = nullptr;  // owned by `stream` below, which outlives training
@@ -382,6 +387,24 @@ StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   std::string report;
   stats.AppendTo(&report);
   return report;
+}
+
+// Trains until the stream ends; after a recovery (a server was lost and every
+// server rolled back to the last version) it starts again from that version's
+// positions, so every row after the version is trained again from the same
+// state.
+StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
+  while (true) {
+    StatusOr<std::string> report = RunOnce(c, client);
+    if (!client.recovering()) return report;
+    LOG(WARNING) << "worker " << client.worker_id()
+                 << ": training stopped for a recovery; waiting for the servers";
+    ASSIGN_OR_RETURN(proto::ClusterView view,
+                     client.WaitForRestart(std::chrono::milliseconds(FLAGS_recovery_timeout_ms) +
+                                           std::chrono::milliseconds(FLAGS_node_timeout_ms)));
+    LOG(WARNING) << "worker " << client.worker_id() << ": going on from version "
+                 << view.resume_version() << " (epoch " << view.epoch() << ")";
+  }
 }
 
 int Main(int argc, char** argv) {
@@ -560,6 +583,25 @@ int Main(int argc, char** argv) {
       return OkStatus();
     };
   }
+  so.on_recovery = [&](const scheduler::RecoveryEvent& e) {
+    char line[512];
+    if (e.done) {
+      std::snprintf(line, sizeof(line),
+                    "recovered from the loss of %s: back at version %llu (epoch %u) after %.2f s",
+                    e.lost.c_str(), static_cast<unsigned long long>(e.version), e.epoch,
+                    e.seconds);
+    } else {
+      std::snprintf(line, sizeof(line), "%s was lost: rolling back to version %llu (epoch %u)",
+                    e.lost.c_str(), static_cast<unsigned long long>(e.version), e.epoch);
+    }
+    std::fprintf(stderr, tty ? "\r%s\033[K\n" : "%s\n", line);
+    if (metrics_out) {
+      *metrics_out << "{\"event\":\"recovery\",\"phase\":\"" << (e.done ? "done" : "start")
+                   << "\",\"lost\":\"" << e.lost << "\",\"version\":" << e.version
+                   << ",\"epoch\":" << e.epoch << ",\"seconds_down\":" << e.seconds << "}"
+                   << std::endl;
+    }
+  };
   so.on_version = [&](const scheduler::VersionSummary& v) {
     if (v.ok && committer != nullptr) {
       StatusOr<job::PartitionOffsets> offsets = job::OffsetsOfCuts(v.cuts);

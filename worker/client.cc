@@ -92,7 +92,9 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(zmq::context_t& context, Clien
                                 server.id(), ConnectionPurpose::kData};
     RETURN_IF_ERROR(ConnectVia(client->options_.transport, s, server.info().endpoint(), label));
     client->servers_.push_back(std::move(s));
+    client->endpoints_.push_back(server.info().endpoint());
   }
+  client->epoch_ = client->view_.epoch();
   Client* raw = client.get();
   client->io_thread_ = std::jthread([raw] { raw->IoLoop(); });
   return client;
@@ -111,9 +113,39 @@ Status Client::health() const {
 }
 
 std::string Client::ServerName(uint32_t server) const {
-  if (server >= static_cast<uint32_t>(view_.servers_size())) return "scheduler";
-  return "server " + std::to_string(server) + " (" +
-         view_.servers(static_cast<int>(server)).info().endpoint() + ")";
+  if (server >= endpoints_.size()) return "scheduler";
+  return "server " + std::to_string(server) + " (" + endpoints_[server] + ")";
+}
+
+StatusOr<proto::ClusterView> Client::WaitForRestart(std::chrono::milliseconds timeout) {
+  const auto deadline = SteadyClock::now() + timeout;
+  proto::ClusterView view;
+  {
+    MutexLock lock(&restart_mu_);
+    while (!restart_view_) {
+      Status h = health();
+      if (!h.ok()) return h;
+      // Woken by RESTART, or every 100 ms to see the job's health.
+      if (SteadyClock::now() >= deadline) {
+        return DeadlineExceededError("worker " + std::to_string(worker_id_) +
+                                     ": the servers did not recover within " +
+                                     std::to_string(timeout.count()) + " ms");
+      }
+      restart_cv_.WaitUntil(&restart_mu_, std::min(deadline, SteadyClock::now() +
+                                                                 std::chrono::milliseconds(100)));
+    }
+    view = std::move(*restart_view_);
+    restart_view_.reset();
+  }
+  view_ = view;
+  {
+    MutexLock lock(&start_mu_);
+    start_rows_ = 0;
+    start_state_.clear();
+  }
+  stream_rows_.store(0);
+  recovering_.store(false);
+  return view;
 }
 
 OpPtr Client::Failed(const Status& status, Callback callback) {
@@ -412,6 +444,8 @@ void Client::Enqueue(std::vector<Part> parts) {
     MutexLock lock(&queue_mu_);
     if (!health_.ok()) {
       refused = health_;
+    } else if (recovering_.load() && parts.front().server != kControl) {
+      refused = AbortedError("recovering: the servers are rolling back to the last version");
     } else if (stopping_) {
       refused = CancelledError("client is shutting down");
     } else {

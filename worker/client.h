@@ -181,6 +181,14 @@ class Client {
   // OK while the job runs; the reason once it was aborted or lost.
   Status health() const;
 
+  // Recovery (scheduler/recovery.h). After the scheduler's RECOVER every
+  // operation in flight and every new one fails with Aborted, until the worker
+  // program calls WaitForRestart(): it blocks until the servers have rolled
+  // back, then returns the new cluster view (its resume positions say where
+  // this worker's stream goes on; view() returns it from then on).
+  bool recovering() const { return recovering_.load(); }
+  StatusOr<proto::ClusterView> WaitForRestart(std::chrono::milliseconds timeout);
+
  private:
   struct Part {
     uint32_t server;  // kControl for messages to the scheduler
@@ -237,7 +245,15 @@ class Client {
   void SendCut(uint32_t server);
   void SendCutToAll();
 
+  // Recovery: set by RECOVER (I/O thread), cleared by WaitForRestart.
+  std::atomic<bool> recovering_{false};
+  mutable Mutex restart_mu_;
+  CondVar restart_cv_;
+  std::optional<proto::ClusterView> restart_view_ GUARDED_BY(restart_mu_);
+
   // I/O-thread state.
+  uint32_t epoch_ = 0;                  // stamped on every data-plane message
+  std::vector<std::string> endpoints_;  // servers' endpoints, as connected
   bool pushed_since_clock_ = false;  // a push was sent after the last CLOCK
   int64_t sent_clock_ = 0;           // the last CLOCK sent, and its stream position
   uint64_t sent_rows_ = 0;

@@ -41,6 +41,7 @@ void Client::SendQueued() {
       continue;
     }
     if (part.op->done()) continue;  // another part already failed
+    part.message.header.set_epoch(epoch_);
     const uint64_t id = part.message.header.request_id();
     const proto::MsgType type = part.message.header.type();
     pending_[id] = Pending{part.op, part.part_index, part.server, deadline};
@@ -68,6 +69,7 @@ void Client::SendQueued() {
 void Client::SendCut(uint32_t server) {
   if (cut_sent_[server]) return;
   Message m{MakeHeader(proto::CUT, next_request_id_.fetch_add(1)), {}, {}};
+  m.header.set_epoch(epoch_);
   m.header.set_sender(worker_id_);
   m.header.set_version(static_cast<int64_t>(cut_version_));
   m.header.set_clock(sent_clock_);
@@ -157,6 +159,52 @@ void Client::OnControl(Message msg) {
       cut_sent_.assign(servers_.size(), false);
       // Between batches (nothing pushed since the last clock) the marker can go now.
       if (!pushed_since_clock_) SendCutToAll();
+      break;
+    }
+    case proto::RECOVER: {
+      proto::RecoveryRequest request;
+      request.ParseFromString(msg.header.payload());
+      LOG(WARNING) << "worker " << worker_id_ << ": recovery (epoch " << request.epoch()
+                   << "): " << request.why() << "; rolling back to version "
+                   << request.version();
+      recovering_.store(true);
+      cut_version_ = 0;
+      FailAll(AbortedError("recovering: " + request.why()));
+      break;
+    }
+    case proto::RESTART: {
+      proto::ClusterView view;
+      if (!view.ParseFromString(msg.header.payload())) {
+        LOG(WARNING) << "worker " << worker_id_ << ": ignored a malformed RESTART";
+        break;
+      }
+      // A replacement server may listen elsewhere.
+      for (int s = 0; s < view.servers_size() && s < static_cast<int>(servers_.size()); ++s) {
+        const std::string& endpoint = view.servers(s).info().endpoint();
+        if (endpoint == endpoints_[s]) continue;
+        try {
+          servers_[s].disconnect(endpoints_[s]);
+        } catch (const zmq::error_t& e) {
+          VLOG(1) << "disconnect from " << endpoints_[s] << ": " << e.what();
+        }
+        const ConnectionLabel label{NodeRole::kWorker, worker_id_, NodeRole::kServer, s,
+                                    ConnectionPurpose::kData};
+        Status connected = ConnectVia(options_.transport, servers_[s], endpoint, label);
+        if (!connected.ok()) LOG(ERROR) << "worker " << worker_id_ << ": " << connected;
+        endpoints_[s] = endpoint;
+      }
+      epoch_ = view.epoch();
+      clock_.store(0);
+      pushed_since_clock_ = false;
+      sent_clock_ = 0;
+      sent_rows_ = 0;
+      sent_state_.clear();
+      cut_version_ = 0;
+      {
+        MutexLock lock(&restart_mu_);
+        restart_view_ = std::move(view);
+      }
+      restart_cv_.NotifyAll();
       break;
     }
     case proto::SHUTDOWN: {

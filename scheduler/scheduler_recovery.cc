@@ -1,0 +1,152 @@
+// SchedulerNode's side of recovery that touches sockets and files: performing
+// what the Recovery state machine decides (RECOVER to servers and workers, the
+// replacement's view, RESTART with the version's stream positions).
+// Event-loop thread only.
+#include <glog/logging.h>
+
+#include "model_store/version_dir.h"
+#include "model_store/version_reader.h"
+#include "scheduler/scheduler_node.h"
+
+namespace eddy::scheduler {
+
+std::vector<proto::WorkerCut> ResumePositionsOf(const proto::Manifest& manifest) {
+  std::vector<proto::WorkerCut> cuts;
+  for (const auto& p : manifest.positions()) {
+    proto::WorkerCut& c = cuts.emplace_back();
+    c.set_worker(p.worker());
+    c.set_rows_consumed(p.rows_consumed());
+    if (p.partitions_size() > 0) {
+      proto::Manifest::StreamPosition state;
+      state.set_topic(p.topic());
+      *state.mutable_partitions() = p.partitions();
+      c.set_stream_state(state.SerializeAsString());
+    }
+  }
+  std::sort(cuts.begin(), cuts.end(),
+            [](const auto& a, const auto& b) { return a.worker() < b.worker(); });
+  return cuts;
+}
+
+std::optional<Status> SchedulerNode::OnServerLost(Node& node, const std::string& why,
+                                                  SteadyClock::time_point now) {
+  node.lost = true;
+  // The version to roll back to: this job's newest, or the one it resumed from.
+  uint64_t version = versions_ ? versions_->last_committed() : 0;
+  if (version == 0) version = options_.resume_version;
+  if (version == 0) {
+    std::string error = why + "; aborting the job: no version was committed yet to roll back to";
+    LOG(ERROR) << "scheduler: " << error;
+    Broadcast(proto::ABORT, error);
+    return UnavailableError(error);
+  }
+  if (!recovery_.active()) {
+    recovery_started_ = now;
+    recovery_lost_ = node.Name();
+  }
+  LOG(WARNING) << "scheduler: " << why << "; recovering: rolling back to version " << version
+               << " (waiting up to " << FormatSeconds(options_.recovery_timeout)
+               << " for a replacement; restart the server with the same flags)";
+  if (versions_) versions_->Pause(node.Name() + " was lost");
+  if (std::optional<Status> end = PerformRecovery(recovery_.OnServerLost(node.id, version, why, now))) {
+    return end;
+  }
+  // A replacement that registered early takes the place now.
+  while (!waiting_servers_.empty() && !recovery_.vacant().empty()) {
+    auto [routing_id, info] = std::move(waiting_servers_.front());
+    waiting_servers_.erase(waiting_servers_.begin());
+    AdmitReplacement(routing_id, info);
+  }
+  return std::nullopt;
+}
+
+std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
+  if (step.fail) {
+    LOG(ERROR) << "scheduler: " << step.fail->message();
+    Broadcast(proto::ABORT, std::string(step.fail->message()));
+    return *step.fail;
+  }
+  if (!step.recover_servers.empty() || step.pause_workers) {
+    proto::RecoveryRequest request;
+    request.set_epoch(recovery_.epoch());
+    request.set_version(recovery_.version());
+    request.set_root(options_.model_dir);
+    request.set_why(recovery_lost_ + " was lost");
+    const std::string body = request.SerializeAsString();
+    for (const Node& n : nodes_) {
+      if (n.lost) continue;
+      const bool server = n.role == proto::SERVER;
+      const bool told =
+          server ? std::find(step.recover_servers.begin(), step.recover_servers.end(), n.id) !=
+                       step.recover_servers.end()
+                 : step.pause_workers && !n.done;
+      if (!told) continue;
+      Message m{MakeHeader(proto::RECOVER), {}, {}};
+      m.header.set_payload(body);
+      SendMessage(*socket_, m, n.routing_id, /*dont_wait=*/true).IgnoreError();
+    }
+    if (options_.on_recovery && step.pause_workers) {
+      options_.on_recovery(RecoveryEvent{false, recovery_.epoch(), recovery_.version(),
+                                         recovery_lost_, 0});
+    }
+  }
+  if (step.restart_workers) {
+    proto::ClusterView view = BaseView();
+    StatusOr<model_store::VersionReader> reader = model_store::VersionReader::Open(
+        options_.model_dir + "/" + model_store::VersionDirName(recovery_.version()));
+    if (!reader.ok()) {
+      Status error = reader.status().WithContext("recovery: the version to roll back to");
+      LOG(ERROR) << "scheduler: " << error;
+      Broadcast(proto::ABORT, std::string(error.message()));
+      return error;
+    }
+    view.set_resume_root(options_.model_dir);
+    view.set_resume_version(recovery_.version());
+    for (const proto::WorkerCut& c : ResumePositionsOf(reader->manifest())) {
+      *view.add_resume_positions() = c;
+    }
+    for (Node& n : nodes_) {
+      if (n.role == proto::WORKER && !n.lost && !n.done) SendView(n, view, proto::RESTART);
+    }
+    const double seconds =
+        std::chrono::duration<double>(SteadyClock::now() - recovery_started_).count();
+    LOG(WARNING) << "scheduler: recovered from the loss of " << recovery_lost_ << " in "
+                 << seconds << " s: every server is at version " << recovery_.version()
+                 << " (epoch " << recovery_.epoch() << "); the workers go on from its positions";
+    if (versions_) versions_->Unpause();
+    if (options_.on_recovery) {
+      options_.on_recovery(RecoveryEvent{true, recovery_.epoch(), recovery_.version(),
+                                         recovery_lost_, seconds});
+    }
+  }
+  return std::nullopt;
+}
+
+bool SchedulerNode::AdmitReplacement(const std::string& routing_id,
+                                     const proto::NodeInfo& info) {
+  std::optional<int> slot = recovery_.OnServerRegistered();
+  if (!slot) return false;
+  for (Node& n : nodes_) {
+    if (n.role != proto::SERVER || n.id != *slot) continue;
+    n.info = info;
+    n.routing_id = routing_id;
+    n.lost = false;
+    n.server_report.Clear();
+    LOG(WARNING) << "scheduler: " << n.Name() << " registered as the replacement of server "
+                 << *slot << "; it loads version " << recovery_.version();
+    proto::ClusterView view = BaseView();
+    view.set_resume_root(options_.model_dir);
+    view.set_resume_version(recovery_.version());
+    SendView(n, view, proto::CLUSTER_VIEW);
+    return true;
+  }
+  return false;
+}
+
+std::optional<Status> SchedulerNode::OnRecovered(const Node* node, const proto::Header& header) {
+  if (node == nullptr || node->role != proto::SERVER) return std::nullopt;
+  return PerformRecovery(
+      recovery_.OnServerLoaded(node->id, static_cast<uint32_t>(header.version())));
+}
+
+}  // namespace eddy::scheduler
