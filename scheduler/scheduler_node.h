@@ -51,6 +51,9 @@ struct RecoveryEvent {
   uint64_t version = 0;    // rolled back to
   std::string lost;        // what died (the first loss of this recovery)
   double seconds = 0;      // done: since the loss was noticed
+  // Rows the workers had trained past the version when the loss was noticed
+  // (trained again after the rollback); from rows_from_metrics, 0 without it.
+  uint64_t rows_replayed = 0;
 };
 
 struct SchedulerOptions {
@@ -286,6 +289,7 @@ class SchedulerNode : private VersionSink {
   std::vector<std::pair<std::string, proto::NodeInfo>> waiting_servers_;
   SteadyClock::time_point recovery_started_;
   std::string recovery_lost_;
+  uint64_t recovery_rows_replayed_ = 0;
   std::optional<model_store::VersionWriter> writer_;  // of the open version
   std::atomic<bool> snapshot_requested_{false};
   mutable Mutex reports_mu_;

@@ -43,6 +43,16 @@ std::optional<Status> SchedulerNode::OnServerLost(Node& node, const std::string&
   if (!recovery_.active()) {
     recovery_started_ = now;
     recovery_lost_ = node.Name();
+    // Rows trained past the version, by the workers' latest reports.
+    recovery_rows_replayed_ = 0;
+    StatusOr<model_store::VersionReader> reader = model_store::VersionReader::Open(
+        options_.model_dir + "/" + model_store::VersionDirName(version));
+    if (options_.rows_from_metrics && reader.ok()) {
+      uint64_t at_version = 0;
+      for (const auto& p : reader->manifest().positions()) at_version += p.rows_consumed();
+      const uint64_t trained = options_.rows_from_metrics(latest_metrics());
+      if (trained > at_version) recovery_rows_replayed_ = trained - at_version;
+    }
   }
   LOG(WARNING) << "scheduler: " << why << "; recovering: rolling back to version " << version
                << " (waiting up to " << FormatSeconds(options_.recovery_timeout)
@@ -87,7 +97,7 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
     }
     if (options_.on_recovery && step.pause_workers) {
       options_.on_recovery(RecoveryEvent{false, recovery_.epoch(), recovery_.version(),
-                                         recovery_lost_, 0});
+                                         recovery_lost_, 0, recovery_rows_replayed_});
     }
   }
   if (step.restart_workers) {
@@ -116,7 +126,7 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
     if (versions_) versions_->Unpause();
     if (options_.on_recovery) {
       options_.on_recovery(RecoveryEvent{true, recovery_.epoch(), recovery_.version(),
-                                         recovery_lost_, seconds});
+                                         recovery_lost_, seconds, recovery_rows_replayed_});
     }
   }
   return std::nullopt;

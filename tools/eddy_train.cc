@@ -587,9 +587,10 @@ int Main(int argc, char** argv) {
     char line[512];
     if (e.done) {
       std::snprintf(line, sizeof(line),
-                    "recovered from the loss of %s: back at version %llu (epoch %u) after %.2f s",
+                    "recovered from the loss of %s: back at version %llu (epoch %u) after %.2f "
+                    "s; about %llu rows are trained again",
                     e.lost.c_str(), static_cast<unsigned long long>(e.version), e.epoch,
-                    e.seconds);
+                    e.seconds, static_cast<unsigned long long>(e.rows_replayed));
     } else {
       std::snprintf(line, sizeof(line), "%s was lost: rolling back to version %llu (epoch %u)",
                     e.lost.c_str(), static_cast<unsigned long long>(e.version), e.epoch);
@@ -598,7 +599,8 @@ int Main(int argc, char** argv) {
     if (metrics_out) {
       *metrics_out << "{\"event\":\"recovery\",\"phase\":\"" << (e.done ? "done" : "start")
                    << "\",\"lost\":\"" << e.lost << "\",\"version\":" << e.version
-                   << ",\"epoch\":" << e.epoch << ",\"seconds_down\":" << e.seconds << "}"
+                   << ",\"epoch\":" << e.epoch << ",\"seconds_down\":" << e.seconds
+                   << ",\"rows_replayed\":" << e.rows_replayed << "}"
                    << std::endl;
     }
   };
