@@ -122,9 +122,21 @@ StatusOr<Message> RecvMessage(zmq::socket_t& socket, Envelope* envelope) {
   return DecodeFrames(frames, routing);
 }
 
-StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id) {
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id, int* source_fd) {
   std::vector<zmq::message_t> frames;
   RETURN_IF_ERROR(RecvFrames(socket, &frames));
+  // The file descriptor of the TCP connection it came on (-1 when unknown).
+  if (source_fd != nullptr) {
+    // The ROUTER's own routing-id frame has no descriptor; the peer's frames do.
+    *source_fd = -1;
+    for (zmq::message_t& f : frames) {
+      const int fd = zmq_msg_get(f.handle(), ZMQ_SRCFD);
+      if (fd >= 0) {
+        *source_fd = fd;
+        break;
+      }
+    }
+  }
   size_t first = 0;
   if (routing_id != nullptr) {
     routing_id->assign(static_cast<const char*>(frames[0].data()), frames[0].size());

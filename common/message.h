@@ -53,7 +53,10 @@ StatusOr<Message> RecvMessage(zmq::socket_t& socket, Envelope* envelope);
 // As above for a socket without envelopes (routing_id null: exactly three
 // frames) or a ROUTER whose peers connect directly (exactly one routing frame,
 // stored in *routing_id, also on error).
-StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id = nullptr);
+// source_fd: the file descriptor of the TCP connection the message came on
+// (ZMQ_SRCFD; -1 when unknown), which a PeerMonitor reports when it closes.
+StatusOr<Message> RecvMessage(zmq::socket_t& socket, std::string* routing_id = nullptr,
+                              int* source_fd = nullptr);
 
 // Checks that the frames agree with the header: key frame = num_keys * 8 bytes,
 // value frame = num_keys * value_dim (or value_count) elements of dtype.

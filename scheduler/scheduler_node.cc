@@ -360,6 +360,27 @@ Status SchedulerNode::Run() {
       },
       EventLoop::kUnlimited);
   loop.AddWaker(stop_waker_, [] {});
+  // A node whose process died closes its connection at once: a node with no
+  // message since its connection closed is lost after a short grace (a live
+  // node reconnects and sends its next heartbeat within it), long before the
+  // heartbeat timeout.
+  StatusOr<std::unique_ptr<PeerMonitor>> monitor = PeerMonitor::Start(context_, *socket_);
+  if (monitor.ok()) {
+    monitor_ = std::move(monitor).value();
+    loop.AddSocket(
+        monitor_->socket(),
+        [this] {
+          std::optional<int> fd = monitor_->ReadClosed();
+          if (!fd) return;
+          for (Node& n : nodes_) {
+            if (n.fd == *fd && !n.lost && !n.closed_at) n.closed_at = SteadyClock::now();
+          }
+        },
+        EventLoop::kUnlimited);
+  } else {
+    LOG(WARNING) << "scheduler: " << monitor.status()
+                 << "; lost nodes are noticed by the heartbeat timeout only";
+  }
   loop.AddTicker([&](SteadyClock::time_point) -> StatusOr<SteadyClock::time_point> {
     if (stop_.load()) {
       Broadcast(proto::ABORT, "scheduler stopped");
@@ -388,7 +409,12 @@ Status SchedulerNode::Run() {
 
 std::optional<Status> SchedulerNode::ReceiveOne(SteadyClock::time_point started) {
   std::string routing_id;
-  StatusOr<Message> msg = RecvMessage(*socket_, &routing_id);
+  int fd = -1;
+  StatusOr<Message> msg = RecvMessage(*socket_, &routing_id, &fd);
+  if (Node* node = FindNode(routing_id)) {
+    node->fd = fd;
+    node->closed_at.reset();  // it speaks: alive (over a new connection, maybe)
+  }
   if (!msg.ok()) {
     LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();
     if (msg.status().code() == StatusCode::kFailedPrecondition && !routing_id.empty()) {
@@ -524,11 +550,19 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
     return DeadlineExceededError(why);
   }
   if (std::optional<Status> end = PerformRecovery(recovery_.OnTick(now))) return end;
+  // A closed connection is given two heartbeats to come back.
+  const auto grace = std::max<SteadyClock::duration>(2 * options_.heartbeat_interval,
+                                                     std::chrono::milliseconds(200));
   for (Node& n : nodes_) {
-    if (n.lost || now - n.last_seen <= options_.node_timeout) continue;
-    std::string why = n.Name() + " stopped answering: no heartbeat for " +
-                      FormatSeconds(now - n.last_seen) + " (limit " +
-                      FormatSeconds(options_.node_timeout) + ", --node_timeout_ms)";
+    if (n.lost) continue;
+    const bool closed = n.closed_at && now - *n.closed_at > grace;
+    if (!closed && now - n.last_seen <= options_.node_timeout) continue;
+    std::string why =
+        closed ? n.Name() + " stopped answering: its connection closed " +
+                     FormatSeconds(now - *n.closed_at) + " ago (the process died?)"
+               : n.Name() + " stopped answering: no heartbeat for " +
+                     FormatSeconds(now - n.last_seen) + " (limit " +
+                     FormatSeconds(options_.node_timeout) + ", --node_timeout_ms)";
     if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
       OnWorkerLost(n, why);
       if (ReadyToEnd()) return EndJob(started);

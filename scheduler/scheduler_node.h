@@ -24,6 +24,7 @@
 #include "common/message.h"
 #include "common/mutex.h"
 #include "common/net.h"
+#include "common/peer_monitor.h"
 #include "common/proto/eddy.pb.h"
 #include "common/status.h"
 #include "model_store/version_writer.h"
@@ -194,6 +195,10 @@ class SchedulerNode : private VersionSink {
     SteadyClock::time_point last_seen;
     bool done = false;
     bool lost = false;  // stopped answering; tolerated (workers only)
+    // Its connection (the descriptor its messages came on) and when that closed
+    // without a message since: lost unless it reconnects within the grace.
+    int fd = -1;
+    std::optional<SteadyClock::time_point> closed_at;
     std::string report;
     proto::ServerReport server_report;  // servers: from the latest heartbeat
     std::string Name() const;
@@ -274,6 +279,7 @@ class SchedulerNode : private VersionSink {
   mutable Mutex service_mu_;
   std::string service_endpoint_ GUARDED_BY(service_mu_);
   std::unique_ptr<zmq::socket_t> socket_;
+  std::unique_ptr<PeerMonitor> monitor_;  // closed connections of socket_
   std::string endpoint_;
   Waker stop_waker_;
   std::atomic<bool> stop_{false};

@@ -24,7 +24,6 @@ class HealJobTest : public TrainJobTest {
     f.insert(f.end(), {"--num_servers=2", "--num_workers=2", "--data=" + data,
                        "--policy=" + policy, "--batch_size=100", "--model_dir=" + models,
                        "--snapshot_every=150ms", "--keep_versions=100",
-                       "--heartbeat_interval_ms=200", "--node_timeout_ms=1500",
                        "--recovery_timeout_ms=30000"});
     return f;
   }
@@ -89,6 +88,8 @@ TEST_F(HealJobTest, AspServerKilledMidRunEveryRowTrainedOnce) {
   auto [code, out] = RunAndKillAServer(flags, 3);
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("recovered from the loss of server"), std::string::npos) << out;
+  // Noticed from the closed connection, not after the 10 s heartbeat timeout.
+  EXPECT_NE(out.find("its connection closed"), std::string::npos) << out;
   // Rows trained after the rollback plus the rows the version held: every row once.
   EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
   std::ifstream in(metrics);
