@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "worker/data/kafka.h"
+#include "worker/data/read_ahead_source.h"
 #include "worker/data/parsed_stream.h"
 #include "worker/data/parser.h"
 #include "worker/generator/generator.h"
@@ -27,6 +28,9 @@ DEFINE_int64(rows, 2000000, "Rows to produce.");
 DEFINE_int32(partitions, 4, "Partitions of the topic.");
 DEFINE_int32(rows_per_message, 1, "Rows per message (> 1: rows=lines).");
 DEFINE_int32(repeat, 3, "Timed reads of the whole topic.");
+DEFINE_bool(read_ahead, true,
+            "Source + parsing: read on a thread of its own (ReadAheadSource, as eddy_train "
+            "does for Kafka); false: the parser thread reads too.");
 DEFINE_string(rdkafka, "",
               "Extra URI parameters for the reads, e.g. "
               "'rdkafka.fetch.wait.max.ms=10&rdkafka.queued.min.messages=500000'.");
@@ -151,7 +155,11 @@ int main(int argc, char** argv) {
       if (!source.ok()) return Fail(source.status().ToString());
       auto parser = eddy::worker::MakeParser("criteo");
       if (!parser.ok()) return Fail(parser.status().ToString());
-      eddy::worker::ParsedStream stream(std::move(source).value(), std::move(parser).value());
+      std::unique_ptr<eddy::worker::LineSource> input = std::move(source).value();
+      if (FLAGS_read_ahead) {
+        input = std::make_unique<eddy::worker::ReadAheadSource>(std::move(input));
+      }
+      eddy::worker::ParsedStream stream(std::move(input), std::move(parser).value());
       uint64_t rows = 0;
       for (;;) {
         auto batch = stream.NextBatch();
@@ -173,8 +181,9 @@ int main(int argc, char** argv) {
   std::sort(parsed_rates.begin(), parsed_rates.end());
   std::printf(
       "median of %d: source %.3f M rows/s, source+parse %.3f M rows/s "
-      "(rows_per_message=%d, partitions=%d)\n",
+      "(rows_per_message=%d, partitions=%d, read_ahead=%d)\n",
       FLAGS_repeat, source_rates[source_rates.size() / 2] / 1e6,
-      parsed_rates[parsed_rates.size() / 2] / 1e6, FLAGS_rows_per_message, FLAGS_partitions);
+      parsed_rates[parsed_rates.size() / 2] / 1e6, FLAGS_rows_per_message, FLAGS_partitions,
+      FLAGS_read_ahead ? 1 : 0);
   return 0;
 }
