@@ -9,19 +9,34 @@
 namespace eddy::job {
 namespace {
 
-// Runs a worker's program against a connected client, then finishes.
+// Runs a worker's program against a connected client, then finishes. After a
+// recovery (a server was lost and every server rolled back to the last
+// version; scheduler/recovery.h) the program runs again from the positions in
+// the client's new view, also when it had finished: the rows it trained after
+// the version were rolled back too.
 Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
                  const WorkerProgram& program) {
   ASSIGN_OR_RETURN(std::unique_ptr<worker::Client> client,
                    worker::Client::Connect(context, options));
-  StatusOr<std::string> report = program.run(*client);
-  if (!report.ok()) {
-    Status s = report.status().WithContext("worker " + std::to_string(client->worker_id()));
+  const std::string name = "worker " + std::to_string(client->worker_id());
+  while (true) {
+    StatusOr<std::string> report = program.run(*client);
+    Status done = report.ok() ? client->Finish(*report) : report.status();
+    if (done.ok()) return done;
+    if (client->recovering()) {
+      LOG(WARNING) << name << ": stopped for a recovery; waiting for the servers to roll back";
+      ASSIGN_OR_RETURN(proto::ClusterView view,
+                       client->WaitForRestart(options.registration_timeout));
+      LOG(WARNING) << name << ": going on from version " << view.resume_version() << " (epoch "
+                   << view.epoch() << ")";
+      continue;
+    }
+    if (report.ok()) return done;
+    Status s = report.status().WithContext(name);
     // Tell the scheduler so the whole job ends instead of waiting for this worker.
     if (client->health().ok()) client->Abort(s);
     return s;
   }
-  return client->Finish(*report);
 }
 
 Status RunScheduler(scheduler::SchedulerNode& node, const WorkerProgram& program) {

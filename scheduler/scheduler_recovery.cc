@@ -58,6 +58,14 @@ std::optional<Status> SchedulerNode::OnServerLost(Node& node, const std::string&
                << " (waiting up to " << FormatSeconds(options_.recovery_timeout)
                << " for a replacement; restart the server with the same flags)";
   if (versions_) versions_->Pause(node.Name() + " was lost");
+  // A worker that finished trained rows after the version too: it runs again.
+  for (Node& n : nodes_) {
+    if (n.role != proto::WORKER || n.lost || !n.done) continue;
+    n.done = false;
+    n.report.clear();
+    MutexLock lock(&reports_mu_);
+    if (n.id < static_cast<int>(reports_.size())) reports_[n.id].clear();
+  }
   if (std::optional<Status> end = PerformRecovery(recovery_.OnServerLost(node.id, version, why, now))) {
     return end;
   }
@@ -89,7 +97,7 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
       const bool told =
           server ? std::find(step.recover_servers.begin(), step.recover_servers.end(), n.id) !=
                        step.recover_servers.end()
-                 : step.pause_workers && !n.done;
+                 : step.pause_workers;
       if (!told) continue;
       Message m{MakeHeader(proto::RECOVER), {}, {}};
       m.header.set_payload(body);
@@ -116,7 +124,7 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
       *view.add_resume_positions() = c;
     }
     for (Node& n : nodes_) {
-      if (n.role == proto::WORKER && !n.lost && !n.done) SendView(n, view, proto::RESTART);
+      if (n.role == proto::WORKER && !n.lost) SendView(n, view, proto::RESTART);
     }
     const double seconds =
         std::chrono::duration<double>(SteadyClock::now() - recovery_started_).count();

@@ -18,8 +18,6 @@
 #include <set>
 #include <sstream>
 
-DECLARE_int32(recovery_timeout_ms);
-DECLARE_int32(node_timeout_ms);
 
 #include "common/table_config.h"
 #include "job/job_flags.h"
@@ -344,9 +342,10 @@ StatusOr<std::unique_ptr<worker::LineSource>> OpenSource(const TrainConfig& c, z
   return source;
 }
 
-// One training run from the positions in client.view() (the job's start, a
-// resumed version, or the version a recovery rolled back to).
-StatusOr<std::string> RunOnce(const TrainConfig& c, worker::Client& client) {
+// One training run from the positions in client.view(): the job's start, a
+// resumed version, or the version a recovery rolled back to (the launcher runs
+// it again after a recovery).
+StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
   zmq::context_t context;  // for a ZeroMQ source; separate from the client's
   worker::PartitionPositions stream_start;
   worker::KafkaSource* kafka = nullptr;  // owned by `stream` below, which outlives training
@@ -391,24 +390,6 @@ StatusOr<std::string> RunOnce(const TrainConfig& c, worker::Client& client) {
   std::string report;
   stats.AppendTo(&report);
   return report;
-}
-
-// Trains until the stream ends; after a recovery (a server was lost and every
-// server rolled back to the last version) it starts again from that version's
-// positions, so every row after the version is trained again from the same
-// state.
-StatusOr<std::string> RunWorker(const TrainConfig& c, worker::Client& client) {
-  while (true) {
-    StatusOr<std::string> report = RunOnce(c, client);
-    if (!client.recovering()) return report;
-    LOG(WARNING) << "worker " << client.worker_id()
-                 << ": training stopped for a recovery; waiting for the servers";
-    ASSIGN_OR_RETURN(proto::ClusterView view,
-                     client.WaitForRestart(std::chrono::milliseconds(FLAGS_recovery_timeout_ms) +
-                                           std::chrono::milliseconds(FLAGS_node_timeout_ms)));
-    LOG(WARNING) << "worker " << client.worker_id() << ": going on from version "
-                 << view.resume_version() << " (epoch " << view.epoch() << ")";
-  }
 }
 
 int Main(int argc, char** argv) {

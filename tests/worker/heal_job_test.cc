@@ -33,6 +33,11 @@ class HealJobTest : public TrainJobTest {
   // flags. Returns the scheduler's exit code and output.
   std::pair<int, std::string> RunAndKillAServer(const std::vector<std::string>& flags,
                                                 uint64_t kill_after) {
+    return RunAndKillAServerAfter(flags, "version " + std::to_string(kill_after) + " (");
+  }
+  // As above, once the scheduler's output has `text`.
+  std::pair<int, std::string> RunAndKillAServerAfter(const std::vector<std::string>& flags,
+                                                     const std::string& text) {
     auto start = [&](const std::string& role, const std::string& scheduler) {
       std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
       if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
@@ -48,8 +53,7 @@ class HealJobTest : public TrainJobTest {
     for (const char* role : {"server", "server", "worker", "worker"}) {
       nodes.push_back(start(role, endpoint));
     }
-    const bool cut = scheduler->WaitForOutput("version " + std::to_string(kill_after) + " (", 120s)
-                         .has_value();
+    const bool cut = scheduler->WaitForOutput(text, 120s).has_value();
     EXPECT_TRUE(cut) << scheduler->output();
     nodes[1]->Kill(SIGKILL);
     nodes.push_back(start("server", endpoint));  // the supervisor's restart
@@ -95,6 +99,26 @@ TEST_F(HealJobTest, AspServerKilledMidRunEveryRowTrainedOnce) {
   std::ifstream in(metrics);
   std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   EXPECT_NE(all.find("\"event\":\"recovery\",\"phase\":\"done\""), std::string::npos);
+}
+
+// A worker that had already finished its stream trained rows after the last
+// version too: the rollback undoes them, so it runs again from the version.
+TEST_F(HealJobTest, AWorkerThatFinishedRunsAgainAfterTheRollback) {
+  constexpr int kRows = 40000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  // Worker 1 is slow: worker 0 finishes first; the server dies after that.
+  flags.insert(flags.end(), {"--metrics_out=" + metrics, "--straggler=1:5"});
+  auto [code, out] = RunAndKillAServerAfter(flags, ") finished");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("recovered from the loss of server"), std::string::npos) << out;
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
+  // Worker 0 finished twice: before the loss and after the rollback.
+  const std::regex finished("worker 0 \\([^)]*\\) finished");
+  const auto n = std::distance(std::sregex_iterator(out.begin(), out.end(), finished),
+                               std::sregex_iterator());
+  EXPECT_EQ(n, 2) << out;
 }
 
 TEST_F(HealJobTest, BspServerKilledMidRunEndsWithTheUninterruptedParameters) {
