@@ -150,6 +150,9 @@ bool SchedulerNode::AdmitReplacement(const std::string& routing_id,
     n.routing_id = routing_id;
     n.lost = false;
     n.server_report.Clear();
+    // The lost server's connection is not the replacement's.
+    n.fd = -1;
+    n.closed_at.reset();
     LOG(WARNING) << "scheduler: " << n.Name() << " registered as the replacement of server "
                  << *slot << "; it loads version " << recovery_.version();
     proto::ClusterView view = BaseView();
