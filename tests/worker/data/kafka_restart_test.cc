@@ -101,7 +101,15 @@ TEST_F(KafkaTest, BrokerRestartLosesAndRepeatsNothing) {
   }
   // A patient reader (the broker is back well within its timeout) and an
   // impatient one (500 ms without a broker is too long for it).
-  Reader reader(Source(uri, {0, 1, 2, 3}), kBefore + kAfter);
+  // Patient: longer than scripts/kafka.sh waits for a broker to start (60 s),
+  // since a loaded machine may take that long to restart one.
+  KafkaSourceOptions patient_options;
+  patient_options.uri = uri;
+  patient_options.partitions = {0, 1, 2, 3};
+  patient_options.broker_timeout = milliseconds(120000);
+  StatusOr<std::unique_ptr<KafkaSource>> patient_source = KafkaSource::Open(patient_options);
+  ASSERT_TRUE(patient_source.ok()) << patient_source.status();
+  Reader reader(std::move(patient_source).value(), kBefore + kAfter);
   KafkaSourceOptions impatient_options;
   impatient_options.uri = uri;
   impatient_options.partitions = {0, 1, 2, 3};
@@ -123,7 +131,7 @@ TEST_F(KafkaTest, BrokerRestartLosesAndRepeatsNothing) {
     }
     ASSERT_TRUE(producer->Flush(kTimeout).ok());
   }
-  ASSERT_TRUE(reader.WaitForEnd(milliseconds(60000))) << reader.rows().size() << " rows read";
+  ASSERT_TRUE(reader.WaitForEnd(milliseconds(150000))) << reader.rows().size() << " rows read";
   EXPECT_TRUE(reader.status().ok()) << reader.status();
   const std::vector<Row> rows = reader.rows();
   std::multiset<std::string> read;
