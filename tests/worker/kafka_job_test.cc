@@ -13,7 +13,6 @@
 #include <map>
 #include <regex>
 
-#include "model_store/materialize.h"
 #include "model_store/version_dir.h"
 #include "model_store/version_reader.h"
 #include "tests/worker/train_job_fixture.h"
@@ -107,26 +106,6 @@ class KafkaJobTest : public TrainJobTest {
   std::string bootstrap_;
   std::string topic_;
 };
-
-void ExpectSameModel(const model_store::MaterializedModel& a,
-                     const model_store::MaterializedModel& b) {
-  ASSERT_EQ(a.sparse.size(), b.sparse.size());
-  for (const auto& [name, rows] : a.sparse) {
-    const model_store::SparseRows& other = b.sparse.at(name);
-    ASSERT_EQ(rows.size(), other.size()) << name;
-    for (uint64_t key : rows.keys()) {
-      auto v = rows.Find(key), w = other.Find(key);
-      ASSERT_EQ(v.size(), w.size()) << name << " key " << key;
-      for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], w[i]) << name << " key " << key;
-    }
-  }
-  ASSERT_EQ(a.dense.size(), b.dense.size());
-  for (const auto& [name, t] : a.dense) {
-    const auto& u = b.dense.at(name);
-    ASSERT_EQ(t.values, u.values) << name;
-    ASSERT_EQ(t.state, u.state) << name;
-  }
-}
 
 TEST_F(KafkaJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   constexpr int kRows = 8000;

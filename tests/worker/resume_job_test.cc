@@ -48,29 +48,6 @@ class ResumeJobTest : public TrainJobTest {
   }
 };
 
-void ExpectSameModel(const model_store::MaterializedModel& a,
-                     const model_store::MaterializedModel& b) {
-  ASSERT_EQ(a.sparse.size(), b.sparse.size());
-  for (const auto& [name, rows] : a.sparse) {
-    const model_store::SparseRows& other = b.sparse.at(name);
-    ASSERT_EQ(rows.size(), other.size()) << name;
-    for (uint64_t key : rows.keys()) {
-      auto v = rows.Find(key), w = other.Find(key);
-      ASSERT_EQ(v.size(), w.size()) << name << " key " << key;
-      for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], w[i]) << name << " key " << key;
-      auto s = rows.FindState(key), t = other.FindState(key);
-      ASSERT_EQ(s.size(), t.size());
-      for (size_t i = 0; i < s.size(); ++i) ASSERT_EQ(s[i], t[i]) << name << " state " << key;
-    }
-  }
-  ASSERT_EQ(a.dense.size(), b.dense.size());
-  for (const auto& [name, t] : a.dense) {
-    const auto& u = b.dense.at(name);
-    ASSERT_EQ(t.values, u.values) << name;
-    ASSERT_EQ(t.state, u.state) << name;
-  }
-}
-
 TEST_F(ResumeJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   const std::string data = Generate("stream.tsv", 12000);
   const std::string whole = (dir_ / "whole").string(), first = (dir_ / "first").string(),

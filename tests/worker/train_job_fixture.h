@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "model_store/materialize.h"
 #include "tests/testing/subprocess.h"
 
 namespace eddy {
@@ -76,6 +77,30 @@ class TrainJobTest : public ::testing::Test {
 
   fs::path dir_;
 };
+
+// Every sparse row, optimizer state and dense tensor of `a` equals `b`'s, bit for bit.
+inline void ExpectSameModel(const model_store::MaterializedModel& a,
+                     const model_store::MaterializedModel& b) {
+  ASSERT_EQ(a.sparse.size(), b.sparse.size());
+  for (const auto& [name, rows] : a.sparse) {
+    const model_store::SparseRows& other = b.sparse.at(name);
+    ASSERT_EQ(rows.size(), other.size()) << name;
+    for (uint64_t key : rows.keys()) {
+      auto v = rows.Find(key), w = other.Find(key);
+      ASSERT_EQ(v.size(), w.size()) << name << " key " << key;
+      for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], w[i]) << name << " key " << key;
+      auto s = rows.FindState(key), t = other.FindState(key);
+      ASSERT_EQ(s.size(), t.size());
+      for (size_t i = 0; i < s.size(); ++i) ASSERT_EQ(s[i], t[i]) << name << " state " << key;
+    }
+  }
+  ASSERT_EQ(a.dense.size(), b.dense.size());
+  for (const auto& [name, t] : a.dense) {
+    const auto& u = b.dense.at(name);
+    ASSERT_EQ(t.values, u.values) << name;
+    ASSERT_EQ(t.state, u.state) << name;
+  }
+}
 
 }  // namespace eddy
 
