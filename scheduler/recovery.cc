@@ -7,13 +7,26 @@ Recovery::Recovery(int num_servers, std::chrono::milliseconds timeout)
 
 Recovery::Step Recovery::OnServerLost(int id, uint64_t last_committed, const std::string& why,
                                       SteadyClock::time_point now) {
+  if (timeout_.count() > 0 && (id < 0 || id >= num_servers_)) return Step{};
+  if (timeout_.count() > 0) vacant_.insert(id);
+  return StartEpoch(last_committed, why, now);
+}
+
+Recovery::Step Recovery::OnWorkerLost(int id, uint64_t last_committed, const std::string& why,
+                                      SteadyClock::time_point now) {
+  if (timeout_.count() > 0 && id < 0) return Step{};
+  if (timeout_.count() > 0) vacant_workers_.insert(id);
+  return StartEpoch(last_committed, why, now);
+}
+
+Recovery::Step Recovery::StartEpoch(uint64_t last_committed, const std::string& why,
+                                    SteadyClock::time_point now) {
   Step step;
   if (timeout_.count() <= 0) {
     step.fail = UnavailableError(why + "; aborting the job (recovery is off: it needs "
                                        "--model_dir and --recovery_timeout_ms > 0)");
     return step;
   }
-  if (id < 0 || id >= num_servers_) return step;
   if (phase_ == Phase::kIdle) {
     ++recoveries_;
     why_ = why;
@@ -21,7 +34,6 @@ Recovery::Step Recovery::OnServerLost(int id, uint64_t last_committed, const std
   }
   ++epoch_;
   version_ = last_committed;
-  vacant_.insert(id);
   loaded_.clear();
   phase_ = Phase::kReplacing;
   for (int s = 0; s < num_servers_; ++s) {
@@ -35,7 +47,20 @@ std::optional<int> Recovery::OnServerRegistered() {
   if (phase_ != Phase::kReplacing || vacant_.empty()) return std::nullopt;
   const int id = *vacant_.begin();
   vacant_.erase(vacant_.begin());
-  if (vacant_.empty()) phase_ = Phase::kLoading;
+  if (vacant_.empty() && vacant_workers_.empty()) phase_ = Phase::kLoading;
+  return id;
+}
+
+std::optional<int> Recovery::OnWorkerRegistered(int wanted, Step* step) {
+  if (phase_ != Phase::kReplacing || vacant_workers_.empty()) return std::nullopt;
+  auto it = vacant_workers_.find(wanted);
+  if (it == vacant_workers_.end()) it = vacant_workers_.begin();
+  const int id = *it;
+  vacant_workers_.erase(it);
+  if (vacant_.empty() && vacant_workers_.empty()) {
+    phase_ = Phase::kLoading;
+    MaybeFinish(step);
+  }
   return id;
 }
 
@@ -54,6 +79,7 @@ void Recovery::MaybeFinish(Step* step) {
   if (phase_ != Phase::kLoading || static_cast<int>(loaded_.size()) < num_servers_) return;
   phase_ = Phase::kIdle;
   vacant_.clear();
+  vacant_workers_.clear();
   loaded_.clear();
   step->restart_workers = true;
 }
@@ -62,13 +88,16 @@ Recovery::Step Recovery::OnTick(SteadyClock::time_point now) {
   Step step;
   if (phase_ == Phase::kIdle || now < deadline_) return step;
   std::string missing;
-  for (int s : vacant_) missing += (missing.empty() ? "" : ", ") + std::to_string(s);
-  if (!vacant_.empty()) {
+  for (int s : vacant_) missing += (missing.empty() ? "server " : ", server ") + std::to_string(s);
+  for (int w : vacant_workers_) {
+    missing += (missing.empty() ? "worker " : ", worker ") + std::to_string(w);
+  }
+  if (!missing.empty()) {
     step.fail = UnavailableError(
-        why_ + "; no replacement for server(s) " + missing + " registered within " +
+        why_ + "; no replacement for " + missing + " registered within " +
         std::to_string(timeout_.count()) +
-        " ms (--recovery_timeout_ms): restart the server with the same flags, or relaunch the "
-        "job with --resume_from=latest");
+        " ms (--recovery_timeout_ms): restart the lost process with the same flags (or run the "
+        "job with --supervise), or relaunch the job with --resume_from=latest");
   } else {
     step.fail = UnavailableError(why_ + "; the servers did not load version " +
                                  std::to_string(version_) + " within " +

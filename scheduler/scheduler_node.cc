@@ -173,7 +173,7 @@ void SchedulerNode::ReportProgress(SteadyClock::time_point now, bool final) {
 }
 
 bool SchedulerNode::ReadyToEnd() {
-  if (!cluster_up_ || !AllLiveWorkersDone()) return false;
+  if (!cluster_up_ || recovery_.active() || !AllLiveWorkersDone()) return false;
   return !versions_ || versions_->ReadyToEnd();
 }
 
@@ -206,25 +206,28 @@ void SchedulerNode::ReleaseCompleteBarriers() {
   }
 }
 
-void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Header& header) {
+std::optional<Status> SchedulerNode::OnRegister(const std::string& routing_id,
+                                                const proto::Header& header) {
   proto::NodeInfo info;
   if (!info.ParseFromString(header.payload()) ||
       (info.role() != proto::SERVER && info.role() != proto::WORKER)) {
     LOG(WARNING) << "scheduler: ignored a malformed registration";
-    return;
+    return std::nullopt;
   }
-  if (FindNode(routing_id) != nullptr) return;  // duplicate
+  if (FindNode(routing_id) != nullptr) return std::nullopt;  // duplicate
   const bool server = info.role() == proto::SERVER;
-  if (server && cluster_up_ && recovery_.enabled()) {
-    // A replacement: it takes a lost server's place now, or once the loss of
-    // the server it replaces is noticed (a supervisor may restart a process
+  if (cluster_up_ && recovery_.enabled() && (server || !options_.tolerate_worker_failures)) {
+    // A replacement: it takes a lost node's place now, or once the loss of
+    // the node it replaces is noticed (a supervisor may restart a process
     // faster than the heartbeat timeout).
-    if (!AdmitReplacement(routing_id, info)) {
-      LOG(INFO) << "scheduler: a server from " << info.host() << ":" << info.pid()
-                << " waits to replace the next lost server";
-      waiting_servers_.emplace_back(routing_id, info);
+    std::optional<Status> end;
+    if (!AdmitReplacement(routing_id, info, &end)) {
+      LOG(INFO) << "scheduler: a " << (server ? "server" : "worker") << " from " << info.host()
+                << ":" << info.pid() << " waits to replace the next lost "
+                << (server ? "server" : "worker");
+      waiting_nodes_.emplace_back(routing_id, info);
     }
-    return;
+    return end;
   }
   const int expected = server ? options_.num_servers : options_.num_workers;
   std::vector<bool> taken(expected, false);
@@ -242,7 +245,7 @@ void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Heade
     LOG(WARNING) << "scheduler: refused " << (server ? "a server" : "a worker") << " from "
                  << info.host() << ":" << info.pid() << ": " << why;
     SendTo(routing_id, proto::ABORT, why);
-    return;
+    return std::nullopt;
   }
   Node node;
   node.role = info.role();
@@ -258,6 +261,7 @@ void SchedulerNode::OnRegister(const std::string& routing_id, const proto::Heade
   LOG(INFO) << "scheduler: " << node.Name() << " registered";
   nodes_.push_back(std::move(node));
   if (static_cast<int>(nodes_.size()) == options_.num_servers + options_.num_workers) SendViews();
+  return std::nullopt;
 }
 
 proto::ClusterView SchedulerNode::BaseView() const {
@@ -432,8 +436,7 @@ std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Me
   if (node != nullptr) node->last_seen = SteadyClock::now();
   switch (h.type()) {
     case proto::REGISTER:
-      OnRegister(routing_id, h);
-      break;
+      return OnRegister(routing_id, h);
     case proto::HEARTBEAT:
       if (node == nullptr) break;
       if (node->role == proto::SERVER && !h.payload().empty() &&
@@ -554,7 +557,7 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
   const auto grace = std::max<SteadyClock::duration>(2 * options_.heartbeat_interval,
                                                      std::chrono::milliseconds(200));
   for (Node& n : nodes_) {
-    if (n.lost) continue;
+    if (n.lost || n.awaiting_view) continue;
     const bool closed = n.closed_at && now - *n.closed_at > grace;
     if (!closed && now - n.last_seen <= options_.node_timeout) continue;
     std::string why =
@@ -568,8 +571,8 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
       if (ReadyToEnd()) return EndJob(started);
       continue;
     }
-    if (n.role == proto::SERVER && recovery_.enabled()) {
-      if (std::optional<Status> end = OnServerLost(n, why, now)) return end;
+    if (recovery_.enabled()) {
+      if (std::optional<Status> end = OnNodeLost(n, why, now)) return end;
       continue;
     }
     why += "; aborting the job";

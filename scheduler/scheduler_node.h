@@ -194,7 +194,9 @@ class SchedulerNode : private VersionSink {
     std::string routing_id;
     SteadyClock::time_point last_seen;
     bool done = false;
-    bool lost = false;  // stopped answering; tolerated (workers only)
+    bool lost = false;  // stopped answering (tolerated, or replaced in a recovery)
+    // A replacement worker: registered, its view comes when the recovery ends.
+    bool awaiting_view = false;
     // Its connection (the descriptor its messages came on) and when that closed
     // without a message since: lost unless it reconnects within the grace.
     int fd = -1;
@@ -206,7 +208,8 @@ class SchedulerNode : private VersionSink {
 
   // The latest heartbeat report of each server, by server id (event-loop thread).
   std::vector<proto::ServerReport> server_reports() const;
-  void OnRegister(const std::string& routing_id, const proto::Header& header);
+  // A value when Run() must return it (a replacement ended a failing recovery).
+  std::optional<Status> OnRegister(const std::string& routing_id, const proto::Header& header);
   void SendViews();
   // Starts the version service (serve_port), if asked for.
   Status StartVersionService();
@@ -227,15 +230,18 @@ class SchedulerNode : private VersionSink {
                                    SteadyClock::time_point registration_deadline);
   // A worker stopped answering and failures are tolerated: tells the others.
   void OnWorkerLost(Node& node, const std::string& why);
-  // Recovery (scheduler_recovery.cc). A server stopped answering: rolls back or
-  // fails (a value when Run() must return it).
-  std::optional<Status> OnServerLost(Node& node, const std::string& why,
-                                     SteadyClock::time_point now);
+  // Recovery (scheduler_recovery.cc). A server or worker stopped answering:
+  // rolls back or fails (a value when Run() must return it).
+  std::optional<Status> OnNodeLost(Node& node, const std::string& why,
+                                   SteadyClock::time_point now);
   // Performs what recovery_ decided.
   std::optional<Status> PerformRecovery(Recovery::Step step);
-  // A server registering while a recovery waits for a replacement: true if it
-  // took a lost server's place.
-  bool AdmitReplacement(const std::string& routing_id, const proto::NodeInfo& info);
+  // A node registering while a recovery waits for a replacement: true if it
+  // took a lost node's place (a value when Run() must return it).
+  bool AdmitReplacement(const std::string& routing_id, const proto::NodeInfo& info,
+                        std::optional<Status>* end);
+  // Registered replacements waiting for a loss, admitted while slots are vacant.
+  std::optional<Status> AdmitWaiting();
   // RECOVERED from a server.
   std::optional<Status> OnRecovered(const Node* node, const proto::Header& header);
   // The cluster view common to every node (ids, endpoints, tables, settings).
@@ -290,9 +296,9 @@ class SchedulerNode : private VersionSink {
   // Model versions (model_dir set), event-loop thread; created by Bind().
   std::unique_ptr<VersionCoordinator> versions_;
   Recovery recovery_;
-  // Servers that registered while every slot was taken: replacements for the
-  // next lost server (routing id, info), oldest first.
-  std::vector<std::pair<std::string, proto::NodeInfo>> waiting_servers_;
+  // Nodes that registered while every slot was taken: replacements for the
+  // next lost node of their role (routing id, info), oldest first.
+  std::vector<std::pair<std::string, proto::NodeInfo>> waiting_nodes_;
   SteadyClock::time_point recovery_started_;
   std::string recovery_lost_;
   uint64_t recovery_rows_replayed_ = 0;

@@ -1,6 +1,6 @@
 // SchedulerNode's side of recovery that touches sockets and files: performing
 // what the Recovery state machine decides (RECOVER to servers and workers, the
-// replacement's view, RESTART with the version's stream positions).
+// replacements' views, RESTART with the version's stream positions).
 // Event-loop thread only.
 #include <glog/logging.h>
 
@@ -28,9 +28,10 @@ std::vector<proto::WorkerCut> ResumePositionsOf(const proto::Manifest& manifest)
   return cuts;
 }
 
-std::optional<Status> SchedulerNode::OnServerLost(Node& node, const std::string& why,
-                                                  SteadyClock::time_point now) {
+std::optional<Status> SchedulerNode::OnNodeLost(Node& node, const std::string& why,
+                                                SteadyClock::time_point now) {
   node.lost = true;
+  node.done = false;
   // The version to roll back to: this job's newest, or the one it resumed from.
   uint64_t version = versions_ ? versions_->last_committed() : 0;
   if (version == 0) version = options_.resume_version;
@@ -66,14 +67,23 @@ std::optional<Status> SchedulerNode::OnServerLost(Node& node, const std::string&
     MutexLock lock(&reports_mu_);
     if (n.id < static_cast<int>(reports_.size())) reports_[n.id].clear();
   }
-  if (std::optional<Status> end = PerformRecovery(recovery_.OnServerLost(node.id, version, why, now))) {
-    return end;
-  }
+  Recovery::Step step = node.role == proto::SERVER
+                            ? recovery_.OnServerLost(node.id, version, why, now)
+                            : recovery_.OnWorkerLost(node.id, version, why, now);
+  if (std::optional<Status> end = PerformRecovery(std::move(step))) return end;
+  return AdmitWaiting();
+}
+
+std::optional<Status> SchedulerNode::AdmitWaiting() {
   // A replacement that registered early takes the place now.
-  while (!waiting_servers_.empty() && !recovery_.vacant().empty()) {
-    auto [routing_id, info] = std::move(waiting_servers_.front());
-    waiting_servers_.erase(waiting_servers_.begin());
-    AdmitReplacement(routing_id, info);
+  for (size_t i = 0; i < waiting_nodes_.size();) {
+    std::optional<Status> end;
+    if (AdmitReplacement(waiting_nodes_[i].first, waiting_nodes_[i].second, &end)) {
+      waiting_nodes_.erase(waiting_nodes_.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+    if (end) return end;
   }
   return std::nullopt;
 }
@@ -92,7 +102,8 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
     request.set_why(recovery_lost_ + " was lost");
     const std::string body = request.SerializeAsString();
     for (const Node& n : nodes_) {
-      if (n.lost) continue;
+      // A replacement worker without a view yet gets it at the end.
+      if (n.lost || n.awaiting_view) continue;
       const bool server = n.role == proto::SERVER;
       const bool told =
           server ? std::find(step.recover_servers.begin(), step.recover_servers.end(), n.id) !=
@@ -124,7 +135,10 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
       *view.add_resume_positions() = c;
     }
     for (Node& n : nodes_) {
-      if (n.role == proto::WORKER && !n.lost) SendView(n, view, proto::RESTART);
+      if (n.role != proto::WORKER || n.lost) continue;
+      // A replacement worker starts from its view as a resumed job's workers do.
+      SendView(n, view, n.awaiting_view ? proto::CLUSTER_VIEW : proto::RESTART);
+      n.awaiting_view = false;
     }
     const double seconds =
         std::chrono::duration<double>(SteadyClock::now() - recovery_started_).count();
@@ -140,28 +154,41 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
   return std::nullopt;
 }
 
-bool SchedulerNode::AdmitReplacement(const std::string& routing_id,
-                                     const proto::NodeInfo& info) {
-  std::optional<int> slot = recovery_.OnServerRegistered();
+bool SchedulerNode::AdmitReplacement(const std::string& routing_id, const proto::NodeInfo& info,
+                                     std::optional<Status>* end) {
+  const bool server = info.role() == proto::SERVER;
+  Recovery::Step step;
+  std::optional<int> slot = server ? recovery_.OnServerRegistered()
+                                   : recovery_.OnWorkerRegistered(info.requested_rank(), &step);
   if (!slot) return false;
   for (Node& n : nodes_) {
-    if (n.role != proto::SERVER || n.id != *slot) continue;
+    if (n.role != info.role() || n.id != *slot) continue;
     n.info = info;
     n.routing_id = routing_id;
     n.lost = false;
+    n.done = false;
+    n.report.clear();
     n.server_report.Clear();
-    // The lost server's connection is not the replacement's.
+    n.last_seen = SteadyClock::now();
+    // The lost node's connection is not the replacement's.
     n.fd = -1;
     n.closed_at.reset();
-    LOG(WARNING) << "scheduler: " << n.Name() << " registered as the replacement of server "
-                 << *slot << "; it loads version " << recovery_.version();
-    proto::ClusterView view = BaseView();
-    view.set_resume_root(options_.model_dir);
-    view.set_resume_version(recovery_.version());
-    SendView(n, view, proto::CLUSTER_VIEW);
-    return true;
+    LOG(WARNING) << "scheduler: " << n.Name() << " registered as the replacement of "
+                 << (server ? "server " : "worker ") << *slot << "; "
+                 << (server ? "it loads" : "it goes on from") << " version "
+                 << recovery_.version();
+    if (server) {
+      proto::ClusterView view = BaseView();
+      view.set_resume_root(options_.model_dir);
+      view.set_resume_version(recovery_.version());
+      SendView(n, view, proto::CLUSTER_VIEW);
+    } else {
+      n.awaiting_view = true;
+    }
+    break;
   }
-  return false;
+  *end = PerformRecovery(std::move(step));
+  return true;
 }
 
 std::optional<Status> SchedulerNode::OnRecovered(const Node* node, const proto::Header& header) {

@@ -1,4 +1,4 @@
-// The scheduler's side of a rollback on its own: a lost server, its
+// The scheduler's side of a rollback on its own: a lost server or worker, its
 // replacement, loading, a second loss during recovery, stale reports, timeouts.
 #include "scheduler/recovery.h"
 
@@ -58,8 +58,55 @@ TEST(RecoveryTest, NoReplacementInTimeIsAnErrorSayingWhatToDo) {
   Recovery::Step step = r.OnTick(kT0 + kTimeout);
   ASSERT_TRUE(step.fail);
   EXPECT_NE(step.fail->message().find("server 1 (host:42) stopped answering"), std::string::npos);
-  EXPECT_NE(step.fail->message().find("no replacement for server(s) 1"), std::string::npos);
+  EXPECT_NE(step.fail->message().find("no replacement for server 1 registered"), std::string::npos);
   EXPECT_NE(step.fail->message().find("--resume_from=latest"), std::string::npos);
+}
+
+TEST(RecoveryTest, LostWorkerRollsEveryServerBackAndRestartsOnceReplaced) {
+  Recovery r(2, kTimeout);
+  Recovery::Step step = r.OnWorkerLost(1, 5, "worker 1 stopped answering", kT0);
+  EXPECT_FALSE(step.fail);
+  EXPECT_EQ(step.recover_servers, (std::vector<int>{0, 1}));  // every server rolls back
+  EXPECT_TRUE(step.pause_workers);
+  EXPECT_EQ(r.epoch(), 1u);
+  EXPECT_EQ(r.vacant_workers(), (std::set<int>{1}));
+  // Both servers loaded, but the worker's slot is empty: nobody restarts yet.
+  EXPECT_FALSE(r.OnServerLoaded(0, 1).restart_workers);
+  EXPECT_FALSE(r.OnServerLoaded(1, 1).restart_workers);
+  EXPECT_EQ(r.OnServerRegistered(), std::nullopt);  // no server slot is vacant
+  Recovery::Step admitted;
+  EXPECT_EQ(r.OnWorkerRegistered(-1, &admitted), 1);
+  EXPECT_TRUE(admitted.restart_workers);  // the servers were ready: at once
+  EXPECT_FALSE(r.active());
+  Recovery::Step none;
+  EXPECT_EQ(r.OnWorkerRegistered(-1, &none), std::nullopt);
+}
+
+TEST(RecoveryTest, AReplacementWorkerTakesTheSlotItAsksForElseTheLowest) {
+  Recovery r(1, kTimeout);
+  r.OnWorkerLost(0, 2, "worker 0 lost", kT0);
+  r.OnWorkerLost(3, 2, "worker 3 lost", kT0);
+  EXPECT_EQ(r.epoch(), 2u);
+  Recovery::Step step;
+  EXPECT_EQ(r.OnWorkerRegistered(3, &step), 3);
+  EXPECT_FALSE(step.restart_workers);
+  EXPECT_EQ(r.OnWorkerRegistered(7, &step), 0);
+  EXPECT_FALSE(step.restart_workers);  // the server has not loaded yet
+  EXPECT_EQ(r.phase(), Phase::kLoading);
+  EXPECT_FALSE(r.OnServerLoaded(0, 1).restart_workers);  // stale epoch
+  EXPECT_TRUE(r.OnServerLoaded(0, 2).restart_workers);
+}
+
+TEST(RecoveryTest, NoReplacementWorkerInTimeNamesIt) {
+  Recovery r(2, kTimeout);
+  r.OnWorkerLost(1, 4, "worker 1 (host:7) stopped answering", kT0);
+  r.OnServerLoaded(0, 1);
+  r.OnServerLoaded(1, 1);
+  Recovery::Step step = r.OnTick(kT0 + kTimeout);
+  ASSERT_TRUE(step.fail);
+  EXPECT_NE(step.fail->message().find("no replacement for worker 1 registered"),
+            std::string::npos);
+  EXPECT_NE(step.fail->message().find("--supervise"), std::string::npos);
 }
 
 TEST(RecoveryTest, OffFailsAtOnce) {
@@ -68,6 +115,7 @@ TEST(RecoveryTest, OffFailsAtOnce) {
   ASSERT_TRUE(step.fail);
   EXPECT_NE(step.fail->message().find("recovery is off"), std::string::npos);
   EXPECT_FALSE(r.active());
+  EXPECT_TRUE(r.OnWorkerLost(1, 4, "worker 1 lost", kT0).fail);
 }
 
 }  // namespace

@@ -1,8 +1,9 @@
 // Self-healing with real processes: a job launched one process per role loses a
-// server to SIGKILL mid-run; a replacement started with the same flags takes
-// its place, every server rolls back to the last committed version and the
-// workers go on from its positions. Under ASP every row is trained exactly once;
-// under BSP the final parameters equal an uninterrupted job's, bit for bit.
+// server or a worker to SIGKILL mid-run (also while a version is written); a
+// replacement started with the same flags takes its place, every server rolls
+// back to the last committed version and the workers go on from its positions.
+// Under ASP every row is trained exactly once; under BSP the final parameters
+// equal an uninterrupted job's, bit for bit.
 #include <signal.h>
 
 #include <fstream>
@@ -28,16 +29,24 @@ class HealJobTest : public TrainJobTest {
     return f;
   }
 
+  // The processes of RunAndKill, in start order after the scheduler.
+  static constexpr int kServer1 = 1, kWorker1 = 3;
+
   // Runs the job one process per role; kills a server with SIGKILL once
   // version `kill_after` is committed and starts a replacement with the same
   // flags. Returns the scheduler's exit code and output.
   std::pair<int, std::string> RunAndKillAServer(const std::vector<std::string>& flags,
                                                 uint64_t kill_after) {
-    return RunAndKillAServerAfter(flags, "version " + std::to_string(kill_after) + " (");
+    return RunAndKill(flags, "version " + std::to_string(kill_after) + " (", kServer1);
   }
-  // As above, once the scheduler's output has `text`.
   std::pair<int, std::string> RunAndKillAServerAfter(const std::vector<std::string>& flags,
                                                      const std::string& text) {
+    return RunAndKill(flags, text, kServer1);
+  }
+  // As above, once the scheduler's output has `text`, the node `victim`
+  // (kServer1 or kWorker1).
+  std::pair<int, std::string> RunAndKill(const std::vector<std::string>& flags,
+                                         const std::string& text, int victim) {
     auto start = [&](const std::string& role, const std::string& scheduler) {
       std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
       if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
@@ -50,13 +59,12 @@ class HealJobTest : public TrainJobTest {
     if (!line) return {-1, scheduler->output()};
     const std::string endpoint = line->substr(line->find("tcp://"));
     std::vector<std::unique_ptr<Subprocess>> nodes;
-    for (const char* role : {"server", "server", "worker", "worker"}) {
-      nodes.push_back(start(role, endpoint));
-    }
+    const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
+    for (const std::string& role : roles) nodes.push_back(start(role, endpoint));
     const bool cut = scheduler->WaitForOutput(text, 120s).has_value();
     EXPECT_TRUE(cut) << scheduler->output();
-    nodes[1]->Kill(SIGKILL);
-    nodes.push_back(start("server", endpoint));  // the supervisor's restart
+    nodes[victim]->Kill(SIGKILL);
+    nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
     auto code = scheduler->WaitForExit(240s);
     EXPECT_TRUE(code.has_value()) << scheduler->output();
     for (auto& n : nodes) n->WaitForExit(60s);
@@ -80,6 +88,14 @@ class HealJobTest : public TrainJobTest {
     auto v = model_store::ListVersions(root);
     EXPECT_TRUE(v.ok() && !v->empty()) << root;
     return v.ok() && !v->empty() ? v->back() : 0;
+  }
+
+  // The newest versions of the two jobs hold the same model, bit for bit.
+  static void ExpectSameNewest(const std::string& a, const std::string& b) {
+    auto m1 = model_store::Materialize(a, Newest(a));
+    auto m2 = model_store::Materialize(b, Newest(b));
+    ASSERT_TRUE(m1.ok() && m2.ok());
+    ExpectSameModel(*m1, *m2);
   }
 };
 
@@ -132,16 +148,53 @@ TEST_F(HealJobTest, BspServerKilledMidRunEndsWithTheUninterruptedParameters) {
   auto [c2, o2] = RunAndKillAServer(Flags(data, "bsp", healed), 3);
   ASSERT_EQ(c2, 0) << o2;
   EXPECT_NE(o2.find("recovered from the loss of server"), std::string::npos) << o2;
-  auto m1 = model_store::Materialize(whole, Newest(whole));
-  auto m2 = model_store::Materialize(healed, Newest(healed));
-  ASSERT_TRUE(m1.ok() && m2.ok());
-  ASSERT_EQ(m1->sparse.at("emb").size(), m2->sparse.at("emb").size());
-  for (uint64_t key : m1->sparse.at("emb").keys()) {
-    auto v = m1->sparse.at("emb").Find(key), u = m2->sparse.at("emb").Find(key);
-    ASSERT_EQ(std::vector<float>(v.begin(), v.end()), std::vector<float>(u.begin(), u.end()))
-        << "key " << key;
-  }
-  for (const auto& [name, t] : m1->dense) ASSERT_EQ(t.values, m2->dense.at(name).values) << name;
+  ExpectSameNewest(whole, healed);
+}
+
+TEST_F(HealJobTest, BspServerKilledWhileAVersionIsWrittenEndsWithTheUninterruptedParameters) {
+  constexpr int kRows = 60000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
+  auto w = Flags(data, "bsp", whole);
+  w.push_back("--local");
+  auto [c1, o1] = Train(w);
+  ASSERT_EQ(c1, 0) << o1;
+  // Killed as soon as version 4 is asked for: its cut or its files are under
+  // way; it fails and the job rolls back to version 3.
+  auto flags = Flags(data, "bsp", healed);
+  flags.push_back("--vmodule=version_coordinator=1");
+  auto [c2, o2] = RunAndKill(flags, "taking version 4", kServer1);
+  ASSERT_EQ(c2, 0) << o2;
+  EXPECT_NE(o2.find("rolling back to version 3"), std::string::npos) << o2;
+  EXPECT_NE(o2.find("recovered from the loss of server"), std::string::npos) << o2;
+  ExpectSameNewest(whole, healed);
+}
+
+TEST_F(HealJobTest, AspWorkerKilledMidRunEveryRowTrainedOnce) {
+  constexpr int kRows = 300000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  flags.push_back("--metrics_out=" + metrics);
+  auto [code, out] = RunAndKill(flags, "version 3 (", kWorker1);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("recovered from the loss of worker 1"), std::string::npos) << out;
+  EXPECT_NE(out.find("registered as the replacement of worker 1"), std::string::npos) << out;
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
+}
+
+TEST_F(HealJobTest, BspWorkerKilledMidRunEndsWithTheUninterruptedParameters) {
+  constexpr int kRows = 60000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
+  auto w = Flags(data, "bsp", whole);
+  w.push_back("--local");
+  auto [c1, o1] = Train(w);
+  ASSERT_EQ(c1, 0) << o1;
+  auto [c2, o2] = RunAndKill(Flags(data, "bsp", healed), "version 3 (", kWorker1);
+  ASSERT_EQ(c2, 0) << o2;
+  EXPECT_NE(o2.find("recovered from the loss of worker 1"), std::string::npos) << o2;
+  ExpectSameNewest(whole, healed);
 }
 
 }  // namespace
