@@ -26,11 +26,11 @@ DEFINE_string(scheduler, "",
 DEFINE_string(bind, "127.0.0.1",
               "Interface the scheduler and the servers listen on (0.0.0.0 for all).");
 DEFINE_int32(recovery_timeout_ms, 60000,
-             "With --model_dir, a server that stops answering makes the job roll back to the "
-             "last committed version instead of failing: every server reloads it and every worker "
-             "goes on from its positions. The scheduler waits this long for a replacement server "
-             "(the same command restarted, e.g. by systemd or Kubernetes) and for the servers to "
-             "load. 0: a lost server fails the job.");
+             "With --model_dir, a server or worker that stops answering makes the job roll back "
+             "to the last committed version instead of failing: every server reloads it and every "
+             "worker goes on from its positions. The scheduler waits this long for a replacement "
+             "(the same command restarted by --supervise, systemd or Kubernetes) and for the "
+             "servers to load. 0: a lost node fails the job.");
 DEFINE_int32(port, 0, "Scheduler port (--role=scheduler); 0 picks a free one and prints it.");
 DEFINE_int32(server_port, 0, "Server data port (--role=server); 0 picks a free one.");
 DEFINE_int32(num_servers, 1, "Number of server processes (threads in local mode).");
@@ -49,8 +49,10 @@ DEFINE_int32(server_shards, 64, "Internal shards per sparse table on each server
 DEFINE_int32(heartbeat_interval_ms, 1000, "Interval between heartbeats of every node.");
 DEFINE_int32(
     node_timeout_ms, 10000,
-    "A node silent for this long is declared dead: a server is replaced and the job rolls "
-    "back (--recovery_timeout_ms), a worker ends the job unless --tolerate_worker_failures.");
+    "A node silent for this long is declared dead (a closed connection is noticed within two "
+    "heartbeats): with --model_dir it is replaced and the job rolls back "
+    "(--recovery_timeout_ms), otherwise it ends the job (a worker: unless "
+    "--tolerate_worker_failures).");
 DEFINE_int32(registration_timeout_s, 120,
              "How long the scheduler waits for every node to register.");
 DEFINE_int32(request_timeout_ms, 30000, "A push or pull not answered within this time fails.");
@@ -70,7 +72,8 @@ DEFINE_string(
     "never waits). Empty: as --staleness and --aggregate say (asp by default).");
 DEFINE_bool(tolerate_worker_failures, false,
             "Go on with the live workers when a worker stops answering (it no longer counts toward "
-            "barriers and the staleness bound); by default a lost worker ends the job.");
+            "barriers and the staleness bound, and the rest of its stream share is not trained); "
+            "by default a lost worker is replaced in a rollback (--model_dir) or ends the job.");
 DEFINE_string(model_dir, "",
               "Directory of the job's model versions (docs/model_format.md). The scheduler and "
               "every server must see it at the same path (one host, or a shared filesystem). "
