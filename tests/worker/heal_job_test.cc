@@ -7,7 +7,9 @@
 #include <signal.h>
 
 #include <fstream>
+#include <iostream>
 #include <memory>
+#include <random>
 #include <regex>
 
 #include "model_store/materialize.h"
@@ -195,6 +197,67 @@ TEST_F(HealJobTest, BspWorkerKilledMidRunEndsWithTheUninterruptedParameters) {
   ASSERT_EQ(c2, 0) << o2;
   EXPECT_NE(o2.find("recovered from the loss of worker 1"), std::string::npos) << o2;
   ExpectSameNewest(whole, healed);
+}
+
+// Chaos: for about a minute, a random server or worker is killed with SIGKILL a
+// random 1-3 s after the previous recovery ended, and restarted at once (as
+// --supervise or systemd would). The job finishes and every row is trained
+// once. EDDY_CHAOS_SEED=<n> replays a run's choices.
+TEST_F(HealJobTest, ChaosRandomKillsOfServersAndWorkersEveryRowTrainedOnce) {
+  constexpr int kRows = 2000000;
+  constexpr auto kChaos = 60s;
+  const char* env_seed = std::getenv("EDDY_CHAOS_SEED");
+  const uint64_t seed = env_seed != nullptr ? std::strtoull(env_seed, nullptr, 10)
+                                            : std::random_device()();
+  SCOPED_TRACE("EDDY_CHAOS_SEED=" + std::to_string(seed));
+  std::mt19937_64 random(seed);
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  flags.insert(flags.end(), {"--metrics_out=" + metrics, "--heartbeat_interval_ms=200"});
+  auto start = [&](const std::string& role, const std::string& scheduler) {
+    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
+    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    return std::make_unique<Subprocess>(argv);
+  };
+  auto scheduler = start("scheduler", "");
+  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
+  ASSERT_TRUE(line.has_value()) << scheduler->output();
+  const std::string endpoint = line->substr(line->find("tcp://"));
+  const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
+  std::vector<std::unique_ptr<Subprocess>> live, dead;
+  for (const std::string& role : roles) live.push_back(start(role, endpoint));
+  // A loss before the first version has nothing to roll back to.
+  ASSERT_TRUE(scheduler->WaitForOutput("version 1 (", 120s).has_value()) << scheduler->output();
+  const auto chaos_end = std::chrono::steady_clock::now() + kChaos;
+  int kills = 0;
+  std::string victims;
+  while (std::chrono::steady_clock::now() < chaos_end) {
+    // A random pause, ended early by the end of the job.
+    const auto pause = std::chrono::milliseconds(1000 + random() % 2000);
+    if (scheduler->WaitForExit(pause).has_value()) break;
+    const size_t victim = random() % live.size();
+    live[victim]->Kill(SIGKILL);
+    dead.push_back(std::move(live[victim]));
+    live[victim] = start(roles[victim], endpoint);
+    ++kills;
+    victims += roles[victim] + std::to_string(victim % 2) + " ";
+    // Each kill is one recovery (one epoch): the next comes after it ends.
+    const std::string recovered = "(epoch " + std::to_string(kills) + "); the workers go on";
+    if (!scheduler->WaitForOutput(recovered, 90s).has_value()) {
+      ASSERT_TRUE(scheduler->WaitForExit(1s).has_value())
+          << "no recovery after kill " << kills << " (" << victims << ")\n" << scheduler->output();
+      break;  // the job had ended
+    }
+  }
+  auto code = scheduler->WaitForExit(300s);
+  for (auto& n : live) n->WaitForExit(60s);
+  std::cout << "chaos: " << kills << " kill(s): " << victims << std::endl;
+  ASSERT_TRUE(code.has_value()) << scheduler->output();
+  ASSERT_EQ(*code, 0) << "kills: " << victims << "\n" << scheduler->output();
+  EXPECT_GE(kills, 10) << victims;
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows)) << victims;
 }
 
 }  // namespace
