@@ -426,7 +426,11 @@ std::optional<Status> SchedulerNode::ReceiveOne(SteadyClock::time_point started)
     }
     return std::nullopt;
   }
-  return OnMessage(routing_id, *msg, started);
+  std::optional<Status> end = OnMessage(routing_id, *msg, started);
+  // A registration (or a replacement's) made the node: its connection is known
+  // from its first message on, not only from its first heartbeat.
+  if (Node* node = FindNode(routing_id); node != nullptr && node->fd < 0) node->fd = fd;
+  return end;
 }
 
 std::optional<Status> SchedulerNode::OnMessage(const std::string& routing_id, Message& msg,

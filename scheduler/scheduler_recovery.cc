@@ -35,8 +35,13 @@ std::optional<Status> SchedulerNode::OnNodeLost(Node& node, const std::string& w
   // The version to roll back to: this job's newest, or the one it resumed from.
   uint64_t version = versions_ ? versions_->last_committed() : 0;
   if (version == 0) version = options_.resume_version;
-  if (version == 0) {
-    std::string error = why + "; aborting the job: no version was committed yet to roll back to";
+  if (version == 0 && node.role == proto::WORKER && options_.stream_partitions > 0) {
+    // Before the first version the workers go back to where they started; a
+    // replacement worker cannot know where the lost one started in a topic.
+    std::string error = why +
+                        "; aborting the job: no version was committed yet to roll back to, and "
+                        "a replacement worker cannot tell where the lost one started in the "
+                        "topic; take versions early (--snapshot_every) and relaunch";
     LOG(ERROR) << "scheduler: " << error;
     Broadcast(proto::ABORT, error);
     return UnavailableError(error);
@@ -46,16 +51,22 @@ std::optional<Status> SchedulerNode::OnNodeLost(Node& node, const std::string& w
     recovery_lost_ = node.Name();
     // Rows trained past the version, by the workers' latest reports.
     recovery_rows_replayed_ = 0;
-    StatusOr<model_store::VersionReader> reader = model_store::VersionReader::Open(
-        options_.model_dir + "/" + model_store::VersionDirName(version));
-    if (options_.rows_from_metrics && reader.ok()) {
+    StatusOr<model_store::VersionReader> reader =
+        version == 0 ? StatusOr<model_store::VersionReader>(NotFoundError("no version"))
+                     : model_store::VersionReader::Open(options_.model_dir + "/" +
+                                                        model_store::VersionDirName(version));
+    if (options_.rows_from_metrics && (reader.ok() || version == 0)) {
       uint64_t at_version = 0;
-      for (const auto& p : reader->manifest().positions()) at_version += p.rows_consumed();
+      if (reader.ok()) {
+        for (const auto& p : reader->manifest().positions()) at_version += p.rows_consumed();
+      }
       const uint64_t trained = options_.rows_from_metrics(latest_metrics());
       if (trained > at_version) recovery_rows_replayed_ = trained - at_version;
     }
   }
-  LOG(WARNING) << "scheduler: " << why << "; recovering: rolling back to version " << version
+  LOG(WARNING) << "scheduler: " << why << "; recovering: rolling back to "
+               << (version == 0 ? "the initial state (no version yet)"
+                                : "version " + std::to_string(version))
                << " (waiting up to " << FormatSeconds(options_.recovery_timeout)
                << " for a replacement; restart the server with the same flags)";
   if (versions_) versions_->Pause(node.Name() + " was lost");
@@ -121,18 +132,22 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
   }
   if (step.restart_workers) {
     proto::ClusterView view = BaseView();
-    StatusOr<model_store::VersionReader> reader = model_store::VersionReader::Open(
-        options_.model_dir + "/" + model_store::VersionDirName(recovery_.version()));
-    if (!reader.ok()) {
-      Status error = reader.status().WithContext("recovery: the version to roll back to");
-      LOG(ERROR) << "scheduler: " << error;
-      Broadcast(proto::ABORT, std::string(error.message()));
-      return error;
-    }
-    view.set_resume_root(options_.model_dir);
-    view.set_resume_version(recovery_.version());
-    for (const proto::WorkerCut& c : ResumePositionsOf(reader->manifest())) {
-      *view.add_resume_positions() = c;
+    // Version 0 (lost before the first version): no positions; every worker
+    // goes back to where it started (Client::WaitForRestart).
+    if (recovery_.version() > 0) {
+      StatusOr<model_store::VersionReader> reader = model_store::VersionReader::Open(
+          options_.model_dir + "/" + model_store::VersionDirName(recovery_.version()));
+      if (!reader.ok()) {
+        Status error = reader.status().WithContext("recovery: the version to roll back to");
+        LOG(ERROR) << "scheduler: " << error;
+        Broadcast(proto::ABORT, std::string(error.message()));
+        return error;
+      }
+      view.set_resume_root(options_.model_dir);
+      view.set_resume_version(recovery_.version());
+      for (const proto::WorkerCut& c : ResumePositionsOf(reader->manifest())) {
+        *view.add_resume_positions() = c;
+      }
     }
     for (Node& n : nodes_) {
       if (n.role != proto::WORKER || n.lost) continue;

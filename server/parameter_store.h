@@ -129,6 +129,11 @@ class ParameterStore {
   // the caller must not serve from it (a server fails).
   StatusOr<LoadedVersion> LoadVersion(const std::string& root, uint64_t version,
                                       const LoadOptions& options = {});
+  // Puts every table back in its initial state (a rollback before the job's
+  // first version): sparse tables empty (rows start again from their
+  // deterministic initial values), dense tensors at their initial values with
+  // fresh optimizer state. Call while no request is being applied.
+  Status ResetToInitial();
   EmbeddingTable* sparse_table(const std::string& name);
   DenseTensor* dense_tensor(const std::string& name);
 

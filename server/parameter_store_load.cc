@@ -269,4 +269,19 @@ StatusOr<LoadedVersion> ParameterStore::LoadVersion(const std::string& root, uin
   return out;
 }
 
+Status ParameterStore::ResetToInitial() {
+  for (const auto& [name, table] : sparse_) table->Clear();
+  for (const auto& [name, tensor] : dense_) {
+    // The initial values come from a tensor created afresh (Initializer of the
+    // global element indices).
+    ASSIGN_OR_RETURN(std::unique_ptr<DenseTensor> fresh,
+                     DenseTensor::Create(tensor->config(), tensor->begin(),
+                                         tensor->begin() + tensor->size()));
+    std::vector<float> values(tensor->size());
+    fresh->Pull(values.data(), nullptr);
+    RETURN_IF_ERROR(tensor->ImportPerValue(values, {}));
+  }
+  return OkStatus();
+}
+
 }  // namespace eddy::server

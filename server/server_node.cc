@@ -225,6 +225,13 @@ Status ServerNode::Recover(const proto::RecoveryRequest& request) {
   // Held pulls, clock sums and held pushes belong to the old epoch: their
   // senders were told to drop them.
   ResetEpochState();
+  if (request.version() == 0) {
+    // Lost before the job's first version: back to the initial state.
+    RETURN_IF_ERROR(store_->ResetToInitial());
+    LOG(INFO) << "server " << server_id_.load() << ": recovery epoch " << epoch_
+              << ": back to the initial state (no version yet)";
+    return OkStatus();
+  }
   ASSIGN_OR_RETURN(LoadedVersion loaded, store_->LoadVersion(request.root(), request.version()));
   LOG(INFO) << "server " << server_id_.load() << ": recovery epoch " << epoch_
             << ": rolled back to version " << request.version() << " (" << loaded.rows
@@ -392,7 +399,7 @@ std::optional<Status> ServerNode::OnControl(zmq::socket_t& router, SchedulerLink
     }
     case proto::RECOVER: {
       proto::RecoveryRequest request;
-      if (!request.ParseFromString(msg->header.payload()) || request.version() == 0) {
+      if (!request.ParseFromString(msg->header.payload()) || request.epoch() == 0) {
         LOG(WARNING) << "server " << server_id_.load() << ": ignored a malformed RECOVER";
         break;
       }

@@ -137,12 +137,15 @@ StatusOr<proto::ClusterView> Client::WaitForRestart(std::chrono::milliseconds ti
     view = std::move(*restart_view_);
     restart_view_.reset();
   }
-  view_ = view;
   {
     MutexLock lock(&start_mu_);
+    if (view.resume_version() == 0 && view.resume_positions_size() == 0 && first_start_) {
+      *view.add_resume_positions() = *first_start_;
+    }
     start_rows_ = 0;
     start_state_.clear();
   }
+  view_ = view;
   stream_rows_.store(0);
   recovering_.store(false);
   return view;
@@ -343,6 +346,12 @@ OpPtr Client::PullDense(std::string_view name, Callback callback) {
 void Client::SetStartPosition(uint64_t stream_rows, std::string stream_state) {
   stream_rows_.store(stream_rows);
   MutexLock lock(&start_mu_);
+  if (!first_start_) {
+    first_start_.emplace();
+    first_start_->set_worker(worker_id_);
+    first_start_->set_rows_consumed(stream_rows);
+    if (!stream_state.empty()) first_start_->set_stream_state(stream_state);
+  }
   start_rows_ = stream_rows;
   start_state_ = std::move(stream_state);
 }

@@ -185,7 +185,9 @@ class Client {
   // operation in flight and every new one fails with Aborted, until the worker
   // program calls WaitForRestart(): it blocks until the servers have rolled
   // back, then returns the new cluster view (its resume positions say where
-  // this worker's stream goes on; view() returns it from then on).
+  // this worker's stream goes on; view() returns it from then on). A rollback
+  // to version 0 (a loss before the job's first version) carries no positions:
+  // the view then gets this worker's first SetStartPosition, where it started.
   bool recovering() const { return recovering_.load(); }
   StatusOr<proto::ClusterView> WaitForRestart(std::chrono::milliseconds timeout);
 
@@ -238,6 +240,9 @@ class Client {
   mutable Mutex start_mu_;
   uint64_t start_rows_ GUARDED_BY(start_mu_) = 0;
   std::string start_state_ GUARDED_BY(start_mu_);
+  // The first SetStartPosition: where this worker started (for a rollback to
+  // version 0).
+  std::optional<proto::WorkerCut> first_start_ GUARDED_BY(start_mu_);
 
   // CLOCK to every server with this position.
   OpPtr SendClock(uint64_t stream_rows, std::string stream_state, Callback callback);

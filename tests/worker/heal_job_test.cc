@@ -199,6 +199,36 @@ TEST_F(HealJobTest, BspWorkerKilledMidRunEndsWithTheUninterruptedParameters) {
   ExpectSameNewest(whole, healed);
 }
 
+// Lost before the job's first version: every server goes back to the initial
+// state and every worker to where it started.
+TEST_F(HealJobTest, BspServerKilledBeforeTheFirstVersionEndsWithTheUninterruptedParameters) {
+  constexpr int kRows = 60000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
+  auto w = Flags(data, "bsp", whole);
+  w.push_back("--local");
+  auto [c1, o1] = Train(w);
+  ASSERT_EQ(c1, 0) << o1;
+  auto flags = Flags(data, "bsp", healed);
+  flags.push_back("--snapshot_every=0");  // the only version is the last one
+  auto [c2, o2] = RunAndKill(flags, " rows/s |", kServer1);
+  ASSERT_EQ(c2, 0) << o2;
+  EXPECT_NE(o2.find("rolling back to the initial state"), std::string::npos) << o2;
+  ExpectSameNewest(whole, healed);
+}
+
+TEST_F(HealJobTest, AspWorkerKilledBeforeTheFirstVersionEveryRowTrainedOnce) {
+  constexpr int kRows = 200000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  flags.insert(flags.end(), {"--metrics_out=" + metrics, "--snapshot_every=0"});
+  auto [code, out] = RunAndKill(flags, " rows/s |", kWorker1);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("rolling back to the initial state"), std::string::npos) << out;
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
+}
+
 // Chaos: for about a minute, a random server or worker is killed with SIGKILL a
 // random 1-3 s after the previous recovery ended, and restarted at once (as
 // --supervise or systemd would). The job finishes and every row is trained
