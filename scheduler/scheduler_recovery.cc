@@ -68,7 +68,7 @@ std::optional<Status> SchedulerNode::OnNodeLost(Node& node, const std::string& w
                << (version == 0 ? "the initial state (no version yet)"
                                 : "version " + std::to_string(version))
                << " (waiting up to " << FormatSeconds(options_.recovery_timeout)
-               << " for a replacement; restart the server with the same flags)";
+               << " for a replacement; restart the lost process with the same flags)";
   if (versions_) versions_->Pause(node.Name() + " was lost");
   // A worker that finished trained rows after the version too: it runs again.
   for (Node& n : nodes_) {
