@@ -96,7 +96,9 @@ DEFINE_int32(serve_port, -1,
 DEFINE_int32(keep_versions, 3,
              "Retention: keep the newest N full versions (and the deltas built on them).");
 DEFINE_string(resume_from, "",
-              "Resume from a model version: its directory (.../v000000000007), a model root "
+              "Resume from a model version: 'latest' (the newest one in --model_dir; none yet: "
+              "start afresh, so the same command serves the first launch and every relaunch), "
+              "its directory (.../v000000000007), a model root "
               "(its newest version) or a version number inside --model_dir. Servers load its "
               "rows, dense tensors and optimizer state; each worker skips the rows it had "
               "consumed. Needs the same --num_workers and --data as the job that wrote it.");
@@ -144,14 +146,33 @@ Status ParseSnapshotEvery(const std::string& v, scheduler::SchedulerOptions* o) 
   return OkStatus();
 }
 
-// --resume_from: a version directory, a model root (newest version) or a number
-// inside --model_dir.
+// --resume_from: "latest" (the newest version in --model_dir, none: a fresh
+// start), a version directory, a model root (newest version) or a number inside
+// --model_dir.
 Status ParseResumeFrom(const std::string& v, scheduler::SchedulerOptions* o) {
   if (v.empty()) return OkStatus();
   std::string root;
   uint64_t version = 0;
   const bool number = v.find_first_not_of("0123456789") == std::string::npos;
-  if (number) {
+  if (v == "latest") {
+    if (FLAGS_model_dir.empty()) {
+      return InvalidArgumentError("--resume_from=latest resumes from the newest version in "
+                                  "--model_dir: give --model_dir");
+    }
+    std::error_code error;
+    const bool exists = std::filesystem::exists(FLAGS_model_dir, error);
+    StatusOr<std::vector<uint64_t>> versions =
+        exists ? model_store::ListVersions(FLAGS_model_dir)
+               : StatusOr<std::vector<uint64_t>>(std::vector<uint64_t>{});
+    if (!versions.ok()) return versions.status().WithContext("--resume_from=latest");
+    if (versions->empty()) {
+      LOG(INFO) << "--resume_from=latest: no version in " << FLAGS_model_dir
+                << " yet; starting afresh";
+      return OkStatus();
+    }
+    root = FLAGS_model_dir;
+    version = versions->back();
+  } else if (number) {
     if (FLAGS_model_dir.empty()) {
       return InvalidArgumentError("--resume_from=" + v +
                                   " is a version number: which --model_dir is it in?");

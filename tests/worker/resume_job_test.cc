@@ -76,6 +76,32 @@ TEST_F(ResumeJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   EXPECT_EQ(PositionSum(second, Newest(second)), 12000u);
 }
 
+// --resume_from=latest: the same command line for the first launch (nothing to
+// resume: a fresh start) and every relaunch (the newest version in --model_dir).
+TEST_F(ResumeJobTest, ResumeFromLatestStartsAfreshThenGoesOnInTheSameDirectory) {
+  const std::string data = Generate("stream.tsv", 12000);
+  const std::string whole = (dir_ / "whole").string(), models = (dir_ / "models").string();
+  auto flags = Job(data, "bsp");
+  auto w = flags;
+  w.push_back("--model_dir=" + whole);
+  auto [c1, o1] = Train(w);
+  ASSERT_EQ(c1, 0) << o1;
+  auto job = flags;
+  job.insert(job.end(), {"--model_dir=" + models, "--resume_from=latest"});
+  auto first = job;
+  first.push_back("--max_rows=2500");  // stops early, as if it had died after its last version
+  auto [c2, o2] = Train(first);
+  ASSERT_EQ(c2, 0) << o2;
+  EXPECT_NE(o2.find("starting afresh"), std::string::npos) << o2;
+  auto [c3, o3] = Train(job);
+  ASSERT_EQ(c3, 0) << o3;
+  EXPECT_NE(o3.find("skipped the 5,000 rows"), std::string::npos) << o3;
+  auto m1 = model_store::Materialize(whole, Newest(whole));
+  auto m2 = model_store::Materialize(models, Newest(models));
+  ASSERT_TRUE(m1.ok() && m2.ok());
+  ExpectSameModel(*m1, *m2);
+}
+
 TEST_F(ResumeJobTest, AspResumeFromAVersionCutMidTrainingTrainsEveryRowOnce) {
   const std::string data = Generate("stream.tsv", 40000);
   const std::string first = (dir_ / "first").string(), second = (dir_ / "second").string();
@@ -128,6 +154,7 @@ TEST_F(ResumeJobTest, BadVersionsAndFlagsAreRefusedWithWhatToDo) {
   const std::vector<Case> cases = {
       {{"--resume_from=" + (dir_ / "nowhere").string()}, "nowhere"},
       {{"--resume_from=7"}, "which --model_dir"},
+      {{"--resume_from=latest"}, "give --model_dir"},
       {{"--resume_from=" + root, "--num_workers=3"}, "resume it with --num_workers=2"},
       {{"--snapshot_every=often", "--model_dir=" + root}, "--snapshot_every='often'"},
       {{"--snapshot_every=5s"}, "needs --model_dir"},
