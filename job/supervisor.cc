@@ -204,7 +204,15 @@ Status Supervisor::Spawn(Child& child) {
 
 void Supervisor::Reap(Child& child) {
   siginfo_t info{};
-  if (waitid(P_PID, child.pid, &info, WEXITED | WNOHANG) != 0 || info.si_pid == 0) return;
+  if (waitid(P_PID, child.pid, &info, WEXITED | WNOHANG) != 0) {
+    if (errno == EINTR) return;
+    // Reaped by someone else (ECHILD): its status is lost; count it as failed.
+    PLOG(ERROR) << "supervisor: waitid for " << child.spec.name << " (pid " << child.pid << ")";
+    info.si_code = CLD_EXITED;
+    info.si_status = 1;
+  } else if (info.si_pid == 0) {
+    return;  // not ended yet
+  }
   close(child.pidfd);
   child.pidfd = -1;
   child.running = false;
@@ -261,8 +269,8 @@ void Supervisor::Monitor() {
       c->start_served = true;
       changed_.notify_all();
     }
-    if (const int signal = g_pending_signal.exchange(0);
-        signal != 0 && options_.forward_signals && forwarded_signal_ == 0) {
+    if (const int signal = options_.forward_signals ? g_pending_signal.exchange(0) : 0;
+        signal != 0 && forwarded_signal_ == 0) {
       LOG(WARNING) << "supervisor: got " << SignalName(signal) << "; passing it on to every child";
       forwarded_signal_ = signal;
       SignalLocked(signal);
