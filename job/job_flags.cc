@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <map>
+#include <set>
 
 #include "common/table_config.h"
 #include "model_store/chain.h"
@@ -102,6 +103,19 @@ DEFINE_string(resume_from, "",
               "(its newest version) or a version number inside --model_dir. Servers load its "
               "rows, dense tensors and optimizer state; each worker skips the rows it had "
               "consumed. Needs the same --num_workers and --data as the job that wrote it.");
+DEFINE_bool(supervise, false,
+            "Local mode and mpirun: run every server and worker as a child process that is "
+            "restarted when it dies by a signal (kill -9, a crash); a restarted server rejoins "
+            "through the rollback of --recovery_timeout_ms. A node that exits (0 or an error) is "
+            "not restarted. Needs --model_dir. Local mode: the scheduler runs in this process; "
+            "mpirun: each rank supervises its node, so MPI never sees a rank die.");
+DEFINE_int32(max_restarts, 10, "With --supervise: restarts allowed per node process.");
+DEFINE_int32(supervisor_pid, 0,
+             "Internal, set by --supervise on the nodes it starts: the supervising process's "
+             "pid; this process dies with it.");
+DEFINE_int32(requested_rank, -1,
+             "Internal, set by --supervise on the nodes it starts: the server or worker id this "
+             "process (--role=server or worker) asks the scheduler for. -1: any free one.");
 DEFINE_int32(max_message_mb, 1024,
              "Largest message a socket accepts, in MiB; larger ones are dropped.");
 
@@ -267,6 +281,25 @@ Status ApplyPolicy(const std::string& policy, scheduler::SchedulerOptions* optio
   return InvalidArgumentError("unknown --policy '" + policy + "' (bsp, ssp or asp)");
 }
 
+// The flags a supervised node is started with: every flag set on this command
+// line (also through --flagfile), but for those that choose the role, belong to
+// the scheduler or are set for each node by the launcher.
+std::vector<std::string> SupervisedNodeFlags() {
+  static const std::set<std::string> kNotForNodes = {
+      "role",          "local",        "scheduler",      "supervise",     "max_restarts",
+      "supervisor_pid", "requested_rank", "port",         "resume_from",   "metrics_out",
+      "flagfile",      "fromenv",      "tryfromenv"};
+  std::vector<gflags::CommandLineFlagInfo> flags;
+  gflags::GetAllFlags(&flags);
+  std::vector<std::string> args;
+  for (const auto& f : flags) {
+    if (kNotForNodes.count(f.name) > 0) continue;
+    if (f.is_default && f.current_value == f.default_value) continue;
+    args.push_back("--" + f.name + "=" + f.current_value);
+  }
+  return args;
+}
+
 }  // namespace
 
 void ParseFlags(int* argc, char*** argv) {
@@ -302,6 +335,18 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   JobOptions o;
   ASSIGN_OR_RETURN(o.mode, ParseLaunchMode(FLAGS_role, FLAGS_local));
   o.scheduler = FLAGS_scheduler;
+  if (FLAGS_supervise) {
+    if (FLAGS_max_restarts < 0) return InvalidArgumentError("--max_restarts must be >= 0");
+    o.supervise.enabled = true;
+    o.supervise.max_restarts = FLAGS_max_restarts;
+    o.supervise.node_flags = SupervisedNodeFlags();
+  }
+  if (FLAGS_supervisor_pid < 0) return InvalidArgumentError("--supervisor_pid must be > 0");
+  o.supervisor_pid = FLAGS_supervisor_pid;
+  if (FLAGS_requested_rank >= 0 && o.mode != LaunchMode::kServer &&
+      o.mode != LaunchMode::kWorker) {
+    return InvalidArgumentError("--requested_rank is only for --role=server or --role=worker");
+  }
   if (FLAGS_port < 0 || FLAGS_port > 65535)
     return InvalidArgumentError("--port must be in [0, 65535]");
   if (FLAGS_server_port < 0 || FLAGS_server_port > 65535)
@@ -366,6 +411,8 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   o.server_options.num_threads = FLAGS_server_threads;
   o.server_options.max_message_bytes = max_bytes;
   o.server_options.registration_timeout = s.registration_timeout;
+  o.server_options.requested_rank = FLAGS_requested_rank;
+  o.client_options.requested_rank = FLAGS_requested_rank;
   o.client_options.request_timeout = std::chrono::milliseconds(FLAGS_request_timeout_ms);
   o.client_options.registration_timeout = s.registration_timeout;
   o.client_options.max_message_bytes = max_bytes;

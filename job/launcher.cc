@@ -1,10 +1,14 @@
 #include "job/launcher.h"
 
 #include <mpi.h>
+#include <signal.h>
+#include <unistd.h>
 
 #include <cstdlib>
 #include <iostream>
 #include <thread>
+
+#include "job/supervisor.h"
 
 namespace eddy::job {
 namespace {
@@ -90,6 +94,79 @@ int RunLocal(JobOptions& options, const WorkerProgram& program) {
   return code;
 }
 
+// --supervise: how nodes are started, and the arguments of one.
+SupervisorOptions SupervisorOptionsFor(const JobOptions& options) {
+  SupervisorOptions o;
+  o.max_restarts = options.supervise.max_restarts;
+  o.forward_signals = true;
+  return o;
+}
+
+ChildSpec NodeSpec(const JobOptions& options, const std::string& role, int index,
+                   const std::string& endpoint) {
+  ChildSpec spec;
+  spec.name = role + " " + std::to_string(index);
+  spec.args = options.supervise.node_flags;  // first: the node's own flags below win
+  spec.args.insert(spec.args.end(), {"--role=" + role, "--scheduler=" + endpoint,
+                                     "--supervisor_pid=" + std::to_string(getpid()),
+                                     // the id it had: the log's names match the scheduler's
+                                     "--requested_rank=" + std::to_string(index)});
+  return spec;
+}
+
+// How long the supervised nodes get to exit once the scheduler ended the job.
+constexpr std::chrono::seconds kNodesExitTimeout{60};
+
+// Local mode with --supervise: the scheduler runs here, every server and
+// worker in a supervised child process.
+int RunLocalSupervised(JobOptions& options, const WorkerProgram& program) {
+  zmq::context_t context;
+  scheduler::SchedulerNode scheduler(context, options.scheduler_options);
+  StatusOr<std::string> endpoint = scheduler.Bind();
+  if (!endpoint.ok()) return ExitCode(endpoint.status(), "scheduler");
+  const int num_servers = options.scheduler_options.num_servers;
+  const int num_workers = options.scheduler_options.num_workers;
+  LOG(INFO) << "local job: scheduler at " << *endpoint << ", " << num_servers << " server(s), "
+            << num_workers << " worker(s) as supervised processes (up to "
+            << options.supervise.max_restarts << " restart(s) each)";
+  Supervisor supervisor(SupervisorOptionsFor(options));
+  for (int i = 0; i < num_servers + num_workers; ++i) {
+    const bool server = i < num_servers;
+    StatusOr<pid_t> pid = supervisor.Start(NodeSpec(options, server ? "server" : "worker",
+                                                    server ? i : i - num_servers, *endpoint));
+    if (!pid.ok()) return ExitCode(pid.status(), "supervisor");  // ~Supervisor kills the others
+  }
+  Status s = RunScheduler(scheduler, program);
+  supervisor.StopRestarting();
+  if (!s.ok()) supervisor.Signal(SIGTERM);
+  std::optional<std::vector<ChildResult>> results = supervisor.Wait(kNodesExitTimeout);
+  if (!results) {
+    LOG(WARNING) << "supervisor: some nodes still run " << kNodesExitTimeout.count()
+                 << " s after the job ended; killing them";
+    supervisor.Signal(SIGKILL);
+    results = supervisor.Wait();
+  }
+  for (const ChildResult& r : *results) {
+    if (r.exit_code != 0 && s.ok()) {
+      LOG(WARNING) << r.name << " ended with code " << r.exit_code << " (the scheduler finished)";
+    }
+  }
+  return ExitCode(s, "scheduler");
+}
+
+// Under mpirun with --supervise: this rank runs its node as a supervised child
+// and restarts it when it dies by a signal, so MPI never sees the rank die.
+Status RunSupervisedNode(const JobOptions& options, const std::string& role, int index,
+                         const std::string& endpoint) {
+  Supervisor supervisor(SupervisorOptionsFor(options));
+  StatusOr<pid_t> pid = supervisor.Start(NodeSpec(options, role, index, endpoint));
+  if (!pid.ok()) return pid.status();
+  const ChildResult result = supervisor.Wait().at(0);
+  if (result.exit_code == 0) return OkStatus();
+  return InternalError(result.name + " ended with code " + std::to_string(result.exit_code) +
+                       " after " + std::to_string(result.restarts) + " restart(s)");
+}
+
 int RunMpi(JobOptions& options, const WorkerProgram& program) {
   int provided = 0;
   MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
@@ -149,6 +226,11 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
     LOG(INFO) << "mpirun job: scheduler at " << endpoint << ", " << num_servers << " server(s), "
               << num_workers << " worker(s)";
     s = RunScheduler(*scheduler, program);
+  } else if (options.supervise.enabled) {
+    const bool server = rank <= num_servers;
+    const int index = server ? rank - 1 : rank - 1 - num_servers;
+    role = (server ? "server " : "worker ") + std::to_string(index);
+    s = RunSupervisedNode(options, server ? "server" : "worker", index, endpoint);
   } else if (rank <= num_servers) {
     role = "server " + std::to_string(rank - 1);
     options.server_options.scheduler = endpoint;
@@ -195,8 +277,29 @@ StatusOr<LaunchMode> ParseLaunchMode(const std::string& role, bool local) {
 }
 
 int RunJob(JobOptions options, const WorkerProgram& program) {
+  if (options.supervisor_pid > 0) {
+    Status bound = BindToSupervisor(options.supervisor_pid);
+    if (!bound.ok()) return ExitCode(bound, "supervised node");
+  }
   LaunchMode mode = options.mode;
   if (mode == LaunchMode::kAuto) mode = LaunchedByMpi() ? LaunchMode::kMpi : LaunchMode::kLocal;
+  if (options.supervise.enabled) {
+    if (mode != LaunchMode::kLocal && mode != LaunchMode::kMpi) {
+      LOG(ERROR) << "--supervise is for local mode and mpirun; a process started with --role is "
+                    "restarted by its own supervisor (systemd, Kubernetes) with the same flags";
+      return 1;
+    }
+    if (options.scheduler_options.model_dir.empty()) {
+      LOG(ERROR) << "--supervise needs --model_dir: a restarted server rejoins the job by "
+                    "rolling every server back to the last committed model version";
+      return 1;
+    }
+    if (options.scheduler_options.recovery_timeout.count() <= 0) {
+      LOG(ERROR) << "--supervise needs --recovery_timeout_ms > 0: with 0 a lost server ends the "
+                    "job before its restart can rejoin it";
+      return 1;
+    }
+  }
   if ((mode == LaunchMode::kServer || mode == LaunchMode::kWorker) && options.scheduler.empty()) {
     LOG(ERROR) << "a server or worker started with --role needs --scheduler=tcp://host:port";
     return 1;
@@ -226,6 +329,7 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
     case LaunchMode::kMpi:
       return RunMpi(options, program);
     case LaunchMode::kLocal:
+      if (options.supervise.enabled) return RunLocalSupervised(options, program);
       return RunLocal(options, program);
     case LaunchMode::kScheduler: {
       zmq::context_t context;

@@ -26,8 +26,23 @@ enum class LaunchMode {
   kWorker,
 };
 
+// --supervise (local mode and mpirun): every server and worker runs as a child
+// process of a Supervisor (job/supervisor.h) that restarts it when it dies by a
+// signal; a restarted server rejoins through the scheduler's recovery.
+struct SuperviseOptions {
+  bool enabled = false;
+  int max_restarts = 10;  // per node process
+  // The flags every supervised node is started with, besides its --role,
+  // --scheduler, --supervisor_pid and --requested_rank.
+  std::vector<std::string> node_flags;
+};
+
 struct JobOptions {
   LaunchMode mode = LaunchMode::kAuto;
+  SuperviseOptions supervise;
+  // Set in a node started by a supervisor: that process's pid. The node dies
+  // with it (BindToSupervisor).
+  int supervisor_pid = 0;
   std::string scheduler;                          // endpoint, for kServer / kWorker
   scheduler::SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
   server::ServerOptions server_options;
