@@ -72,9 +72,12 @@ DEFINE_string(
     "a pull may run at most --staleness clocks ahead of the slowest worker) or asp (asynchronous, "
     "never waits). Empty: as --staleness and --aggregate say (asp by default).");
 DEFINE_bool(tolerate_worker_failures, false,
-            "Go on with the live workers when a worker stops answering (it no longer counts toward "
-            "barriers and the staleness bound, and the rest of its stream share is not trained); "
-            "by default a lost worker is replaced in a rollback (--model_dir) or ends the job.");
+            "When a worker is lost and no replacement registers within 5 s (or half of "
+            "--recovery_timeout_ms), a live worker takes over its share of the stream, as a second "
+            "worker of its process (needs --model_dir). Without --model_dir: go on with the live "
+            "workers only (the lost one no longer counts toward barriers and the staleness bound, "
+            "and the rest of its share is not trained). Off: a lost worker waits for a "
+            "replacement (--model_dir) or ends the job.");
 DEFINE_string(model_dir, "",
               "Directory of the job's model versions (docs/model_format.md). The scheduler and "
               "every server must see it at the same path (one host, or a shared filesystem). "

@@ -6,20 +6,22 @@
 
 #include <cstdlib>
 #include <iostream>
+#include <list>
 #include <thread>
 
+#include "common/mutex.h"
 #include "job/supervisor.h"
 
 namespace eddy::job {
 namespace {
 
 // Runs a worker's program against a connected client, then finishes. After a
-// recovery (a server was lost and every server rolled back to the last
-// version; scheduler/recovery.h) the program runs again from the positions in
-// the client's new view, also when it had finished: the rows it trained after
-// the version were rolled back too.
-Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
-                 const WorkerProgram& program) {
+// recovery (a node was lost and every server rolled back to the last version;
+// scheduler/recovery.h) the program runs again from the positions in the
+// client's new view, also when it had finished: the rows it trained after the
+// version were rolled back too.
+Status RunOneWorker(zmq::context_t& context, const worker::ClientOptions& options,
+                    const WorkerProgram& program) {
   ASSIGN_OR_RETURN(std::unique_ptr<worker::Client> client,
                    worker::Client::Connect(context, options));
   const std::string name = "worker " + std::to_string(client->worker_id());
@@ -41,6 +43,70 @@ Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
     if (client->health().ok()) client->Abort(s);
     return s;
   }
+}
+
+// The worker slots a process runs besides its own: lost workers' shares the
+// scheduler asked it to take over (ADOPT, under --tolerate_worker_failures).
+// Each runs on a thread of its own as one more worker of the job, registering
+// as the lost worker's replacement.
+// Thread-safety: Adopt() from any thread (a client's I/O thread); Join() once,
+// by the owner, after its own worker returned.
+class AdoptedWorkers {
+ public:
+  AdoptedWorkers(zmq::context_t& context, worker::ClientOptions options,
+                 const WorkerProgram& program)
+      : context_(context), options_(std::move(options)), program_(program) {}
+  ~AdoptedWorkers() { Join().IgnoreError(); }
+
+  // The client options of a worker of this process: adoption requests come here.
+  worker::ClientOptions OptionsFor(int slot) {
+    worker::ClientOptions o = options_;
+    o.requested_rank = slot;
+    o.on_adopt = [this](int lost) { Adopt(lost); };
+    return o;
+  }
+
+  void Adopt(int slot) {
+    MutexLock lock(&mu_);
+    if (joined_) return;
+    Status* result = &results_.emplace_back();
+    threads_.emplace_back([this, slot, result] {
+      *result = RunOneWorker(context_, OptionsFor(slot), program_)
+                    .WithContext("adopted worker " + std::to_string(slot));
+    });
+  }
+
+  // Waits for every adopted slot; the first error.
+  Status Join() {
+    std::list<std::jthread> threads;
+    {
+      MutexLock lock(&mu_);
+      joined_ = true;
+      threads.swap(threads_);
+    }
+    threads.clear();  // joins
+    MutexLock lock(&mu_);
+    for (const Status& s : results_) RETURN_IF_ERROR(s);
+    return OkStatus();
+  }
+
+ private:
+  zmq::context_t& context_;
+  const worker::ClientOptions options_;
+  const WorkerProgram& program_;
+  Mutex mu_;
+  bool joined_ GUARDED_BY(mu_) = false;
+  std::list<std::jthread> threads_ GUARDED_BY(mu_);
+  std::list<Status> results_ GUARDED_BY(mu_);  // one per thread, written by it
+};
+
+// This process's worker, and the lost workers' slots it is asked to adopt.
+Status RunWorker(zmq::context_t& context, const worker::ClientOptions& options,
+                 const WorkerProgram& program) {
+  AdoptedWorkers adopted(context, options, program);
+  Status own = RunOneWorker(context, adopted.OptionsFor(options.requested_rank), program);
+  Status others = adopted.Join();
+  return own.ok() ? others : own;
 }
 
 Status RunScheduler(scheduler::SchedulerNode& node, const WorkerProgram& program) {

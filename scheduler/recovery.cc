@@ -2,8 +2,9 @@
 
 namespace eddy::scheduler {
 
-Recovery::Recovery(int num_servers, std::chrono::milliseconds timeout)
-    : num_servers_(num_servers), timeout_(timeout) {}
+Recovery::Recovery(int num_servers, std::chrono::milliseconds timeout,
+                   std::chrono::milliseconds adopt_after)
+    : num_servers_(num_servers), timeout_(timeout), adopt_after_(adopt_after) {}
 
 Recovery::Step Recovery::OnServerLost(int id, uint64_t last_committed, const std::string& why,
                                       SteadyClock::time_point now) {
@@ -15,7 +16,11 @@ Recovery::Step Recovery::OnServerLost(int id, uint64_t last_committed, const std
 Recovery::Step Recovery::OnWorkerLost(int id, uint64_t last_committed, const std::string& why,
                                       SteadyClock::time_point now) {
   if (timeout_.count() > 0 && id < 0) return Step{};
-  if (timeout_.count() > 0) vacant_workers_.insert(id);
+  if (timeout_.count() > 0) {
+    vacant_workers_.insert(id);
+    adopt_asked_.erase(id);
+    adopt_at_ = now + adopt_after_;
+  }
   return StartEpoch(last_committed, why, now);
 }
 
@@ -80,13 +85,20 @@ void Recovery::MaybeFinish(Step* step) {
   phase_ = Phase::kIdle;
   vacant_.clear();
   vacant_workers_.clear();
+  adopt_asked_.clear();
   loaded_.clear();
   step->restart_workers = true;
 }
 
 Recovery::Step Recovery::OnTick(SteadyClock::time_point now) {
   Step step;
-  if (phase_ == Phase::kIdle || now < deadline_) return step;
+  if (phase_ == Phase::kIdle) return step;
+  if (adopt_after_.count() > 0 && now >= adopt_at_ && now < deadline_) {
+    for (int w : vacant_workers_) {
+      if (adopt_asked_.insert(w).second) step.adopt_workers.push_back(w);
+    }
+  }
+  if (now < deadline_) return step;
   std::string missing;
   for (int s : vacant_) missing += (missing.empty() ? "server " : ", server ") + std::to_string(s);
   for (int w : vacant_workers_) {

@@ -19,6 +19,10 @@
 //      refused.
 //   A node lost meanwhile starts the next epoch (back to 1); no replacement
 //   within the timeout ends the job with an error that says what to do.
+//   With adoption on (--tolerate_worker_failures), a lost worker's slot still
+//   vacant after `adopt_after` is offered to the live workers (ADOPT): one of
+//   them runs the slot as a second worker of its process, registering as the
+//   replacement, so the lost worker's share of the stream goes on.
 // A lost worker is rolled back with everyone rather than resumed alone from its
 // last clock: the pushes it had in flight may have reached some servers and not
 // others, and under BSP its share of a clock's sum may be half applied; the
@@ -55,13 +59,18 @@ class Recovery {
     bool pause_workers = false;
     // Every server has the version: send the workers their new cluster view.
     bool restart_workers = false;
+    // Ask live workers to run these vacant worker slots (ADOPT).
+    std::vector<int> adopt_workers;
     // Give up: abort the job with this error.
     std::optional<Status> fail;
   };
 
   // `num_servers` server slots; `timeout`: longest wait for replacements and
-  // for the servers to load (0: recovery is off, a lost server fails the job).
-  Recovery(int num_servers, std::chrono::milliseconds timeout);
+  // for the servers to load (0: recovery is off, a lost server fails the job);
+  // `adopt_after`: how long a lost worker's slot waits for a replacement
+  // before the live workers are asked to adopt it (0: never).
+  Recovery(int num_servers, std::chrono::milliseconds timeout,
+           std::chrono::milliseconds adopt_after = std::chrono::milliseconds(0));
 
   // False when a lost server fails the job (timeout 0).
   bool enabled() const { return timeout_.count() > 0; }
@@ -104,6 +113,7 @@ class Recovery {
 
   const int num_servers_;
   const std::chrono::milliseconds timeout_;
+  const std::chrono::milliseconds adopt_after_;
   Phase phase_ = Phase::kIdle;
   uint32_t epoch_ = 0;
   uint64_t version_ = 0;
@@ -113,6 +123,9 @@ class Recovery {
   std::set<int> loaded_;  // servers that loaded version_ in epoch_
   std::string why_;       // the first loss of this recovery
   SteadyClock::time_point deadline_;
+  // When vacant worker slots are offered for adoption, and those offered.
+  SteadyClock::time_point adopt_at_;
+  std::set<int> adopt_asked_;
 };
 
 }  // namespace eddy::scheduler

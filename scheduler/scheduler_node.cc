@@ -29,7 +29,13 @@ SchedulerNode::SchedulerNode(zmq::context_t& context, SchedulerOptions options)
       options_(std::move(options)),
       recovery_(options_.num_servers,
                 options_.model_dir.empty() ? std::chrono::milliseconds(0)
-                                           : options_.recovery_timeout) {
+                                           : options_.recovery_timeout,
+                // Survivors adopt a lost worker's share when no replacement
+                // came within 5 s (or half the recovery timeout).
+                options_.tolerate_worker_failures
+                    ? std::min<std::chrono::milliseconds>(std::chrono::seconds(5),
+                                                          options_.recovery_timeout / 2)
+                    : std::chrono::milliseconds(0)) {
   MutexLock lock(&metrics_mu_);
   metrics_.assign(std::max(options_.num_workers, 0), std::string());
 }
@@ -216,7 +222,7 @@ std::optional<Status> SchedulerNode::OnRegister(const std::string& routing_id,
   }
   if (FindNode(routing_id) != nullptr) return std::nullopt;  // duplicate
   const bool server = info.role() == proto::SERVER;
-  if (cluster_up_ && recovery_.enabled() && (server || !options_.tolerate_worker_failures)) {
+  if (cluster_up_ && recovery_.enabled()) {
     // A replacement: it takes a lost node's place now, or once the loss of
     // the node it replaces is noticed (a supervisor may restart a process
     // faster than the heartbeat timeout).
@@ -570,7 +576,8 @@ std::optional<Status> SchedulerNode::CheckNodes(SteadyClock::time_point now,
                : n.Name() + " stopped answering: no heartbeat for " +
                      FormatSeconds(now - n.last_seen) + " (limit " +
                      FormatSeconds(options_.node_timeout) + ", --node_timeout_ms)";
-    if (n.role == proto::WORKER && options_.tolerate_worker_failures && LiveWorkers() > 1) {
+    if (n.role == proto::WORKER && options_.tolerate_worker_failures && !recovery_.enabled() &&
+        LiveWorkers() > 1) {
       OnWorkerLost(n, why);
       if (ReadyToEnd()) return EndJob(started);
       continue;

@@ -130,6 +130,30 @@ std::optional<Status> SchedulerNode::PerformRecovery(Recovery::Step step) {
                                          recovery_lost_, 0, recovery_rows_replayed_});
     }
   }
+  if (!step.adopt_workers.empty()) {
+    // Each vacant slot to the next live worker, in id order.
+    std::vector<const Node*> live;
+    for (const Node& n : nodes_) {
+      if (n.role == proto::WORKER && !n.lost && !n.awaiting_view) live.push_back(&n);
+    }
+    std::sort(live.begin(), live.end(), [](const Node* a, const Node* b) { return a->id < b->id; });
+    for (size_t i = 0; i < step.adopt_workers.size() && !live.empty(); ++i) {
+      const Node& adopter = *live[i % live.size()];
+      proto::RecoveryRequest request;
+      request.set_epoch(recovery_.epoch());
+      request.set_version(recovery_.version());
+      request.set_root(options_.model_dir);
+      request.set_why("no replacement for worker " + std::to_string(step.adopt_workers[i]) +
+                      " registered");
+      request.set_adopt_worker(step.adopt_workers[i]);
+      Message m{MakeHeader(proto::ADOPT), {}, {}};
+      m.header.set_payload(request.SerializeAsString());
+      SendMessage(*socket_, m, adopter.routing_id, /*dont_wait=*/true).IgnoreError();
+      LOG(WARNING) << "scheduler: no replacement for worker " << step.adopt_workers[i]
+                   << " yet; " << adopter.Name()
+                   << " takes over its share (--tolerate_worker_failures)";
+    }
+  }
   if (step.restart_workers) {
     proto::ClusterView view = BaseView();
     // Version 0 (lost before the first version): no positions; every worker

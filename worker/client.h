@@ -46,6 +46,11 @@ struct ClientOptions {
   // Opens the connections to the scheduler and the servers; nullptr: direct
   // connects. Not owned; must outlive the client.
   Transport* transport = nullptr;
+  // The scheduler asks this worker's process to run lost worker `slot` too
+  // (ADOPT, under --tolerate_worker_failures when no replacement came): called
+  // on the I/O thread, must return quickly. Empty: adoption requests are
+  // ignored (the recovery then waits for a replacement).
+  std::function<void(int slot)> on_adopt;
 };
 
 // Called once when an operation completes, on the client's I/O thread (or on

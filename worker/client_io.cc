@@ -172,6 +172,22 @@ void Client::OnControl(Message msg) {
       FailAll(AbortedError("recovering: " + request.why()));
       break;
     }
+    case proto::ADOPT: {
+      proto::RecoveryRequest request;
+      if (!request.ParseFromString(msg.header.payload()) || request.adopt_worker() < 0) {
+        LOG(WARNING) << "worker " << worker_id_ << ": ignored a malformed ADOPT";
+        break;
+      }
+      if (!options_.on_adopt) {
+        LOG(WARNING) << "worker " << worker_id_ << ": cannot take over worker "
+                     << request.adopt_worker() << " (this program runs one worker)";
+        break;
+      }
+      LOG(WARNING) << "worker " << worker_id_ << ": taking over the share of lost worker "
+                   << request.adopt_worker() << " (" << request.why() << ")";
+      options_.on_adopt(request.adopt_worker());
+      break;
+    }
     case proto::RESTART: {
       proto::ClusterView view;
       if (!view.ParseFromString(msg.header.payload())) {

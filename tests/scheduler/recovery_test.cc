@@ -109,6 +109,24 @@ TEST(RecoveryTest, NoReplacementWorkerInTimeNamesIt) {
   EXPECT_NE(step.fail->message().find("--supervise"), std::string::npos);
 }
 
+TEST(RecoveryTest, AVacantWorkerSlotIsOfferedForAdoptionOnceAfterTheWait) {
+  Recovery r(1, kTimeout, /*adopt_after=*/std::chrono::seconds(5));
+  r.OnWorkerLost(1, 2, "worker 1 lost", kT0);
+  EXPECT_TRUE(r.OnTick(kT0 + std::chrono::seconds(4)).adopt_workers.empty());
+  EXPECT_EQ(r.OnTick(kT0 + std::chrono::seconds(5)).adopt_workers, (std::vector<int>{1}));
+  EXPECT_TRUE(r.OnTick(kT0 + std::chrono::seconds(6)).adopt_workers.empty());  // asked once
+  // The adopter registers for the slot like any replacement.
+  Recovery::Step step;
+  EXPECT_EQ(r.OnWorkerRegistered(1, &step), 1);
+  EXPECT_TRUE(r.OnServerLoaded(0, 1).restart_workers);
+}
+
+TEST(RecoveryTest, WithoutAdoptionAVacantSlotWaitsForAReplacement) {
+  Recovery r(1, kTimeout);
+  r.OnWorkerLost(0, 2, "worker 0 lost", kT0);
+  EXPECT_TRUE(r.OnTick(kT0 + kTimeout - std::chrono::milliseconds(1)).adopt_workers.empty());
+}
+
 TEST(RecoveryTest, OffFailsAtOnce) {
   Recovery r(2, std::chrono::milliseconds(0));
   Recovery::Step step = r.OnServerLost(0, 4, "server 0 lost", kT0);

@@ -47,8 +47,10 @@ class HealJobTest : public TrainJobTest {
   }
   // As above, once the scheduler's output has `text`, the node `victim`
   // (kServer1 or kWorker1).
+  // Without `replace`, no replacement is started.
   std::pair<int, std::string> RunAndKill(const std::vector<std::string>& flags,
-                                         const std::string& text, int victim) {
+                                         const std::string& text, int victim,
+                                         bool replace = true) {
     auto start = [&](const std::string& role, const std::string& scheduler) {
       std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
       if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
@@ -66,7 +68,7 @@ class HealJobTest : public TrainJobTest {
     const bool cut = scheduler->WaitForOutput(text, 120s).has_value();
     EXPECT_TRUE(cut) << scheduler->output();
     nodes[victim]->Kill(SIGKILL);
-    nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
+    if (replace) nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
     auto code = scheduler->WaitForExit(240s);
     EXPECT_TRUE(code.has_value()) << scheduler->output();
     for (auto& n : nodes) n->WaitForExit(60s);
@@ -182,6 +184,21 @@ TEST_F(HealJobTest, AspWorkerKilledMidRunEveryRowTrainedOnce) {
   ASSERT_EQ(code, 0) << out;
   EXPECT_NE(out.find("recovered from the loss of worker"), std::string::npos) << out;
   EXPECT_NE(out.find("registered as the replacement of worker"), std::string::npos) << out;
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
+}
+
+// --tolerate_worker_failures and nobody restarts the lost worker: after a short
+// wait a survivor runs its slot too, from the version's positions.
+TEST_F(HealJobTest, AspWorkerKilledWithoutReplacementASurvivorTakesOverItsShare) {
+  constexpr int kRows = 200000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  flags.insert(flags.end(), {"--metrics_out=" + metrics, "--tolerate_worker_failures"});
+  auto [code, out] = RunAndKill(flags, "version 3 (", kWorker1, /*replace=*/false);
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_NE(out.find("takes over its share"), std::string::npos) << out;
+  EXPECT_NE(out.find("recovered from the loss of worker"), std::string::npos) << out;
   EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
 }
 
