@@ -52,5 +52,5 @@ if [ ! -f build-clang/build.ninja ]; then
   CC=clang CXX=clang++ cmake -S . -B build-clang -G Ninja -DCMAKE_BUILD_TYPE=Debug \
     -DCMAKE_CXX_FLAGS="-Wthread-safety -Werror=thread-safety"
 fi
-cmake --build build-clang -j "$JOBS" --target eddy_scheduler eddy_testing eddy_serving eddy_kafka
+cmake --build build-clang -j "$JOBS" --target eddy_scheduler eddy_job eddy_testing eddy_serving eddy_kafka
 echo "=== all suites passed"
