@@ -76,7 +76,7 @@ Supervisor::Supervisor(SupervisorOptions options)
 
 Supervisor::~Supervisor() {
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     quit_ = true;
     restarting_ = false;
     for (auto& c : children_) {
@@ -103,26 +103,26 @@ void Supervisor::Wake() {
 }
 
 StatusOr<pid_t> Supervisor::Start(ChildSpec spec) {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   if (quit_) return FailedPreconditionError("supervisor: shutting down");
   children_.push_back(std::make_unique<Child>());
   Child* child = children_.back().get();
   child->spec = std::move(spec);
   to_start_.push_back(child);
   Wake();
-  changed_.wait(lock, [&] { return child->start_served; });
+  while (!child->start_served) changed_.Wait(&mu_);
   if (!child->start_status.ok()) return child->start_status;
   return child->pid;
 }
 
 void Supervisor::StopRestarting() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   restarting_ = false;
   Wake();
 }
 
 void Supervisor::Signal(int signal) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   SignalLocked(signal);
   Wake();
 }
@@ -144,8 +144,11 @@ bool Supervisor::AllEndedLocked() const {
 }
 
 std::optional<std::vector<ChildResult>> Supervisor::Wait(std::chrono::milliseconds timeout) {
-  std::unique_lock lock(mu_);
-  if (!changed_.wait_for(lock, timeout, [&] { return AllEndedLocked(); })) return std::nullopt;
+  const Clock::time_point deadline = Clock::now() + timeout;
+  MutexLock lock(&mu_);
+  while (!AllEndedLocked()) {
+    if (!changed_.WaitUntil(&mu_, deadline) && !AllEndedLocked()) return std::nullopt;
+  }
   std::vector<ChildResult> results;
   for (const auto& c : children_) results.push_back({c->spec.name, c->exit_code, c->restarts});
   return results;
@@ -217,7 +220,7 @@ void Supervisor::Reap(Child& child) {
   child.pidfd = -1;
   child.running = false;
   child.last_pid = child.pid;
-  changed_.notify_all();
+  changed_.NotifyAll();
   const std::string who = child.spec.name + " (pid " + std::to_string(child.pid) + ")";
   if (info.si_code == CLD_EXITED) {
     child.ended = true;
@@ -254,7 +257,7 @@ void Supervisor::Reap(Child& child) {
 }
 
 void Supervisor::Monitor() {
-  std::unique_lock lock(mu_);
+  MutexLock lock(&mu_);
   while (true) {
     while (!to_start_.empty()) {
       Child* c = to_start_.front();
@@ -267,7 +270,7 @@ void Supervisor::Monitor() {
         c->exit_code = 127;
       }
       c->start_served = true;
-      changed_.notify_all();
+      changed_.NotifyAll();
     }
     if (const int signal = options_.forward_signals ? g_pending_signal.exchange(0) : 0;
         signal != 0 && forwarded_signal_ == 0) {
@@ -292,7 +295,7 @@ void Supervisor::Monitor() {
         c->restart_at.reset();
         c->ended = true;
         c->exit_code = 128 + c->last_signal;
-        changed_.notify_all();
+        changed_.NotifyAll();
       } else if (now >= *c->restart_at) {
         c->restart_at.reset();
         Status s = Spawn(*c);
@@ -304,7 +307,7 @@ void Supervisor::Monitor() {
           LOG(ERROR) << s;
           c->ended = true;
           c->exit_code = 128 + c->last_signal;
-          changed_.notify_all();
+          changed_.NotifyAll();
         }
       } else if (!next || *c->restart_at < *next) {
         next = c->restart_at;
@@ -334,9 +337,9 @@ void Supervisor::Monitor() {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(*next - now);
       timeout_ms = static_cast<int>(std::max<int64_t>(0, left.count()));
     }
-    lock.unlock();
+    mu_.Unlock();
     const int n = poll(fds.data(), fds.size(), timeout_ms);
-    lock.lock();
+    mu_.Lock();
     if (n <= 0) continue;
     if (fds[0].revents != 0) {
       uint64_t count = 0;
@@ -353,7 +356,7 @@ void Supervisor::Monitor() {
       c->exit_code = c->last_signal != 0 ? 128 + c->last_signal : 128 + SIGKILL;
     }
   }
-  changed_.notify_all();
+  changed_.NotifyAll();
 }
 
 Status BindToSupervisor(pid_t supervisor) {

@@ -23,15 +23,14 @@
 #include <sys/types.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <deque>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "common/mutex.h"
 #include "common/status.h"
 
 namespace eddy::job {
@@ -86,23 +85,24 @@ class Supervisor {
  private:
   struct Child;
   void Monitor();
-  Status Spawn(Child& child);         // requires mu_
-  void Reap(Child& child);            // requires mu_
-  void SignalLocked(int signal);      // requires mu_
-  bool AllEndedLocked() const;        // requires mu_
+  Status Spawn(Child& child) REQUIRES(mu_);
+  void Reap(Child& child) REQUIRES(mu_);
+  void SignalLocked(int signal) REQUIRES(mu_);
+  bool AllEndedLocked() const REQUIRES(mu_);
   void Wake();
 
   const SupervisorOptions options_;
   const int wake_fd_;  // eventfd: wakes the monitor thread
-  std::mutex mu_;
-  std::condition_variable changed_;                // a child ended, or a start request was served
-  std::vector<std::unique_ptr<Child>> children_;   // guarded by mu_, in Start order
-  std::deque<Child*> to_start_;                    // guarded by mu_
-  bool restarting_ = true;                         // guarded by mu_
-  bool quit_ = false;                              // guarded by mu_
-  // guarded by mu_: when still-running children get SIGKILL after Signal()
-  std::optional<std::chrono::steady_clock::time_point> kill_at_;
-  int forwarded_signal_ = 0;  // guarded by mu_
+  mutable Mutex mu_;
+  CondVar changed_;  // a child ended, or a start request was served
+  // In Start order; a Child's fields are guarded by mu_ too.
+  std::vector<std::unique_ptr<Child>> children_ GUARDED_BY(mu_);
+  std::deque<Child*> to_start_ GUARDED_BY(mu_);
+  bool restarting_ GUARDED_BY(mu_) = true;
+  bool quit_ GUARDED_BY(mu_) = false;
+  // When still-running children get SIGKILL after Signal().
+  std::optional<std::chrono::steady_clock::time_point> kill_at_ GUARDED_BY(mu_);
+  int forwarded_signal_ GUARDED_BY(mu_) = 0;
   struct sigaction old_term_ {}, old_int_ {};  // restored by the destructor (forward_signals)
   std::thread monitor_;
 };
