@@ -20,6 +20,7 @@ PACKAGES=(
   clang libclang-rt-14-dev clang-format
   ccache  # optional: CMake uses it when present (cheap rebuilds and sanitizer builds)
   maven openjdk-17-jre-headless python3  # scripts/kafka.sh: Kafka's jars from Maven Central, the broker's JVM, free ports
+  python3-zmq python3-protobuf python3-numpy python3-pandas python3-pytest  # python/ (the eddy package and its tests)
 )
 
 missing=()

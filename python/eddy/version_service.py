@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
@@ -39,8 +39,12 @@ DEFAULT_CHUNK_BYTES = 1 << 20
 class VersionEntry:
     """A committed version as the service lists it."""
     version: int
-    manifest: Manifest
-    manifest_bytes: bytes
+    manifest: Manifest = field(repr=False)
+    manifest_bytes: bytes = field(repr=False)
+
+    @property
+    def kind(self) -> str:
+        return "full" if self.manifest.kind == Manifest.KIND_FULL else "delta"
 
 
 class VersionServiceClient:
