@@ -5,16 +5,19 @@
 # One process per role (--role, bound to 127.0.0.1): a scheduler, 2 servers and 2
 # workers, FM with emb_dim 16 (Eddy's default optimizers: Adam on the embeddings,
 # Adagrad on the first-order weights), ASP, --model_dir in a temporary directory
-# (a version every SNAPSHOT_EVERY, --keep_versions=1). Once a committed version
-# holds >= SHARD_ROWS rows per server, server 1 gets SIGKILL and a replacement is
-# started with the same flags at once (as a supervisor would). The table comes from
-# the kill time (date +%s.%N) and the glog timestamps of the processes' logs.
+# (a version every SNAPSHOT_EVERY, default --full_every, --keep_versions=1). Once
+# the servers hold SHARD_ROWS rows each, a version is asked for (eddy_models
+# snapshot); once it is committed, server 1 gets SIGKILL and a replacement is
+# started with the same flags at once (as a supervisor would). The table comes
+# from the kill time (date +%s.%N) and the glog timestamps of the logs; the rows
+# trained again are those of the detection time (a kill at a random moment adds
+# half a version interval on average).
 #
 # The stream: eddy_gen --preset=criteo_a, with UNIQUE_COLS of its 26 categorical
-# columns replaced by an id never seen before (the row number), so the model grows
-# by about UNIQUE_COLS rows per stream row (eddy_gen's own vocabularies top out at
-# ~4 M ids in all, and --max_vocab only lowers them). It is kept in CACHE_DIR for
-# the next run with the same settings.
+# columns replaced by ids never seen before in its first rows, so the model grows
+# by about UNIQUE_COLS rows per stream row up to the target and then stops
+# growing (eddy_gen's own vocabularies top out at ~4 M ids in all, and
+# --max_vocab only lowers them). It is kept in CACHE_DIR for the next run.
 #
 # Usage (after building; see README.md):
 #   bench/heal_bench.sh                              # 10 M rows per server shard, heartbeat 1000 and 200 ms
@@ -42,7 +45,7 @@ CACHE_DIR=${CACHE_DIR:-/tmp/eddy_heal_bench}
 TIMEOUT_S=${TIMEOUT_S:-900}
 KEEP_LOGS=${KEEP_LOGS:-0}
 
-for b in eddy_train eddy_gen; do
+for b in eddy_train eddy_gen eddy_models; do
   [ -x "$BIN/$b" ] || { echo "heal_bench: $BIN/$b not found; build first" >&2; exit 1; }
 done
 if [ "$UNIQUE_COLS" -lt 1 ] || [ "$UNIQUE_COLS" -gt 26 ]; then
@@ -144,7 +147,7 @@ run() {
     --keep_versions=1 "--heartbeat_interval_ms=$hb" $EXTRA_FLAGS)
   local slog=$dir/scheduler.log
   "$BIN/eddy_train" --role=scheduler "${flags[@]}" "--metrics_out=$dir/metrics.jsonl" \
-    --vmodule=version_coordinator=1 > "$slog" 2>&1 &
+    > "$slog" 2>&1 &
   PIDS+=($!)
   wait_for "$slog" "scheduler endpoint: tcp://" "the scheduler's endpoint"
   local endpoint
@@ -164,8 +167,8 @@ run() {
   local survivor_log=$dir/server0.log
   if [ "$victim" = "${PIDS[1]}" ]; then survivor_log=$dir/server1.log; fi
 
-  # Wait until the servers hold the target, then for the next version taken
-  # after that moment to commit.
+  # Wait until the servers hold the target (their heartbeats' row counts in the
+  # metrics), then for a version taken after that moment to commit.
   local want=$FRESH_IDS deadline=$((SECONDS + TIMEOUT_S)) have=0
   while true; do
     have=$({ grep -o '"server_rows":[0-9]*' "$dir/metrics.jsonl" 2> /dev/null || true; } |
@@ -176,18 +179,11 @@ run() {
     kill -0 "${PIDS[0]}" 2> /dev/null || die "the scheduler ended"
     sleep 0.05
   done
-  local taken version=""
-  taken=$(grep -c "taking version" "$slog" || true)
-  while [ -z "$version" ]; do
-    wait_for "$slog" "taking version" "a version"
-    local n
-    n=$(grep -c "taking version" "$slog" || true)
-    if [ "$n" -gt "$taken" ]; then
-      version=$(grep "taking version" "$slog" | sed -n "$((taken + 1))p" | sed 's/.*taking version //')
-    else
-      sleep 0.02
-    fi
-  done
+  # Ask for a version now (as an operator could): its cut comes after this moment.
+  local asked version
+  asked=$("$BIN/eddy_models" snapshot "--scheduler=$endpoint") || die "eddy_models snapshot failed"
+  version=$(m "$asked" 'version ([0-9]+) will be taken')
+  [ -n "$version" ] || die "eddy_models snapshot said: $asked"
   wait_for "$slog" "version $version (committed|failed)" "version $version"
   grep -q "version $version committed" "$slog" || die "version $version failed"
   # A server whose event loop stalls past --node_timeout_ms (e.g. copying a large
