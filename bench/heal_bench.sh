@@ -232,6 +232,7 @@ run() {
   T[REPL_ROWS,$hb]=$(m "$l_repl" ', ([0-9]+) rows from')
   T[REPL_CHAIN,$hb]=$(m "$l_repl" 'chain of ([0-9]+)')
   T[REPL_S,$hb]=$(m "$l_repl" '\) in ([0-9.e-]+) s ' | two)
+  T[REPL_RATE,$hb]=$(m "$l_repl" '\(([0-9.e-]+) M rows/s read\)' | two)
   T[SKIPPED,$hb]=$(m "$l_w0" '\(([0-9]+) rows skipped')
   T[SKIP_S,$hb]=$({
     m "$l_w0" 'position in ([0-9.e-]+) s'
@@ -284,7 +285,7 @@ done
 echo "$line"
 line="| loss → every server at the version (survivor reloads; replacement starts and loads) |"
 for hb in "${HBS[@]}"; do
-  line+=" ${T[SERVERS,$hb]} s (v${T[VERSION,$hb]}: survivor $(grouped "${T[SURV_ROWS,$hb]}") rows in ${T[SURV_S,$hb]} s; replacement $(grouped "${T[REPL_ROWS,$hb]}") rows, chain of ${T[REPL_CHAIN,$hb]}, in ${T[REPL_S,$hb]} s) |"
+  line+=" ${T[SERVERS,$hb]} s (v${T[VERSION,$hb]}: survivor $(grouped "${T[SURV_ROWS,$hb]}") rows in ${T[SURV_S,$hb]} s; replacement $(grouped "${T[REPL_ROWS,$hb]}") rows, chain of ${T[REPL_CHAIN,$hb]}, in ${T[REPL_S,$hb]} s, ${T[REPL_RATE,$hb]} M rows/s read) |"
 done
 echo "$line"
 line="| → workers training again (skip to the version's position, then the first mini-batch) |"
