@@ -29,7 +29,9 @@
 #   SNAPSHOT_EVERY=10s    --snapshot_every
 #   UNIQUE_COLS=13        fresh ids per stream row
 #   MODEL_FLAGS="--model=fm --emb_dim=16"   model flags of every process
-#   EXTRA_FLAGS=""        more flags for every process
+#   EXTRA_FLAGS=""        more flags for every process; on a busy machine
+#                         --node_timeout_ms=30000: a server copying a version of
+#                         millions of rows can miss heartbeats for > 10 s (BENCHMARKS.md)
 #   BIN=build/bin  CACHE_DIR=/tmp/eddy_heal_bench  TIMEOUT_S=900 (per wait)
 #   KEEP_LOGS=1           keep the logs (they are kept anyway when a run fails)
 set -euo pipefail
