@@ -406,8 +406,13 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   };
 
   std::unique_ptr<Step> current;
+  // A resumed run (a --resume_from or a rollback) logs when its first
+  // mini-batch is trained: the moment the worker trains again.
+  bool resumed = options_.skip_rows > 0 || !options_.stream_start.empty();
+  SteadyClock::time_point skipped_at = start_;
   {
     ASSIGN_OR_RETURN(std::optional<ExampleBatch> first, next_fresh());
+    skipped_at = SteadyClock::now();
     if (first) {
       ASSIGN_OR_RETURN(current, start_step(std::move(*first)));
     }
@@ -424,6 +429,13 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
       }
     }
     RETURN_IF_ERROR(Compute(current.get()));
+    if (resumed) {
+      resumed = false;
+      LOG(INFO) << "worker " << client_.worker_id() << ": training again: first mini-batch "
+                << "trained " << Seconds(SteadyClock::now() - start_) << " s after the start ("
+                << stats_.skipped_rows << " rows skipped to the version's position in "
+                << Seconds(skipped_at - start_) << " s)";
+    }
     window_.Add(current->fresh, SteadyClock::now());
     if (options_.delay_per_batch.count() > 0) {
       std::this_thread::sleep_for(options_.delay_per_batch);  // a simulated straggler

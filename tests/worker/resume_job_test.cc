@@ -68,6 +68,8 @@ TEST_F(ResumeJobTest, BspInterruptedAndResumedEqualsUninterrupted) {
   auto [c3, o3] = Train(b);
   ASSERT_EQ(c3, 0) << o3;
   EXPECT_NE(o3.find("skipped the 5,000 rows"), std::string::npos) << o3;
+  // The moment each worker trains again is logged (bench/heal_bench.sh reads it).
+  EXPECT_NE(o3.find("training again: first mini-batch trained"), std::string::npos) << o3;
   auto m1 = model_store::Materialize(whole, Newest(whole));
   auto m2 = model_store::Materialize(second, Newest(second));
   ASSERT_TRUE(m1.ok() && m2.ok());
