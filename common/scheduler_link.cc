@@ -1,5 +1,7 @@
 #include "common/scheduler_link.h"
 
+#include <glog/logging.h>
+
 #include <optional>
 #include <utility>
 
@@ -65,6 +67,18 @@ StatusOr<proto::ClusterView> SchedulerLink::Register(const Waker* stop) {
 }
 
 Status SchedulerLink::Tick(SteadyClock::time_point now) {
+  if (now - next_heartbeat_ > node_timeout_ / 2) {
+    // This process was stalled (stopped, swapping, or its loop busy) long past
+    // a heartbeat: the silence is its own. Speak first and give the scheduler
+    // a full timeout to answer (it may have declared this node lost meanwhile;
+    // it takes it back when it answers again).
+    LOG(WARNING) << "this node was stalled for "
+                 << std::chrono::duration_cast<std::chrono::milliseconds>(now - next_heartbeat_)
+                        .count()
+                 << " ms past a heartbeat; checking in with the scheduler";
+    last_heard_ = now;
+    next_heartbeat_ = now;
+  }
   if (now - last_heard_ > node_timeout_) {
     return UnavailableError(
         "scheduler at " + options_.scheduler_endpoint + " stopped answering for " +

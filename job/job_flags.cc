@@ -47,9 +47,11 @@ DEFINE_string(tables, "emb:dim=16,opt=adagrad,lr=0.05",
               "init_scale, seed.");
 DEFINE_int32(server_threads, 2, "Threads each server uses to apply a request.");
 DEFINE_int32(server_shards, 64, "Internal shards per sparse table on each server.");
-DEFINE_int32(heartbeat_interval_ms, 1000, "Interval between heartbeats of every node.");
+DEFINE_int32(heartbeat_interval_ms, 500,
+             "Interval between heartbeats of every node. A node whose connection closed is "
+             "declared lost after two intervals (a killed process is noticed that fast).");
 DEFINE_int32(
-    node_timeout_ms, 10000,
+    node_timeout_ms, 30000,
     "A node silent for this long is declared dead (a closed connection is noticed within two "
     "heartbeats): with --model_dir it is replaced and the job rolls back "
     "(--recovery_timeout_ms), otherwise it ends the job (a worker: unless "

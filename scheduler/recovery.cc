@@ -69,6 +69,17 @@ std::optional<int> Recovery::OnWorkerRegistered(int wanted, Step* step) {
   return id;
 }
 
+bool Recovery::OnNodeReturned(bool server, int id, Step* step) {
+  if (phase_ != Phase::kReplacing) return false;
+  std::set<int>& vacant = server ? vacant_ : vacant_workers_;
+  if (vacant.erase(id) == 0) return false;
+  if (vacant_.empty() && vacant_workers_.empty()) {
+    phase_ = Phase::kLoading;
+    MaybeFinish(step);
+  }
+  return true;
+}
+
 Recovery::Step Recovery::OnServerLoaded(int id, uint32_t epoch) {
   Step step;
   if (phase_ == Phase::kIdle || epoch != epoch_ || id < 0 || id >= num_servers_ ||

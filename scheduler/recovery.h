@@ -100,6 +100,12 @@ class Recovery {
   // else the lowest vacant id), or nullopt. Its view comes with restart_workers
   // in `step`, which may be at once (the servers had loaded already).
   std::optional<int> OnWorkerRegistered(int wanted, Step* step);
+  // A node declared lost speaks again (it was stalled, or its connection
+  // dropped and came back) while its slot is still vacant: it takes its own
+  // slot back. Returns false when the slot is not vacant (a replacement took
+  // it, or no recovery is under way). The caller tells it RECOVER; a server then
+  // loads the version like the others; `step` may restart the workers at once.
+  bool OnNodeReturned(bool server, int id, Step* step);
   // Server `id` loaded the version of `epoch` (stale epochs are ignored).
   Step OnServerLoaded(int id, uint32_t epoch);
   // Time passes: gives up after the timeout.

@@ -424,6 +424,9 @@ std::optional<Status> SchedulerNode::ReceiveOne(SteadyClock::time_point started)
   if (Node* node = FindNode(routing_id)) {
     node->fd = fd;
     node->closed_at.reset();  // it speaks: alive (over a new connection, maybe)
+    if (node->lost && recovery_.active()) {
+      if (std::optional<Status> end = OnLostNodeReturned(*node)) return end;
+    }
   }
   if (!msg.ok()) {
     LOG(WARNING) << "scheduler: dropped a control message: " << msg.status();

@@ -63,8 +63,8 @@ struct SchedulerOptions {
   int num_servers = 1;
   int num_workers = 1;
   std::vector<proto::TableConfig> tables;
-  std::chrono::milliseconds heartbeat_interval{1000};
-  std::chrono::milliseconds node_timeout{10'000};
+  std::chrono::milliseconds heartbeat_interval{500};
+  std::chrono::milliseconds node_timeout{30'000};
   std::chrono::milliseconds registration_timeout{120'000};
   uint32_t server_shards = 64;
   uint64_t max_request_keys = 1 << 24;
@@ -240,6 +240,9 @@ class SchedulerNode : private VersionSink {
   // took a lost node's place (a value when Run() must return it).
   bool AdmitReplacement(const std::string& routing_id, const proto::NodeInfo& info,
                         std::optional<Status>* end);
+  // A node declared lost spoke again during the recovery: it takes its slot back
+  // if still vacant (a value when Run() must return it).
+  std::optional<Status> OnLostNodeReturned(Node& node);
   // Registered replacements waiting for a loss, admitted while slots are vacant.
   std::optional<Status> AdmitWaiting();
   // RECOVERED from a server.

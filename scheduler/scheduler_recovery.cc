@@ -230,6 +230,30 @@ bool SchedulerNode::AdmitReplacement(const std::string& routing_id, const proto:
   return true;
 }
 
+std::optional<Status> SchedulerNode::OnLostNodeReturned(Node& node) {
+  const bool server = node.role == proto::SERVER;
+  Recovery::Step step;
+  if (!recovery_.OnNodeReturned(server, node.id, &step)) return std::nullopt;
+  node.lost = false;
+  node.done = false;
+  node.closed_at.reset();
+  node.last_seen = SteadyClock::now();
+  LOG(WARNING) << "scheduler: " << node.Name()
+               << " answers again; it takes its place back and "
+               << (server ? "loads" : "goes on from") << " version " << recovery_.version();
+  // Like the other live nodes: a server loads the version and answers
+  // RECOVERED, a worker stops and waits for RESTART.
+  proto::RecoveryRequest request;
+  request.set_epoch(recovery_.epoch());
+  request.set_version(recovery_.version());
+  request.set_root(options_.model_dir);
+  request.set_why(recovery_lost_ + " was lost");
+  Message m{MakeHeader(proto::RECOVER), {}, {}};
+  m.header.set_payload(request.SerializeAsString());
+  SendMessage(*socket_, m, node.routing_id, /*dont_wait=*/true).IgnoreError();
+  return PerformRecovery(std::move(step));
+}
+
 std::optional<Status> SchedulerNode::OnRecovered(const Node* node, const proto::Header& header) {
   if (node == nullptr || node->role != proto::SERVER) return std::nullopt;
   return PerformRecovery(

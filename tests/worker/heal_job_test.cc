@@ -246,6 +246,45 @@ TEST_F(HealJobTest, AspWorkerKilledBeforeTheFirstVersionEveryRowTrainedOnce) {
   EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
 }
 
+// A server that stalls (SIGSTOP) past the heartbeat timeout is declared lost;
+// when it answers again (SIGCONT) it takes its own place back and the job heals
+// without any replacement.
+TEST_F(HealJobTest, AStalledServerDeclaredLostTakesItsPlaceBackWhenItAnswersAgain) {
+  constexpr int kRows = 200000;
+  const std::string data = Generate("stream.tsv", kRows);
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  auto flags = Flags(data, "asp", (dir_ / "models").string());
+  flags.insert(flags.end(), {"--metrics_out=" + metrics, "--heartbeat_interval_ms=200",
+                             "--node_timeout_ms=1500"});
+  auto start = [&](const std::string& role, const std::string& scheduler) {
+    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
+    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    return std::make_unique<Subprocess>(argv);
+  };
+  auto scheduler = start("scheduler", "");
+  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
+  ASSERT_TRUE(line.has_value()) << scheduler->output();
+  const std::string endpoint = line->substr(line->find("tcp://"));
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  for (const char* role : {"server", "server", "worker", "worker"}) {
+    nodes.push_back(start(role, endpoint));
+  }
+  ASSERT_TRUE(scheduler->WaitForOutput("version 3 (", 120s).has_value()) << scheduler->output();
+  nodes[kServer1]->Kill(SIGSTOP);
+  EXPECT_TRUE(scheduler->WaitForOutput("stopped answering: no heartbeat", 60s).has_value())
+      << scheduler->output();
+  nodes[kServer1]->Kill(SIGCONT);
+  auto code = scheduler->WaitForExit(240s);
+  for (auto& n : nodes) n->WaitForExit(60s);
+  ASSERT_TRUE(code.has_value()) << scheduler->output();
+  ASSERT_EQ(*code, 0) << scheduler->output();
+  EXPECT_NE(scheduler->output().find("answers again; it takes its place back"),
+            std::string::npos)
+      << scheduler->output();
+  EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
+}
+
 // Chaos: for about a minute, a random server or worker is killed with SIGKILL a
 // random 1-3 s after the previous recovery ended, and restarted at once (as
 // --supervise or systemd would). The job finishes and every row is trained
