@@ -196,9 +196,17 @@ Gauge* MetricsRegistry::SimpleGauge(const std::string& name, const std::string& 
   return AddGauge(name, help)->Get({}).get();
 }
 
-void MetricsRegistry::AddCollector(std::function<void()> fn) {
+int MetricsRegistry::AddCollector(std::function<void()> fn) {
   MutexLock lock(&mu_);
-  collectors_.push_back(std::move(fn));
+  const int id = next_collector_++;
+  collectors_.emplace(id, std::move(fn));
+  return id;
+}
+
+void MetricsRegistry::RemoveCollector(int id) {
+  MutexLock expose_lock(&expose_mu_);  // waits for a running Expose()
+  MutexLock lock(&mu_);
+  collectors_.erase(id);
 }
 
 std::string MetricsRegistry::Expose() const {
@@ -206,7 +214,7 @@ std::string MetricsRegistry::Expose() const {
   std::vector<std::function<void()>> collectors;
   {
     MutexLock lock(&mu_);
-    collectors = collectors_;
+    for (const auto& [id, fn] : collectors_) collectors.push_back(fn);
   }
   for (const auto& fn : collectors) fn();
   std::string out;

@@ -140,11 +140,15 @@ class MetricsRegistry {
 
   // `fn` runs at the start of every Expose(), on its thread: it sets gauges and
   // mirrored counters from state kept elsewhere. It must not call Expose().
-  void AddCollector(std::function<void()> fn) EXCLUDES(mu_);
+  // Returns an id for RemoveCollector.
+  int AddCollector(std::function<void()> fn) EXCLUDES(mu_);
+  // Removes a collector; once it returns, `fn` is not running and never runs
+  // again (so what it reads may be destroyed). The series it set stay.
+  void RemoveCollector(int id) EXCLUDES(mu_, expose_mu_);
 
   // Runs the collectors, then writes every family in name order, in the text
   // exposition format 0.0.4 (Content-Type: kExpositionContentType).
-  std::string Expose() const EXCLUDES(mu_);
+  std::string Expose() const EXCLUDES(mu_, expose_mu_);
 
   static constexpr const char* kExpositionContentType = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -164,7 +168,8 @@ class MetricsRegistry {
 
   mutable Mutex mu_;
   std::map<std::string, Entry> entries_ GUARDED_BY(mu_);
-  std::vector<std::function<void()>> collectors_ GUARDED_BY(mu_);
+  std::map<int, std::function<void()>> collectors_ GUARDED_BY(mu_);
+  int next_collector_ GUARDED_BY(mu_) = 0;
   // Serializes Expose() (collectors are not required to be reentrant).
   mutable Mutex expose_mu_;
 };
