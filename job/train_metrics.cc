@@ -61,7 +61,6 @@ TrainMetrics::TrainMetrics(MetricsRegistry* r) {
 
 void TrainMetrics::Update(const TrainProgress& p) {
   const worker::TrainerStats& t = p.total();
-  rows_->SetTotal(static_cast<double>(t.rows));
   replayed_rows_->SetTotal(static_cast<double>(t.replayed_rows));
   bad_rows_->SetTotal(static_cast<double>(t.bad_rows));
   rows_per_s_->Set(p.recent_rows_per_s());
@@ -79,6 +78,8 @@ void TrainMetrics::Update(const TrainProgress& p) {
   workers_->Set(p.reporting_workers());
   server_rows_->Set(static_cast<double>(p.servers().sparse_rows()));
   server_memory_->Set(static_cast<double>(p.servers().memory_bytes()));
+  // Last: a scrape that sees these rows sees the figures above for them too.
+  rows_->SetTotal(static_cast<double>(t.rows));
 }
 
 void TrainMetrics::OnVersion(const scheduler::VersionSummary& v) {
