@@ -99,6 +99,13 @@ DEFINE_int32(serve_port, -1,
              "Serve the committed model versions to serving replicas (eddy_serve "
              "--scheduler=tcp://host:PORT) on this port of --bind: -1 off, 0 any free port "
              "(logged). Needs --model_dir.");
+DEFINE_int32(metrics_port, -1,
+             "Prometheus metrics (GET /metrics, docs/http.md) on this port of --bind: the "
+             "scheduler's job metrics (rows, AUC, versions, recoveries) and, in servers, request "
+             "counts, latency and bytes. Each process that runs the scheduler or a server "
+             "(--role=scheduler|server, mpirun ranks, --local: one for all) binds its own; 0 picks "
+             "a free port (logged: 'metrics on http://...'), as needed for several processes on "
+             "one host. -1: off.");
 DEFINE_int32(keep_versions, 3,
              "Retention: keep the newest N full versions (and the deltas built on them).");
 DEFINE_string(resume_from, "",
@@ -292,7 +299,7 @@ Status ApplyPolicy(const std::string& policy, scheduler::SchedulerOptions* optio
 std::vector<std::string> SupervisedNodeFlags() {
   static const std::set<std::string> kNotForNodes = {
       "role",          "local",        "scheduler",      "supervise",     "max_restarts",
-      "supervisor_pid", "requested_rank", "port",         "resume_from",   "metrics_out",
+      "supervisor_pid", "requested_rank", "port",         "metrics_port",         "resume_from",   "metrics_out",
       "flagfile",      "fromenv",      "tryfromenv"};
   std::vector<gflags::CommandLineFlagInfo> flags;
   gflags::GetAllFlags(&flags);
@@ -421,6 +428,10 @@ StatusOr<JobOptions> JobOptionsFromFlags() {
   o.client_options.request_timeout = std::chrono::milliseconds(FLAGS_request_timeout_ms);
   o.client_options.registration_timeout = s.registration_timeout;
   o.client_options.max_message_bytes = max_bytes;
+  if (FLAGS_metrics_port < -1 || FLAGS_metrics_port > 65535) {
+    return InvalidArgumentError("--metrics_port must be -1 (off), 0 (a free port) or a port");
+  }
+  o.metrics_port = FLAGS_metrics_port;
   return o;
 }
 

@@ -9,6 +9,7 @@
 #include <list>
 #include <thread>
 
+#include "common/http_server.h"
 #include "common/mutex.h"
 #include "job/supervisor.h"
 
@@ -121,6 +122,23 @@ int ExitCode(const Status& s, const std::string& role) {
   return 1;
 }
 
+// This process's GET /metrics on `host` (nullptr when not asked for). The
+// returned server must be destroyed (stopped) before the nodes that record
+// into the registry.
+StatusOr<std::unique_ptr<HttpServer>> StartMetrics(const JobOptions& options,
+                                                   const std::string& host,
+                                                   const std::string& role) {
+  if (options.metrics_port < 0 || options.metrics == nullptr) return std::unique_ptr<HttpServer>();
+  auto http = std::make_unique<HttpServer>(HttpServerOptions{.bind_host = host,
+                                                             .port = options.metrics_port,
+                                                             .threads = 2});
+  ServeMetrics(http.get(), options.metrics);
+  StatusOr<int> port = http->Start();
+  if (!port.ok()) return port.status().WithContext("--metrics_port");
+  LOG(INFO) << role << ": metrics on http://" << host << ":" << *port << "/metrics";
+  return http;
+}
+
 int RunLocal(JobOptions& options, const WorkerProgram& program) {
   zmq::context_t context;
   scheduler::SchedulerNode scheduler(context, options.scheduler_options);
@@ -138,6 +156,8 @@ int RunLocal(JobOptions& options, const WorkerProgram& program) {
   for (int i = 0; i < options.scheduler_options.num_servers; ++i) {
     servers.push_back(std::make_unique<server::ServerNode>(context, options.server_options));
   }
+  auto metrics = StartMetrics(options, options.scheduler_options.bind_host, "local job");
+  if (!metrics.ok()) return ExitCode(metrics.status(), "local job");
   for (int i = 0; i < options.scheduler_options.num_servers; ++i) {
     threads.emplace_back([&, i] { server_status[i] = servers[i]->Run(); });
   }
@@ -150,6 +170,7 @@ int RunLocal(JobOptions& options, const WorkerProgram& program) {
     for (auto& server : servers) server->Stop();
   }
   threads.clear();  // joins
+  metrics->reset();
   int code = ExitCode(s, "scheduler");
   for (size_t i = 0; i < server_status.size(); ++i) {
     if (s.ok()) code |= ExitCode(server_status[i], "server thread " + std::to_string(i));
@@ -291,7 +312,8 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
     role = "scheduler";
     LOG(INFO) << "mpirun job: scheduler at " << endpoint << ", " << num_servers << " server(s), "
               << num_workers << " worker(s)";
-    s = RunScheduler(*scheduler, program);
+    auto metrics = StartMetrics(options, options.scheduler_options.bind_host, role);
+    s = metrics.ok() ? RunScheduler(*scheduler, program) : metrics.status();
   } else if (options.supervise.enabled) {
     const bool server = rank <= num_servers;
     const int index = server ? rank - 1 : rank - 1 - num_servers;
@@ -301,7 +323,8 @@ int RunMpi(JobOptions& options, const WorkerProgram& program) {
     role = "server " + std::to_string(rank - 1);
     options.server_options.scheduler = endpoint;
     options.server_options.requested_rank = rank - 1;
-    s = server::ServerNode(context, options.server_options).Run();
+    auto metrics = StartMetrics(options, options.server_options.bind_host, role);
+    s = metrics.ok() ? server::ServerNode(context, options.server_options).Run() : metrics.status();
   } else {
     role = "worker " + std::to_string(rank - 1 - num_servers);
     options.client_options.scheduler = endpoint;
@@ -391,6 +414,9 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
     Status valid = scheduler::ValidateSchedulerOptions(options.scheduler_options);
     if (!valid.ok()) return ExitCode(valid, "configuration");
   }
+  if (options.metrics_port >= 0 && options.metrics != nullptr) {
+    options.server_options.metrics = options.metrics;  // servers of this process record too
+  }
   switch (mode) {
     case LaunchMode::kMpi:
       return RunMpi(options, program);
@@ -405,11 +431,15 @@ int RunJob(JobOptions options, const WorkerProgram& program) {
       std::cout << "scheduler endpoint: " << *endpoint << std::endl;
       LOG(INFO) << "scheduler listening at " << *endpoint
                 << "; start servers and workers with --scheduler=" << *endpoint;
+      auto metrics = StartMetrics(options, options.scheduler_options.bind_host, "scheduler");
+      if (!metrics.ok()) return ExitCode(metrics.status(), "scheduler");
       return ExitCode(RunScheduler(node, program), "scheduler");
     }
     case LaunchMode::kServer: {
       zmq::context_t context;
       options.server_options.scheduler = options.scheduler;
+      auto metrics = StartMetrics(options, options.server_options.bind_host, "server");
+      if (!metrics.ok()) return ExitCode(metrics.status(), "server");
       return ExitCode(server::ServerNode(context, options.server_options).Run(), "server");
     }
     case LaunchMode::kWorker: {

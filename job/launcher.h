@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "common/metrics.h"
 #include "common/status.h"
 #include "scheduler/scheduler_node.h"
 #include "server/server_node.h"
@@ -47,6 +48,12 @@ struct JobOptions {
   scheduler::SchedulerOptions scheduler_options;  // counts, tables, timeouts, bind address and port
   server::ServerOptions server_options;
   worker::ClientOptions client_options;
+  // Prometheus /metrics (docs/http.md) of the scheduler and servers of this
+  // process on this port of their bind address: -1 off, 0 a free port (logged).
+  int metrics_port = -1;
+  // What /metrics shows (the program's job metrics; the launcher adds the
+  // servers'). Not owned; must outlive RunJob. nullptr: no metrics.
+  MetricsRegistry* metrics = nullptr;
 };
 
 // What the binary does on its workers, and how the scheduler sums it up.

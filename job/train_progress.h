@@ -34,6 +34,10 @@ class TrainProgress {
   // Rows per second over the job: rows / the slowest worker's training time.
   double rows_per_s() const;
   int reporting_workers() const { return reporting_; }
+  // Now minus the newest Kafka timestamp trained on at the last Update(); -1: none.
+  double freshness_s() const { return freshness_s_; }
+  // The servers' reports of the last SetServers(), summed.
+  const proto::ServerReport& servers() const { return servers_; }
   uint64_t bad_reports() const { return bad_reports_; }
 
   // "[   12s] 1,234,567 rows  98.7k rows/s | auc 0.7712 logloss 0.41234 calib 1.012 |

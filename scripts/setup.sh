@@ -15,6 +15,8 @@ PACKAGES=(
   libdnnl-dev ocl-icd-opencl-dev  # dnnl-config.cmake needs OpenCL (a Recommends of libdnnl-dev)
   libopenmpi-dev openmpi-bin
   libgflags-dev libgoogle-glog-dev
+  libcpp-httplib-dev nlohmann-json3-dev  # HTTP/JSON front end and /metrics (docs/http.md)
+  wrk  # bench/http_bench.sh
   librdkafka-dev  # Kafka input (worker/data/kafka.h), found with pkg-config
   libgtest-dev libgmock-dev libbenchmark-dev
   clang libclang-rt-14-dev clang-format

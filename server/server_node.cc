@@ -6,6 +6,7 @@
 #include "common/message.h"
 #include "common/scheduler_link.h"
 #include "model_store/shard_file.h"
+#include "server/server_metrics.h"
 
 namespace eddy::server {
 namespace {
@@ -147,6 +148,10 @@ Status ServerNode::RunInternal() {
         store_->AddTable(table).WithContext("server " + std::to_string(view.your_id())));
   }
   store_ptr_.store(store_.get());
+  if (options_.metrics != nullptr) {
+    metrics_ = std::make_unique<ServerMetrics>(options_.metrics, view.your_id(),
+                                               [this] { return Report(); });
+  }
   if (view.resume_version() > 0) {
     RETURN_IF_ERROR(Resume(view).WithContext(
         "server " + std::to_string(view.your_id()) + ": resuming from version " +
@@ -201,6 +206,9 @@ void ServerNode::Answer(zmq::socket_t& router, const std::string& routing_id,
                    << MsgTypeName(request.header.type()) << " request (" << n
                    << " so far): " << reply.header.status_message();
     }
+  }
+  if (metrics_ != nullptr) {
+    metrics_->OnReply(reply.header.ByteSizeLong() + reply.keys.size() + reply.values.size());
   }
   Status sent = SendMessage(router, reply, routing_id, /*dont_wait=*/true);
   if (!sent.ok()) VLOG(1) << "reply not sent: " << sent;
@@ -437,7 +445,18 @@ void ServerNode::ServeOne(zmq::socket_t& router) {
   std::string routing_id;
   StatusOr<Message> request = RecvMessage(router, &routing_id);
   if (request.ok()) {
+    if (metrics_ == nullptr) {
+      Dispatch(router, routing_id, std::move(request).value());
+      return;
+    }
+    const auto started = SteadyClock::now();
+    const proto::MsgType type = request->header.type();
+    const size_t bytes =
+        request->header.ByteSizeLong() + request->keys.size() + request->values.size();
+    const size_t keys = request->keys.size() / sizeof(uint64_t);
     Dispatch(router, routing_id, std::move(request).value());
+    metrics_->OnRequest(type, bytes, keys,
+                        std::chrono::duration<double>(SteadyClock::now() - started).count());
     return;
   }
   uint64_t n = dropped_.fetch_add(1) + 1;

@@ -25,11 +25,14 @@
 #include "server/version_cut.h"
 
 namespace eddy {
+class MetricsRegistry;
 class SchedulerLink;
 class Transport;
 }  // namespace eddy
 
 namespace eddy::server {
+
+class ServerMetrics;
 
 struct ServerOptions {
   std::string scheduler;                // tcp://host:port of the scheduler
@@ -42,6 +45,9 @@ struct ServerOptions {
   // Opens the connection to the scheduler; nullptr: direct. Not owned; must
   // outlive the node.
   Transport* transport = nullptr;
+  // Prometheus metrics (server/server_metrics.h) go here; nullptr: none. Not
+  // owned; must outlive the node.
+  MetricsRegistry* metrics = nullptr;
 };
 
 struct ServerStats {
@@ -126,6 +132,7 @@ class ServerNode {
   std::atomic<uint64_t> dropped_{0};
   std::atomic<uint64_t> refused_{0};       // error replies given outside the store (CLOCK)
   std::unique_ptr<ParameterStore> store_;  // created by Run() from the cluster view
+  std::unique_ptr<ServerMetrics> metrics_;  // with options_.metrics, once the id is known
   std::atomic<ParameterStore*> store_ptr_{nullptr};
   std::unique_ptr<StalenessGate> gate_;  // event-loop thread only
   // Set when pushes are applied per clock (--aggregate=sum|mean); loop thread only.

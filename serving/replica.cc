@@ -6,6 +6,7 @@
 
 #include "common/event_loop.h"
 #include "common/message.h"
+#include "serving/serving_metrics.h"
 
 namespace eddy::serving {
 
@@ -118,6 +119,7 @@ void Replica::ServeOne(Request& request) {
       MutexLock lock(&mu_);
       counters_.set_predict_errors(counters_.predict_errors() + 1);
     }
+    if (options_.metrics != nullptr) options_.metrics->OnBadRequest(PredictTransport::kZmq);
     LOG_EVERY_N(WARNING, 100) << "replica: bad request: " << message.status();
     if (!request.envelope.empty()) SendError(request.envelope, 0, message.status());
     return;
@@ -139,6 +141,7 @@ void Replica::Dispatch(Request& request) {
         MutexLock lock(&mu_);
         counters_.set_predict_errors(counters_.predict_errors() + 1);
       }
+      if (options_.metrics != nullptr) options_.metrics->OnBadRequest(PredictTransport::kZmq);
       SendError(request.envelope, request.header.request_id(),
                 InvalidArgumentError("replica: unexpected message type " +
                                      std::string(MsgTypeName(request.header.type()))));
@@ -147,6 +150,7 @@ void Replica::Dispatch(Request& request) {
 }
 
 void Replica::HandlePredict(Request& request) {
+  const auto started = SteadyClock::now();
   const uint64_t id = request.header.request_id();
   proto::PredictRequest body;
   std::shared_ptr<const LoadedModel> model;
@@ -186,6 +190,12 @@ void Replica::HandlePredict(Request& request) {
       counters_.set_predict_errors(counters_.predict_errors() + 1);
     }
     changed_.NotifyAll();
+  }
+  if (options_.metrics != nullptr) {
+    options_.metrics->OnPredict(
+        PredictTransport::kZmq, model == nullptr ? 0 : model->version(),
+        std::chrono::duration<double>(SteadyClock::now() - started).count(), probs.size(),
+        error.ok());
   }
   if (!error.ok()) {
     LOG_EVERY_N(WARNING, 100) << "replica: PREDICT refused: " << error;

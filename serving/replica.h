@@ -34,6 +34,7 @@ class Transport;
 
 namespace eddy::serving {
 
+class ServingMetrics;
 class VersionSource;
 struct VersionEntry;
 
@@ -58,6 +59,9 @@ struct ReplicaOptions {
   // Opens the connection to the version service; nullptr: direct. Not owned;
   // must outlive the replica.
   Transport* transport = nullptr;
+  // Records predict latency and counts (transport zmq); nullptr: none. Not
+  // owned; must outlive the replica.
+  ServingMetrics* metrics = nullptr;
 };
 
 // Borrows the ZeroMQ context, which must outlive it.

@@ -3,6 +3,7 @@
 // PREDICT / SERVE_CONTROL requests (docs/protocol.md, "Serving").
 //   build/bin/eddy_serve --scheduler=tcp://host:port --port=7000
 //   build/bin/eddy_serve --model_dir=/data/export
+//   build/bin/eddy_serve --model_dir=/data/export --http_port=8501   # + HTTP/JSON, /metrics
 #include <gflags/gflags.h>
 #include <glog/logging.h>
 #include <signal.h>
@@ -15,7 +16,10 @@
 #include <iostream>
 #include <thread>
 
+#include "common/metrics.h"
+#include "serving/http_frontend.h"
 #include "serving/replica.h"
+#include "serving/serving_metrics.h"
 #include "serving/serve_client.h"
 
 DEFINE_string(scheduler, "",
@@ -49,6 +53,16 @@ DEFINE_string(command, "status",
               "probability per row and the version that answered).");
 DEFINE_uint64(model_version, 0, "Client mode: the version to pin or roll back to.");
 DEFINE_string(rows, "-", "Client mode, predict: file of rows ('-': stdin).");
+DEFINE_int32(http_port, -1,
+             "Port of the HTTP/JSON API on --bind, in TensorFlow Serving's REST convention "
+             "(POST /v1/models/<--model_name>:predict, GET /v1/models/<name>[/metadata]) and "
+             "Prometheus metrics (GET /metrics); docs/http.md. -1: off; 0: an ephemeral port, "
+             "printed at start.");
+DEFINE_int32(http_threads, 4,
+             "Threads answering HTTP requests (each holds one keep-alive connection at a time); "
+             ">= 1.");
+DEFINE_string(model_name, "eddy",
+              "The model's name in the HTTP API's paths (/v1/models/<name>); other names get 404.");
 DEFINE_int32(timeout_ms, 10000, "Client mode: how long to wait for the replica's answer.");
 
 namespace eddy {
@@ -172,17 +186,44 @@ int Main() {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
+  if (FLAGS_http_port < -1 || FLAGS_http_port > 65535 || FLAGS_http_threads < 1) {
+    std::fprintf(stderr, "eddy_serve: --http_port must be -1 (off), 0 (ephemeral) or a port, and "
+                         "--http_threads >= 1\n");
+    return 2;
+  }
+  MetricsRegistry registry;
+  serving::ServingMetrics metrics(&registry);
+  options->metrics = &metrics;
   zmq::context_t context;
   serving::Replica replica(context, *options);
+  metrics.Watch(&replica);
+  std::unique_ptr<serving::HttpFrontend> http;
+  if (FLAGS_http_port >= 0) {
+    serving::HttpFrontendOptions h;
+    h.http.bind_host = FLAGS_bind;
+    h.http.port = FLAGS_http_port;
+    h.http.threads = FLAGS_http_threads;
+    h.model_name = FLAGS_model_name;
+    http = std::make_unique<serving::HttpFrontend>(&replica, &metrics, &registry, h);
+  }
   StatusOr<std::string> endpoint = replica.Bind();
+  StatusOr<int> http_port = -1;
+  if (endpoint.ok() && http != nullptr) http_port = http->Start();
   int rc = 0;
-  if (!endpoint.ok()) {
-    std::fprintf(stderr, "eddy_serve: %s\n", endpoint.status().ToString().c_str());
+  if (!endpoint.ok() || !http_port.ok()) {
+    std::fprintf(stderr, "eddy_serve: %s\n",
+                 (endpoint.ok() ? http_port.status().WithContext("--http_port") : endpoint.status())
+                     .ToString()
+                     .c_str());
     rc = 1;
   } else {
     std::printf("eddy_serve: predictions on %s (versions from %s)\n", endpoint->c_str(),
                 options->model_dir.empty() ? options->version_endpoint.c_str()
                                            : options->model_dir.c_str());
+    if (http != nullptr) {
+      std::printf("eddy_serve: HTTP on http://%s:%d (/v1/models/%s, /metrics)\n",
+                  FLAGS_bind.c_str(), *http_port, FLAGS_model_name.c_str());
+    }
     std::fflush(stdout);
     std::atomic<bool> done{false};
     std::jthread signal_thread([&] {
@@ -197,6 +238,7 @@ int Main() {
     });
     Status s = replica.Run();
     done.store(true);
+    if (http != nullptr) http->Stop();
     if (!s.ok()) {
       std::fprintf(stderr, "eddy_serve: %s\n", s.ToString().c_str());
       rc = 1;
@@ -215,7 +257,7 @@ int Main() {
 int main(int argc, char** argv) {
   gflags::SetUsageMessage(
       "a serving replica: eddy_serve --scheduler=tcp://host:port | --model_dir=<root> "
-      "[--port=N]\n  client: eddy_serve --replica=tcp://host:port --command=status|pin|unpin|"
+      "[--port=N] [--http_port=N]\n  client: eddy_serve --replica=tcp://host:port --command=status|pin|unpin|"
       "rollback|predict [--model_version=N] [--rows=FILE]");
   gflags::ParseCommandLineFlags(&argc, &argv, true);
   google::InitGoogleLogging(argv[0]);

@@ -22,6 +22,7 @@
 #include "common/table_config.h"
 #include "job/job_flags.h"
 #include "job/offset_committer.h"
+#include "job/train_metrics.h"
 #include "job/train_progress.h"
 #include "worker/data/kafka.h"
 #include "worker/data/parsed_stream.h"
@@ -454,6 +455,9 @@ int Main(int argc, char** argv) {
   }
   const bool tty = isatty(STDERR_FILENO) != 0;
   std::unique_ptr<job::TrainProgress> progress;  // made on the scheduler's first call
+  MetricsRegistry registry;  // --metrics_port: what /metrics shows
+  job::TrainMetrics train_metrics(&registry);
+  job->metrics = &registry;
   job::WorkerProgram program;
   program.run = [&](worker::Client& client) { return RunWorker(*config, client); };
   program.progress_interval = std::chrono::milliseconds(FLAGS_progress_interval_ms);
@@ -467,6 +471,7 @@ int Main(int argc, char** argv) {
     progress->SetServers(in.servers);
     if (final) return;  // summarize() writes the last record from the final reports
     if (!progress->Update(in.worker_metrics, SteadyClock::now())) return;
+    train_metrics.Update(*progress);
     std::fprintf(stderr, tty ? "\r%s\033[K" : "%s\n", progress->Line().c_str());
     if (metrics_out) *metrics_out << progress->JsonLine(false) << std::endl;
   };
@@ -569,6 +574,7 @@ int Main(int argc, char** argv) {
     };
   }
   so.on_recovery = [&](const scheduler::RecoveryEvent& e) {
+    train_metrics.OnRecovery(e);
     char line[512];
     if (e.done) {
       std::snprintf(line, sizeof(line),
@@ -590,6 +596,7 @@ int Main(int argc, char** argv) {
     }
   };
   so.on_version = [&](const scheduler::VersionSummary& v) {
+    train_metrics.OnVersion(v);
     if (v.ok && committer != nullptr) {
       StatusOr<job::PartitionOffsets> offsets = job::OffsetsOfCuts(v.cuts);
       if (offsets.ok()) {
