@@ -42,7 +42,7 @@ StatusOr<Scored> Score(const std::string& root, uint64_t version,
                      model_store::VersionReader::Open(root + "/" + model_store::VersionDirName(v)));
     for (const auto& f : r.manifest().files()) s.bytes += f.bytes();
   }
-  ASSIGN_OR_RETURN(auto model, serving::LoadedModel::Create(std::move(m)));
+  ASSIGN_OR_RETURN(auto model, serving::LoadedModel::Create(m));
   serving::Predictor predictor;
   worker::BinaryMetrics metrics;
   constexpr size_t kBatch = 1024;

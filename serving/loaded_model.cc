@@ -81,11 +81,16 @@ StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest
 }
 
 StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
-    model_store::MaterializedModel model) {
+    std::shared_ptr<const ServingModel> model, std::shared_ptr<ViewCounter> views) {
   std::shared_ptr<LoadedModel> m(new LoadedModel());
   m->model_ = std::move(model);
-  const std::string where = "version " + std::to_string(m->model_.manifest.version());
-  StatusOr<ServingModelSpec> spec = ModelSpecFromManifest(m->model_.manifest);
+  if (views != nullptr) {
+    views->Add();
+    m->views_ = std::move(views);
+  }
+  const ServingModel& sm = *m->model_;
+  const std::string where = "version " + std::to_string(sm.version());
+  StatusOr<ServingModelSpec> spec = ModelSpecFromManifest(sm.manifest);
   if (!spec.ok()) return spec.status().WithContext(where);
   m->spec_ = std::move(spec).value();
   ASSIGN_OR_RETURN(m->parser_, worker::MakeParser(m->spec_.format, m->spec_.parser));
@@ -95,8 +100,8 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
                                 " dense inputs per row but dense_dim is " +
                                 std::to_string(m->spec_.options.dense_dim));
   }
-  auto sparse = m->model_.sparse.find(m->spec_.sparse_table);
-  if (sparse == m->model_.sparse.end()) {
+  auto sparse = sm.sparse.find(m->spec_.sparse_table);
+  if (sparse == sm.sparse.end()) {
     return FailedPreconditionError(where + ": no sparse table '" + m->spec_.sparse_table + "'");
   }
   const uint32_t want_dim = 1 + static_cast<uint32_t>(m->spec_.options.emb_dim);
@@ -110,18 +115,29 @@ StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
   StatusOr<std::unique_ptr<models::CtrModel>> ctr = models::CtrModel::Create(m->spec_.options);
   if (!ctr.ok()) return ctr.status().WithContext(where);
   for (const models::DenseParamSpec& p : (*ctr)->dense_params()) {
-    auto it = m->model_.dense.find(p.name);
-    if (it == m->model_.dense.end()) {
+    auto it = sm.dense.find(p.name);
+    if (it == sm.dense.end()) {
       return FailedPreconditionError(where + ": dense tensor '" + p.name + "' is missing");
     }
-    if (it->second.values.size() != static_cast<size_t>(p.size())) {
+    if (it->second.size() != static_cast<size_t>(p.size())) {
       return FailedPreconditionError(where + ": dense tensor '" + p.name + "' has " +
-                                     std::to_string(it->second.values.size()) +
+                                     std::to_string(it->second.size()) +
                                      " values, the model needs " + std::to_string(p.size()));
     }
-    m->dense_params_.push_back(it->second.values);
+    m->dense_params_.push_back(it->second);
   }
   return std::shared_ptr<const LoadedModel>(std::move(m));
+}
+
+StatusOr<std::shared_ptr<const LoadedModel>> LoadedModel::Create(
+    const model_store::MaterializedModel& model) {
+  return Create(std::make_shared<const ServingModel>(ServingModelFromMaterialized(model)));
+}
+
+LoadedModel::~LoadedModel() {
+  dense_params_.clear();
+  sparse_ = nullptr;
+  if (views_ != nullptr) views_->Release();
 }
 
 Status BuildInputs(const LoadedModel& model, const worker::ExampleBatch& rows, ModelInputs* out) {
@@ -137,7 +153,7 @@ Status BuildInputs(const LoadedModel& model, const worker::ExampleBatch& rows, M
   out->linear.assign(b * f, 0.0f);
   out->mask.assign(b * f, 0.0f);
   out->dense.assign(rows.dense.begin(), rows.dense.end());
-  const model_store::SparseRows& table = model.sparse();
+  const ServingRows& table = model.sparse();
   std::vector<worker::SlottedFeature> features;
   for (size_t r = 0; r < b; ++r) {
     features.clear();

@@ -1,8 +1,9 @@
-// LoadedModel: one materialized model version ready to answer predictions
-// (tables, the CtrModel configuration from the manifest attributes, the row
-// parser), and Predictor, which turns text rows into probabilities with it.
-// Thread-safety: a LoadedModel is immutable once built and may be shared by any
-// number of threads; a Predictor is used by one thread at a time.
+// LoadedModel: a view of one model version ready to answer predictions
+// (compact tables, the CtrModel configuration from the manifest attributes, the
+// row parser), and Predictor, which turns text rows into probabilities with it.
+// Thread-safety: a LoadedModel and the tables it reads do not change while it
+// lives and may be shared by any number of threads; a Predictor is used by one
+// thread at a time.
 #ifndef EDDY_SERVING_LOADED_MODEL_H_
 #define EDDY_SERVING_LOADED_MODEL_H_
 
@@ -16,6 +17,7 @@
 
 #include "common/status.h"
 #include "model_store/materialize.h"
+#include "serving/serving_model.h"
 #include "models/ctr_model.h"
 #include "worker/data/parser.h"
 #include "worker/data/row.h"
@@ -38,32 +40,46 @@ struct ServingModelSpec {
 // Defaults as eddy_train's flags. Errors: InvalidArgument naming the attribute.
 StatusOr<ServingModelSpec> ModelSpecFromManifest(const proto::Manifest& manifest);
 
+// A view of one model version ready to answer predictions: the compact tables
+// (a ServingModel it co-owns), the CtrModel configuration from the manifest
+// attributes, the row parser. The replica's newest version is a view of one of
+// its two model copies, which the loader changes only once the view is gone
+// (`views` counts it); other versions are views of an immutable model.
 class LoadedModel {
  public:
   // Checks the tables against the model the manifest describes (sparse table
   // dim = 1 + emb_dim, every dense parameter present with its size).
-  // Errors: InvalidArgument / FailedPrecondition naming what does not fit.
-  static StatusOr<std::shared_ptr<const LoadedModel>> Create(model_store::MaterializedModel model);
+  // `views`, if set, counts this view while it lives (the writer of `model`
+  // waits for it). Errors: InvalidArgument / FailedPrecondition naming what
+  // does not fit.
+  static StatusOr<std::shared_ptr<const LoadedModel>> Create(
+      std::shared_ptr<const ServingModel> model, std::shared_ptr<ViewCounter> views = nullptr);
+  // The serving tables of a materialized model (optimizer state dropped).
+  static StatusOr<std::shared_ptr<const LoadedModel>> Create(
+      const model_store::MaterializedModel& model);
 
+  ~LoadedModel();
   LoadedModel(const LoadedModel&) = delete;
   LoadedModel& operator=(const LoadedModel&) = delete;
 
-  uint64_t version() const { return model_.manifest.version(); }
-  const model_store::MaterializedModel& model() const { return model_; }
+  uint64_t version() const { return model_->version(); }
+  const proto::Manifest& manifest() const { return model_->manifest; }
+  const ServingModel& model() const { return *model_; }
   const ServingModelSpec& spec() const { return spec_; }
   const worker::Parser& parser() const { return *parser_; }
   // The sparse table "emb": per id [first-order weight, embedding...].
-  const model_store::SparseRows& sparse() const { return *sparse_; }
+  const ServingRows& sparse() const { return *sparse_; }
   // Dense parameters in CtrModel::dense_params() order.
   std::span<const std::span<const float>> dense_params() const { return dense_params_; }
   uint64_t rows() const { return sparse_->size(); }
 
  private:
   LoadedModel() = default;
-  model_store::MaterializedModel model_;
+  std::shared_ptr<const ServingModel> model_;
+  std::shared_ptr<ViewCounter> views_;  // null: model_ is immutable
   ServingModelSpec spec_;
   std::unique_ptr<worker::Parser> parser_;
-  const model_store::SparseRows* sparse_ = nullptr;   // into model_
+  const ServingRows* sparse_ = nullptr;               // into model_
   std::vector<std::span<const float>> dense_params_;  // into model_
 };
 

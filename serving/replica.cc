@@ -2,6 +2,7 @@
 
 #include <glog/logging.h>
 
+#include <set>
 #include <thread>
 
 #include "common/event_loop.h"
@@ -52,12 +53,26 @@ std::shared_ptr<const LoadedModel> Replica::serving() const {
   return serving_;
 }
 
+uint64_t Replica::model_memory_bytes() const {
+  MutexLock lock(&mu_);
+  return model_bytes_;
+}
+
+std::shared_ptr<const LoadedModel> Replica::FindLocked(uint64_t version) const {
+  if (newest_ != nullptr && newest_->version() == version) return newest_;
+  auto it = cache_.find(version);
+  return it == cache_.end() ? nullptr : it->second;
+}
+
 proto::ServeStatus Replica::StatusLocked() const {
   proto::ServeStatus s = counters_;
   s.set_current_version(serving_ == nullptr ? 0 : serving_->version());
   s.set_pinned_version(pinned_);
   s.set_newest_version(newest_version_);
-  for (const auto& [v, m] : cache_) s.add_cached_versions(v);
+  std::set<uint64_t> held;
+  for (const auto& [v, m] : cache_) held.insert(v);
+  if (newest_ != nullptr) held.insert(newest_->version());
+  for (uint64_t v : held) s.add_cached_versions(v);
   return s;
 }
 
@@ -163,10 +178,8 @@ void Replica::HandlePredict(Request& request) {
       model = serving_;
       if (model == nullptr) error = UnavailableError("no model version loaded yet");
     } else {
-      auto it = cache_.find(body.version());
-      if (it != cache_.end()) {
-        model = it->second;
-      } else {
+      model = FindLocked(body.version());
+      if (model == nullptr) {
         error = NotFoundError("version " + std::to_string(body.version()) + " is not cached");
       }
     }
@@ -229,7 +242,7 @@ void Replica::HandleControl(Request& request) {
         break;
       case proto::ServeControlRequest::UNPIN:
         pinned_ = 0;
-        if (auto it = cache_.find(newest_version_); it != cache_.end()) serving_ = it->second;
+        if (newest_ != nullptr) serving_ = newest_;
         LOG(INFO) << "replica: unpinned; serving version " << newest_version_;
         break;
       case proto::ServeControlRequest::PIN:
@@ -238,10 +251,9 @@ void Replica::HandleControl(Request& request) {
           status = InvalidArgumentError("SERVE_CONTROL: a version is required");
           break;
         }
-        auto it = cache_.find(v);
-        if (it != cache_.end()) {
+        if (std::shared_ptr<const LoadedModel> held = FindLocked(v)) {
           pinned_ = v;
-          serving_ = it->second;
+          serving_ = std::move(held);
           LOG(INFO) << "replica: pinned version " << v;
         } else if (body.action() == proto::ServeControlRequest::PIN) {
           // Fetched and loaded by the loader thread, which answers when done.
@@ -250,7 +262,8 @@ void Replica::HandleControl(Request& request) {
           return;
         } else {
           std::string cached;
-          for (const auto& [c, m] : cache_) cached += " " + std::to_string(c);
+          const proto::ServeStatus held = StatusLocked();
+          for (uint64_t c : held.cached_versions()) cached += " " + std::to_string(c);
           status = NotFoundError("version " + std::to_string(v) +
                                  " is not cached (cached:" + cached + "); PIN loads it");
         }

@@ -38,8 +38,10 @@ DEFINE_string(cache_dir, "",
               "Where fetched versions are written (with --scheduler). Empty: a fresh temporary "
               "directory, removed at exit.");
 DEFINE_int32(max_versions_cached, 3,
-             "Model versions kept in memory for pinning and rollback (>= 1); the served, newest "
-             "and pinned versions are always kept.");
+             "Older model versions kept in memory once loaded by a pin (>= 1), for pinning and "
+             "rollback; each is a separate immutable model loaded from its files. The newest "
+             "version is always held (as two compact copies, updated in place by each delta) "
+             "and does not count; the pinned version is never evicted.");
 DEFINE_int32(watch_timeout_ms, 1000,
              "Long-poll timeout of a version watch; a new version is seen as soon as it is "
              "committed either way.");

@@ -314,10 +314,22 @@ TEST_F(UniformReplicaTest, PinRollbackAndUnpin) {
   ASSERT_TRUE(WaitCurrent(3));
   auto st = client_->Control(ServeControlRequest::STATUS);
   ASSERT_TRUE(st.ok());
+  // Only the newest version is held (in its two copies); older ones are loaded by PIN.
+  EXPECT_EQ(std::vector<uint64_t>(st->cached_versions().begin(), st->cached_versions().end()),
+            (std::vector<uint64_t>{3}));
+  EXPECT_EQ(client_->Control(ServeControlRequest::ROLLBACK, 2).status().code(),
+            StatusCode::kNotFound);
+  st = client_->Control(ServeControlRequest::PIN, 2);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->current_version(), 2u);
+  EXPECT_EQ(PredictChecked(*client_), 2u);
+  st = client_->Control(ServeControlRequest::UNPIN);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(st->current_version(), 3u);
   EXPECT_EQ(std::vector<uint64_t>(st->cached_versions().begin(), st->cached_versions().end()),
             (std::vector<uint64_t>{2, 3}));
 
-  // Rollback to a cached version: served until unpinned, also across new versions.
+  // Rollback to a version in memory: served until unpinned, also across new versions.
   st = client_->Control(ServeControlRequest::ROLLBACK, 2);
   ASSERT_TRUE(st.ok()) << st.status();
   EXPECT_EQ(st->current_version(), 2u);
@@ -328,12 +340,12 @@ TEST_F(UniformReplicaTest, PinRollbackAndUnpin) {
   ASSERT_TRUE(
       replica_->WaitFor([](const ServeStatus& s) { return s.newest_version() == 4; }, kWait));
   EXPECT_EQ(PredictChecked(*client_), 2u);
-  // A request for a cached version that is not served.
+  // A request for a version in memory that is not served.
   auto v4 = client_->Predict(std::vector<std::string>{kRow}, 4);
   ASSERT_TRUE(v4.ok()) << v4.status();
   EXPECT_EQ(v4->version, 4u);
 
-  // Rollback needs a cached version; pin loads one that is not.
+  // Rollback needs a version in memory; pin loads one that is not.
   EXPECT_EQ(client_->Control(ServeControlRequest::ROLLBACK, 1).status().code(),
             StatusCode::kNotFound);
   st = client_->Control(ServeControlRequest::PIN, 1);
@@ -342,12 +354,39 @@ TEST_F(UniformReplicaTest, PinRollbackAndUnpin) {
   EXPECT_EQ(PredictChecked(*client_), 1u);
   EXPECT_EQ(client_->Control(ServeControlRequest::PIN, 99).status().code(), StatusCode::kNotFound);
   EXPECT_EQ(PredictChecked(*client_), 1u);
+  // max_versions_cached = 2 bounds the versions loaded besides the newest.
+  st = client_->Control(ServeControlRequest::STATUS);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(std::vector<uint64_t>(st->cached_versions().begin(), st->cached_versions().end()),
+            (std::vector<uint64_t>{1, 2, 4}));
 
   st = client_->Control(ServeControlRequest::UNPIN);
   ASSERT_TRUE(st.ok());
   EXPECT_EQ(st->current_version(), 4u);
   EXPECT_EQ(st->pinned_version(), 0u);
   EXPECT_EQ(PredictChecked(*client_), 4u);
+
+  // Pinning the newest version: the next delta changes the copy it was read
+  // from, so the pin moves to an immutable copy of it.
+  st = client_->Control(ServeControlRequest::PIN, 4);
+  ASSERT_TRUE(st.ok()) << st.status();
+  EXPECT_EQ(st->current_version(), 4u);
+  Write(5, 4);
+  service_->Notify();
+  ASSERT_TRUE(
+      replica_->WaitFor([](const ServeStatus& s) { return s.newest_version() == 5; }, kWait));
+  Write(6, 5);  // both copies of the newest version have moved on from 4
+  service_->Notify();
+  ASSERT_TRUE(
+      replica_->WaitFor([](const ServeStatus& s) { return s.newest_version() == 6; }, kWait));
+  EXPECT_EQ(PredictChecked(*client_), 4u);
+  auto v6 = client_->Predict(std::vector<std::string>{kRow}, 6);
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_EQ(v6->version, 6u);
+  EXPECT_NEAR(v6->probabilities[0], Expected(6), 1e-5);
+  st = client_->Control(ServeControlRequest::UNPIN);
+  ASSERT_TRUE(st.ok());
+  EXPECT_EQ(PredictChecked(*client_), 6u);
 }
 
 TEST_F(UniformReplicaTest, BadRequestsAreRefusedAndServingContinues) {
