@@ -383,6 +383,14 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   auto next_fresh = [&]() -> StatusOr<std::optional<ExampleBatch>> {
     if (options_.max_rows > 0 && taken >= options_.max_rows) return std::optional<ExampleBatch>();
     const auto wait_start = SteadyClock::now();
+    // A quiet live stream (--follow, Kafka): keep reporting, and stop waiting
+    // when a recovery asks this worker to roll back.
+    while (!stream.WaitReady(options_.report_interval)) {
+      if (client_.recovering()) {
+        return AbortedError("recovering: stopped waiting for the stream's next rows");
+      }
+      MaybeReport(/*force=*/true);
+    }
     ASSIGN_OR_RETURN(std::optional<ExampleBatch> batch, stream.NextBatch());
     while (batch && stats_.skipped_rows < options_.skip_rows) {
       const size_t skip =
@@ -422,7 +430,10 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   const bool prefetch = options_.prefetch && client_.view().staleness() < 0;
   while (current != nullptr) {
     std::unique_ptr<Step> next;
-    if (prefetch) {
+    // The next batch's pulls overlap this one's compute, when the next batch is
+    // there: a quiet live stream must not hold back the batch already taken.
+    const bool prefetched = prefetch && stream.WaitReady(std::chrono::milliseconds(0));
+    if (prefetched) {
       ASSIGN_OR_RETURN(std::optional<ExampleBatch> fresh, next_fresh());
       if (fresh) {
         ASSIGN_OR_RETURN(next, start_step(std::move(*fresh)));
@@ -440,7 +451,8 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
     if (options_.delay_per_batch.count() > 0) {
       std::this_thread::sleep_for(options_.delay_per_batch);  // a simulated straggler
     }
-    if (!prefetch) {
+    if (!prefetched) {
+      MaybeReport(false);
       ASSIGN_OR_RETURN(std::optional<ExampleBatch> fresh, next_fresh());
       if (fresh) {
         ASSIGN_OR_RETURN(next, start_step(std::move(*fresh)));

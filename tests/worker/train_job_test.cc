@@ -1,6 +1,7 @@
 // eddy_train as users run it: on a stream written by eddy_gen, in local mode and
 // under mpirun, with bad rows, bad flags and missing files.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -121,6 +122,18 @@ TEST_F(TrainJobTest, WrongFlagsAndMissingDataAreRefusedClearly) {
         << "flags: " << ::testing::PrintToString(c.flags) << "\n"
         << out;
   }
+}
+
+// A live stream that goes quiet (--follow at the end of the file): the job keeps
+// reporting while it waits for the next full mini-batch.
+TEST_F(TrainJobTest, AQuietFollowedStreamKeepsReportingProgress) {
+  const std::string data = Generate("stream.tsv", 3000);
+  Subprocess job({kBin + "/eddy_train", "--local", "--data=" + data, "--follow", "--model=lr",
+                  "--batch_size=1024", "--progress_interval_ms=200"});
+  // Two mini-batches are trained; the third waits for rows that never come.
+  EXPECT_TRUE(job.WaitForOutput("2,048 rows 0 rows/s", 60s).has_value()) << job.output();
+  job.Kill(SIGTERM);
+  EXPECT_TRUE(job.WaitForExit(60s).has_value());
 }
 
 TEST_F(TrainJobTest, HelpDocumentsTheTrainingFlags) {

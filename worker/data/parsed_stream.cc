@@ -98,4 +98,9 @@ StatusOr<std::optional<ExampleBatch>> ParsedStream::NextBatch() {
   return std::optional<ExampleBatch>();
 }
 
+bool ParsedStream::WaitReady(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  return cv_.wait_for(lock, timeout, [&] { return !queue_.empty() || done_; });
+}
+
 }  // namespace eddy::worker

@@ -7,6 +7,7 @@
 #define EDDY_WORKER_DATA_PARSED_STREAM_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
@@ -47,6 +48,10 @@ class ParsedStream {
   // batches parsed before it, the error that ended the stream: the error
   // budget's (DataLoss) or the source's.
   StatusOr<std::optional<ExampleBatch>> NextBatch();
+  // Waits up to `timeout` until NextBatch() would not block (a batch is queued,
+  // or the stream ended); returns whether it would not. For callers that have
+  // other things to do while a live stream is quiet.
+  bool WaitReady(std::chrono::milliseconds timeout);
   // Asks the parser thread to stop; NextBatch() then returns nullopt soon.
   void Stop();
 
