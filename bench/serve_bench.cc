@@ -94,7 +94,7 @@ Status WriteFullVersion(const std::string& root, const models::ModelOptions& opt
 
 std::string CriteoRow(std::mt19937_64& rng) {
   std::string line = "0";
-  char buf[16];
+  char buf[24];
   for (int i = 0; i < kInts; ++i) line += "\t" + std::to_string(rng() % 1000);
   for (int c = 0; c < kCats; ++c) {
     std::snprintf(buf, sizeof(buf), "%08llx", static_cast<unsigned long long>(rng() % Vocab()));

@@ -8,7 +8,6 @@
 #include <sys/syscall.h>
 
 #include <memory>
-#include <regex>
 
 #include "model_store/materialize.h"
 #include "model_store/version_dir.h"
@@ -31,9 +30,9 @@ class SuperviseJobTest : public TrainJobTest {
   static pid_t StartedPid(Subprocess& job, const std::string& name) {
     std::optional<std::string> line = job.WaitForOutput("supervisor: started " + name, 60s);
     EXPECT_TRUE(line.has_value()) << job.output();
-    std::smatch m;
-    if (!line || !std::regex_search(*line, m, std::regex("\\(pid ([0-9]+)\\)"))) return -1;
-    return static_cast<pid_t>(std::stoi(m[1]));
+    const size_t at = line ? line->find("(pid ") : std::string::npos;
+    if (at == std::string::npos) return -1;
+    return static_cast<pid_t>(std::stoi(line->substr(at + 5)));
   }
 
   // Waits until process `pid` (not necessarily a child of this one) is gone.

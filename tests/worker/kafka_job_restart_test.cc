@@ -4,7 +4,6 @@
 // restart), so ctest runs it RUN_SERIAL. Needs KAFKA_BOOTSTRAP.
 #include <fstream>
 #include <map>
-#include <regex>
 
 #include "model_store/version_dir.h"
 #include "model_store/version_reader.h"
@@ -46,14 +45,10 @@ TEST_F(TrainJobTest, KafkaBrokerRestartMidJobLosesAndRepeatsNothing) {
   ASSERT_EQ(*code, 0) << job.output();
 
   // Every message once: the rows trained and the final offsets.
-  std::ifstream in(metrics);
-  std::string line, last;
-  while (std::getline(in, line)) {
-    if (line.find("\"final\":true") != std::string::npos) last = line;
-  }
-  std::smatch m;
-  ASSERT_TRUE(std::regex_search(last, m, std::regex("\"rows\":([0-9]+)"))) << last;
-  EXPECT_EQ(std::stoull(m[1]), static_cast<uint64_t>(kRows)) << "messages lost or repeated";
+  const std::string last = FinalMetricsRecord(metrics);
+  std::optional<std::string> rows = JsonValue(last, "rows");
+  ASSERT_TRUE(rows.has_value()) << last;
+  EXPECT_EQ(std::stoull(*rows), static_cast<uint64_t>(kRows)) << "messages lost or repeated";
   auto versions = model_store::ListVersions(models);
   ASSERT_TRUE(versions.ok() && !versions->empty());
   auto reader = model_store::VersionReader::Open(models + "/" +

@@ -11,7 +11,6 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
-#include <regex>
 
 #include "model_store/version_dir.h"
 #include "model_store/version_reader.h"
@@ -92,15 +91,10 @@ class KafkaJobTest : public TrainJobTest {
 
   // A field of the final metrics record.
   static std::string FinalField(const std::string& metrics, const std::string& name) {
-    std::ifstream in(metrics);
-    std::string line, last;
-    while (std::getline(in, line)) {
-      if (line.find("\"final\":true") != std::string::npos) last = line;
-    }
-    std::smatch m;
-    EXPECT_TRUE(std::regex_search(last, m, std::regex("\"" + name + "\":([-0-9.a-z]+)")))
-        << name << " in " << last;
-    return m.size() > 1 ? m[1].str() : "";
+    const std::string last = FinalMetricsRecord(metrics);
+    std::optional<std::string> value = JsonValue(last, name);
+    EXPECT_TRUE(value.has_value()) << name << " in " << last;
+    return value.value_or("");
   }
 
   std::string bootstrap_;

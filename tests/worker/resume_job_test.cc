@@ -3,7 +3,6 @@
 // one; under ASP no row is lost or trained twice; bad versions and flags are
 // refused with what to do.
 #include <fstream>
-#include <regex>
 
 #include "model_store/materialize.h"
 #include "model_store/version_dir.h"
@@ -33,18 +32,6 @@ class ResumeJobTest : public TrainJobTest {
       for (const auto& p : r->manifest().positions()) sum += p.rows_consumed();
     }
     return sum;
-  }
-  // The "rows" and "skipped_rows" of the final metrics record.
-  static std::pair<uint64_t, uint64_t> FinalRows(const std::string& metrics) {
-    std::ifstream in(metrics);
-    std::string line, last;
-    while (std::getline(in, line)) {
-      if (line.find("\"final\":true") != std::string::npos) last = line;
-    }
-    std::smatch m1, m2;
-    EXPECT_TRUE(std::regex_search(last, m1, std::regex("\"rows\":([0-9]+)"))) << last;
-    EXPECT_TRUE(std::regex_search(last, m2, std::regex("\"skipped_rows\":([0-9]+)"))) << last;
-    return {std::stoull(m1[1]), std::stoull(m2[1])};
   }
 };
 

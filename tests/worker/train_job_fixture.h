@@ -9,6 +9,8 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,6 +79,35 @@ class TrainJobTest : public ::testing::Test {
 
   fs::path dir_;
 };
+
+// The value of "name": in a one-line JSON record, up to the next ',' or '}'
+// (nullopt when absent). Enough for the flat numbers of --metrics_out records.
+inline std::optional<std::string> JsonValue(const std::string& record, const std::string& name) {
+  const std::string key = "\"" + name + "\":";
+  size_t at = record.find(key);
+  if (at == std::string::npos) return std::nullopt;
+  at += key.size();
+  return record.substr(at, record.find_first_of(",}", at) - at);
+}
+
+// The last record of a --metrics_out file that has "final":true ("" if none).
+inline std::string FinalMetricsRecord(const std::string& path) {
+  std::ifstream in(path);
+  std::string line, last;
+  while (std::getline(in, line)) {
+    if (line.find("\"final\":true") != std::string::npos) last = line;
+  }
+  return last;
+}
+
+// "rows" and "skipped_rows" of the final record (0 when absent, with a failure).
+inline std::pair<uint64_t, uint64_t> FinalRows(const std::string& metrics) {
+  const std::string last = FinalMetricsRecord(metrics);
+  std::optional<std::string> rows = JsonValue(last, "rows");
+  std::optional<std::string> skipped = JsonValue(last, "skipped_rows");
+  EXPECT_TRUE(rows && skipped) << metrics << ": " << last;
+  return {rows ? std::stoull(*rows) : 0, skipped ? std::stoull(*skipped) : 0};
+}
 
 // Every sparse row, optimizer state and dense tensor of `a` equals `b`'s, bit for bit.
 inline void ExpectSameModel(const model_store::MaterializedModel& a,
