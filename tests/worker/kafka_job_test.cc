@@ -3,7 +3,9 @@
 // parameters of an uninterrupted one; a job killed with SIGKILL and resumed from
 // its last version with a different number of workers trains every message
 // exactly once; versions record every partition's offset, the consumer group
-// gets the committed version's offsets, and lag and freshness are reported.
+// gets the committed version's offsets, and lag and freshness are reported; a
+// self-healing job that loses a server or a worker to SIGKILL seeks every
+// partition back to the version's offsets and trains every message once.
 // Needs KAFKA_BOOTSTRAP (scripts/kafka.sh start prints it).
 #include <signal.h>
 
@@ -11,6 +13,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <memory>
 
 #include "model_store/version_dir.h"
 #include "model_store/version_reader.h"
@@ -195,6 +198,63 @@ INSTANTIATE_TEST_SUITE_P(ResumeWorkers, KafkaKillTest, ::testing::Values(1, 3),
                          [](const ::testing::TestParamInfo<int>& info) {
                            return std::to_string(info.param) + "_workers";
                          });
+
+// Self-healing on a topic: one process per role; after version 3 a server or a
+// worker gets SIGKILL and a replacement starts with the same flags. Every
+// worker seeks its partitions back to the version's offsets: the messages the
+// version holds plus those trained afterwards are every message, once.
+class KafkaHealTest : public KafkaJobTest, public ::testing::WithParamInterface<std::string> {};
+
+TEST_P(KafkaHealTest, ANodeKilledMidStreamRollsBackToTheVersionsOffsets) {
+  constexpr int kRows = 40000;
+  Produce(kRows);
+  const std::string models = (dir_ / "models").string();
+  const std::string metrics = (dir_ / "metrics.jsonl").string();
+  std::vector<std::string> flags = kSmallModel;
+  flags.insert(flags.end(), {"--num_workers=2", "--num_servers=2",
+                             "--data=" + Uri("end=latest&group=heal-" + topic_), "--policy=asp",
+                             "--batch_size=100", "--kafka_timeout_ms=20000",
+                             "--model_dir=" + models, "--snapshot_every=100ms",
+                             "--keep_versions=1000", "--recovery_timeout_ms=30000"});
+  auto start = [&](const std::string& role, const std::string& scheduler) {
+    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
+    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
+    argv.insert(argv.end(), flags.begin(), flags.end());
+    if (role == "scheduler") argv.push_back("--metrics_out=" + metrics);
+    return std::make_unique<Subprocess>(argv);
+  };
+  auto scheduler = start("scheduler", "");
+  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
+  ASSERT_TRUE(line.has_value()) << scheduler->output();
+  const std::string endpoint = line->substr(line->find("tcp://"));
+  std::vector<std::unique_ptr<Subprocess>> nodes;
+  const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
+  for (const std::string& role : roles) nodes.push_back(start(role, endpoint));
+  ASSERT_TRUE(scheduler->WaitForOutput("version 3 (", 120s).has_value()) << scheduler->output();
+  const size_t victim = GetParam() == "server" ? 1 : 3;
+  nodes[victim]->Kill(SIGKILL);
+  nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
+  std::optional<std::string> rollback = scheduler->WaitForOutput("rolling back to version ", 60s);
+  ASSERT_TRUE(rollback.has_value()) << scheduler->output();
+  const uint64_t version = std::stoull(rollback->substr(
+      rollback->find("rolling back to version ") + std::string("rolling back to version ").size()));
+  auto code = scheduler->WaitForExit(240s);
+  for (auto& n : nodes) n->WaitForExit(60s);
+  ASSERT_TRUE(code.has_value() && *code == 0) << scheduler->output();
+  EXPECT_NE(scheduler->output().find("recovered from the loss of " + GetParam()),
+            std::string::npos)
+      << scheduler->output();
+  // Trained after the rollback, plus what the version holds: every message once.
+  const int64_t held = Sum(Offsets(models, version));
+  const uint64_t rows = std::stoull(FinalField(metrics, "rows"));
+  EXPECT_EQ(static_cast<int64_t>(rows) + held, kRows) << "messages lost or trained twice";
+  const std::map<int32_t, int64_t> end = {{0, kRows / 4}, {1, kRows / 4}, {2, kRows / 4},
+                                          {3, kRows / 4}};
+  EXPECT_EQ(Offsets(models, Newest(models)), end);
+}
+
+INSTANTIATE_TEST_SUITE_P(Lost, KafkaHealTest, ::testing::Values("server", "worker"),
+                         [](const auto& info) { return info.param; });
 
 TEST_F(KafkaJobTest, UnreachableBrokerAndMismatchedResumesAreClearErrors) {
   // Nothing listens on port 9 of loopback.
