@@ -276,11 +276,6 @@ std::shared_ptr<const LoadedModel> Replica::Publish(std::shared_ptr<const Loaded
                                                     bool copy_if_pinned, double seconds) {
   const uint64_t v = model->version();
   const proto::Manifest& m = model->manifest();
-  LOG(INFO) << "replica: loaded version " << v
-            << (m.kind() == proto::Manifest::KIND_FULL
-                    ? std::string(" (full)")
-                    : " (delta of " + std::to_string(m.parent_version()) + ")")
-            << ": " << model->rows() << " rows in " << seconds << " s";
   std::shared_ptr<const LoadedModel> old;
   bool old_pinned = false;
   {
@@ -295,6 +290,13 @@ std::shared_ptr<const LoadedModel> Replica::Publish(std::shared_ptr<const Loaded
     EvictLocked();
     changed_.NotifyAll();
   }
+  // Logged once published: a prediction made after this line sees the version
+  // (unless a pin holds another one).
+  LOG(INFO) << "replica: loaded version " << v
+            << (m.kind() == proto::Manifest::KIND_FULL
+                    ? std::string(" (full)")
+                    : " (delta of " + std::to_string(m.parent_version()) + ")")
+            << ": " << model->rows() << " rows in " << seconds << " s";
   if (old_pinned && copy_if_pinned) {
     // The pinned version's copy is about to change: pin an immutable copy of it.
     auto copy = std::make_shared<const ServingModel>(old->model());
