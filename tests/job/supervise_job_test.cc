@@ -88,51 +88,39 @@ class SuperviseJobTest : public TrainJobTest {
     ASSERT_TRUE(a.ok() && b.ok());
     ExpectSameModel(*a, *b);
   }
+
+  // A supervised BSP job (local mode, or mpirun: rank 0 the scheduler, ranks 1-2
+  // the servers, ranks 3-4 the workers) whose node `name` is killed mid-run ends
+  // with the uninterrupted job's model.
+  void KillAndExpectHealed(bool mpirun, const std::string& name) {
+    const std::string data = Generate("stream.tsv", 60000);
+    const std::string whole = Uninterrupted(data);
+    const std::string healed = (dir_ / "healed").string();
+    std::vector<std::string> argv =
+        mpirun ? std::vector<std::string>{"/usr/bin/mpirun", "--oversubscribe", "-np", "5",
+                                          kBin + "/eddy_train", "--supervise"}
+               : std::vector<std::string>{kBin + "/eddy_train", "--local", "--supervise",
+                                          "--num_workers=2"};
+    for (const auto& f : Flags(data, healed)) argv.push_back(f);
+    auto [code, out] = RunAndKill(argv, mpirun ? kMpiEnv : std::vector<std::string>{}, name);
+    ExpectHealed(code, out, whole, healed, name);
+  }
 };
 
 TEST_F(SuperviseJobTest, LocalBspServerKilledIsRestartedAndEndsWithTheUninterruptedModel) {
-  const std::string data = Generate("stream.tsv", 60000);
-  const std::string whole = Uninterrupted(data);
-  const std::string healed = (dir_ / "healed").string();
-  std::vector<std::string> argv = {kBin + "/eddy_train", "--local", "--supervise",
-                                   "--num_workers=2"};
-  for (const auto& f : Flags(data, healed)) argv.push_back(f);
-  auto [code, out] = RunAndKill(argv, {}, "server 1");
-  ExpectHealed(code, out, whole, healed, "server 1");
+  KillAndExpectHealed(/*mpirun=*/false, "server 1");
 }
 
 TEST_F(SuperviseJobTest, MpirunBspServerKilledIsRestartedAndEndsWithTheUninterruptedModel) {
-  const std::string data = Generate("stream.tsv", 60000);
-  const std::string whole = Uninterrupted(data);
-  const std::string healed = (dir_ / "healed").string();
-  // Rank 0 the scheduler, ranks 1-2 the servers, ranks 3-4 the workers.
-  std::vector<std::string> argv = {"/usr/bin/mpirun", "--oversubscribe", "-np", "5",
-                                   kBin + "/eddy_train", "--supervise"};
-  for (const auto& f : Flags(data, healed)) argv.push_back(f);
-  auto [code, out] = RunAndKill(argv, kMpiEnv, "server 1");
-  ExpectHealed(code, out, whole, healed, "server 1");
+  KillAndExpectHealed(/*mpirun=*/true, "server 1");
 }
 
 TEST_F(SuperviseJobTest, LocalBspWorkerKilledIsRestartedAndEndsWithTheUninterruptedModel) {
-  const std::string data = Generate("stream.tsv", 60000);
-  const std::string whole = Uninterrupted(data);
-  const std::string healed = (dir_ / "healed").string();
-  std::vector<std::string> argv = {kBin + "/eddy_train", "--local", "--supervise",
-                                   "--num_workers=2"};
-  for (const auto& f : Flags(data, healed)) argv.push_back(f);
-  auto [code, out] = RunAndKill(argv, {}, "worker 1");
-  ExpectHealed(code, out, whole, healed, "worker 1");
+  KillAndExpectHealed(/*mpirun=*/false, "worker 1");
 }
 
 TEST_F(SuperviseJobTest, MpirunBspWorkerKilledIsRestartedAndEndsWithTheUninterruptedModel) {
-  const std::string data = Generate("stream.tsv", 60000);
-  const std::string whole = Uninterrupted(data);
-  const std::string healed = (dir_ / "healed").string();
-  std::vector<std::string> argv = {"/usr/bin/mpirun", "--oversubscribe", "-np", "5",
-                                   kBin + "/eddy_train", "--supervise"};
-  for (const auto& f : Flags(data, healed)) argv.push_back(f);
-  auto [code, out] = RunAndKill(argv, kMpiEnv, "worker 1");
-  ExpectHealed(code, out, whole, healed, "worker 1");
+  KillAndExpectHealed(/*mpirun=*/true, "worker 1");
 }
 
 TEST_F(SuperviseJobTest, NeedsModelDir) {

@@ -13,6 +13,7 @@
 
 #include "model_store/materialize.h"
 #include "model_store/version_dir.h"
+#include "tests/worker/role_job.h"
 #include "tests/worker/train_job_fixture.h"
 
 namespace eddy {
@@ -50,28 +51,25 @@ class HealJobTest : public TrainJobTest {
   std::pair<int, std::string> RunAndKill(const std::vector<std::string>& flags,
                                          const std::string& text, int victim,
                                          bool replace = true) {
-    auto start = [&](const std::string& role, const std::string& scheduler) {
-      std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
-      if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
-      argv.insert(argv.end(), flags.begin(), flags.end());
-      return std::make_unique<Subprocess>(argv);
-    };
-    auto scheduler = start("scheduler", "");
-    std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
-    EXPECT_TRUE(line.has_value()) << scheduler->output();
-    if (!line) return {-1, scheduler->output()};
-    const std::string endpoint = line->substr(line->find("tcp://"));
-    std::vector<std::unique_ptr<Subprocess>> nodes;
-    const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
-    for (const std::string& role : roles) nodes.push_back(start(role, endpoint));
-    const bool cut = scheduler->WaitForOutput(text, 120s).has_value();
-    EXPECT_TRUE(cut) << scheduler->output();
-    nodes[victim]->Kill(SIGKILL);
-    if (replace) nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
-    auto code = scheduler->WaitForExit(240s);
-    EXPECT_TRUE(code.has_value()) << scheduler->output();
-    for (auto& n : nodes) n->WaitForExit(60s);
-    return {code.value_or(-1), scheduler->output()};
+    RoleJob job(flags);
+    if (!job.Start()) return {-1, job.scheduler().output()};
+    const bool cut = job.scheduler().WaitForOutput(text, 120s).has_value();
+    EXPECT_TRUE(cut) << job.scheduler().output();
+    job.node(victim).Kill(SIGKILL);
+    if (replace) job.Replace(victim);  // the supervisor's restart
+    auto code = job.Wait(240s);
+    EXPECT_TRUE(code.has_value()) << job.scheduler().output();
+    return {code.value_or(-1), job.scheduler().output()};
+  }
+
+  // The final model of the uninterrupted BSP job on `data` (threads, --local).
+  std::string Uninterrupted(const std::string& data) {
+    const std::string whole = (dir_ / "whole").string();
+    auto w = Flags(data, "bsp", whole);
+    w.push_back("--local");
+    auto [code, out] = Train(w);
+    EXPECT_EQ(code, 0) << out;
+    return whole;
   }
 
   // "rows" + "skipped_rows" of the final metrics record.
@@ -139,11 +137,7 @@ TEST_F(HealJobTest, AWorkerThatFinishedRunsAgainAfterTheRollback) {
 TEST_F(HealJobTest, BspServerKilledMidRunEndsWithTheUninterruptedParameters) {
   constexpr int kRows = 60000;
   const std::string data = Generate("stream.tsv", kRows);
-  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
-  auto w = Flags(data, "bsp", whole);
-  w.push_back("--local");
-  auto [c1, o1] = Train(w);
-  ASSERT_EQ(c1, 0) << o1;
+  const std::string whole = Uninterrupted(data), healed = (dir_ / "healed").string();
   auto [c2, o2] = RunAndKillAServer(Flags(data, "bsp", healed), 3);
   ASSERT_EQ(c2, 0) << o2;
   EXPECT_NE(o2.find("recovered from the loss of server"), std::string::npos) << o2;
@@ -153,11 +147,7 @@ TEST_F(HealJobTest, BspServerKilledMidRunEndsWithTheUninterruptedParameters) {
 TEST_F(HealJobTest, BspServerKilledWhileAVersionIsWrittenEndsWithTheUninterruptedParameters) {
   constexpr int kRows = 60000;
   const std::string data = Generate("stream.tsv", kRows);
-  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
-  auto w = Flags(data, "bsp", whole);
-  w.push_back("--local");
-  auto [c1, o1] = Train(w);
-  ASSERT_EQ(c1, 0) << o1;
+  const std::string whole = Uninterrupted(data), healed = (dir_ / "healed").string();
   // Killed as soon as version 4 is asked for: its cut or its files are under
   // way; it fails and the job rolls back to version 3.
   auto flags = Flags(data, "bsp", healed);
@@ -200,11 +190,7 @@ TEST_F(HealJobTest, AspWorkerKilledWithoutReplacementASurvivorTakesOverItsShare)
 TEST_F(HealJobTest, BspWorkerKilledMidRunEndsWithTheUninterruptedParameters) {
   constexpr int kRows = 60000;
   const std::string data = Generate("stream.tsv", kRows);
-  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
-  auto w = Flags(data, "bsp", whole);
-  w.push_back("--local");
-  auto [c1, o1] = Train(w);
-  ASSERT_EQ(c1, 0) << o1;
+  const std::string whole = Uninterrupted(data), healed = (dir_ / "healed").string();
   auto [c2, o2] = RunAndKill(Flags(data, "bsp", healed), "version 3 (", kWorker1);
   ASSERT_EQ(c2, 0) << o2;
   EXPECT_NE(o2.find("recovered from the loss of worker"), std::string::npos) << o2;
@@ -216,11 +202,7 @@ TEST_F(HealJobTest, BspWorkerKilledMidRunEndsWithTheUninterruptedParameters) {
 TEST_F(HealJobTest, BspServerKilledBeforeTheFirstVersionEndsWithTheUninterruptedParameters) {
   constexpr int kRows = 60000;
   const std::string data = Generate("stream.tsv", kRows);
-  const std::string whole = (dir_ / "whole").string(), healed = (dir_ / "healed").string();
-  auto w = Flags(data, "bsp", whole);
-  w.push_back("--local");
-  auto [c1, o1] = Train(w);
-  ASSERT_EQ(c1, 0) << o1;
+  const std::string whole = Uninterrupted(data), healed = (dir_ / "healed").string();
   auto flags = Flags(data, "bsp", healed);
   flags.push_back("--snapshot_every=0");  // the only version is the last one
   auto [c2, o2] = RunAndKill(flags, " rows/s |", kServer1);
@@ -251,32 +233,19 @@ TEST_F(HealJobTest, AStalledServerDeclaredLostTakesItsPlaceBackWhenItAnswersAgai
   auto flags = Flags(data, "asp", (dir_ / "models").string());
   flags.insert(flags.end(), {"--metrics_out=" + metrics, "--heartbeat_interval_ms=200",
                              "--node_timeout_ms=1500"});
-  auto start = [&](const std::string& role, const std::string& scheduler) {
-    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
-    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    return std::make_unique<Subprocess>(argv);
-  };
-  auto scheduler = start("scheduler", "");
-  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
-  ASSERT_TRUE(line.has_value()) << scheduler->output();
-  const std::string endpoint = line->substr(line->find("tcp://"));
-  std::vector<std::unique_ptr<Subprocess>> nodes;
-  for (const char* role : {"server", "server", "worker", "worker"}) {
-    nodes.push_back(start(role, endpoint));
-  }
-  ASSERT_TRUE(scheduler->WaitForOutput("version 3 (", 120s).has_value()) << scheduler->output();
-  nodes[kServer1]->Kill(SIGSTOP);
-  EXPECT_TRUE(scheduler->WaitForOutput("stopped answering: no heartbeat", 60s).has_value())
-      << scheduler->output();
-  nodes[kServer1]->Kill(SIGCONT);
-  auto code = scheduler->WaitForExit(240s);
-  for (auto& n : nodes) n->WaitForExit(60s);
-  ASSERT_TRUE(code.has_value()) << scheduler->output();
-  ASSERT_EQ(*code, 0) << scheduler->output();
-  EXPECT_NE(scheduler->output().find("answers again; it takes its place back"),
-            std::string::npos)
-      << scheduler->output();
+  RoleJob job(flags);
+  ASSERT_TRUE(job.Start());
+  Subprocess& scheduler = job.scheduler();
+  ASSERT_TRUE(scheduler.WaitForOutput("version 3 (", 120s).has_value()) << scheduler.output();
+  job.node(kServer1).Kill(SIGSTOP);
+  EXPECT_TRUE(scheduler.WaitForOutput("stopped answering: no heartbeat", 60s).has_value())
+      << scheduler.output();
+  job.node(kServer1).Kill(SIGCONT);
+  auto code = job.Wait(240s);
+  ASSERT_TRUE(code.has_value()) << scheduler.output();
+  ASSERT_EQ(*code, 0) << scheduler.output();
+  EXPECT_NE(scheduler.output().find("answers again; it takes its place back"), std::string::npos)
+      << scheduler.output();
   EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows));
 }
 
@@ -296,47 +265,35 @@ TEST_F(HealJobTest, ChaosRandomKillsOfServersAndWorkersEveryRowTrainedOnce) {
   const std::string metrics = (dir_ / "metrics.jsonl").string();
   auto flags = Flags(data, "asp", (dir_ / "models").string());
   flags.insert(flags.end(), {"--metrics_out=" + metrics, "--heartbeat_interval_ms=200"});
-  auto start = [&](const std::string& role, const std::string& scheduler) {
-    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
-    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    return std::make_unique<Subprocess>(argv);
-  };
-  auto scheduler = start("scheduler", "");
-  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
-  ASSERT_TRUE(line.has_value()) << scheduler->output();
-  const std::string endpoint = line->substr(line->find("tcp://"));
-  const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
-  std::vector<std::unique_ptr<Subprocess>> live, dead;
-  for (const std::string& role : roles) live.push_back(start(role, endpoint));
+  RoleJob job(flags);
+  ASSERT_TRUE(job.Start());
+  Subprocess& scheduler = job.scheduler();
   // A loss before the first version has nothing to roll back to.
-  ASSERT_TRUE(scheduler->WaitForOutput("version 1 (", 120s).has_value()) << scheduler->output();
+  ASSERT_TRUE(scheduler.WaitForOutput("version 1 (", 120s).has_value()) << scheduler.output();
   const auto chaos_end = std::chrono::steady_clock::now() + kChaos;
   int kills = 0;
   std::string victims;
   while (std::chrono::steady_clock::now() < chaos_end) {
     // A random pause, ended early by the end of the job.
     const auto pause = std::chrono::milliseconds(1000 + random() % 2000);
-    if (scheduler->WaitForExit(pause).has_value()) break;
-    const size_t victim = random() % live.size();
-    live[victim]->Kill(SIGKILL);
-    dead.push_back(std::move(live[victim]));
-    live[victim] = start(roles[victim], endpoint);
+    if (scheduler.WaitForExit(pause).has_value()) break;
+    const size_t victim = random() % job.size();
+    job.node(victim).Kill(SIGKILL);
+    job.Replace(victim);
     ++kills;
-    victims += roles[victim] + std::to_string(victim % 2) + " ";
+    victims += job.role(victim) + std::to_string(victim % 2) + " ";
     // Each kill is one recovery (one epoch): the next comes after it ends.
     const std::string recovered = "(epoch " + std::to_string(kills) + "); the workers go on";
-    if (!scheduler->WaitForOutput(recovered, 90s).has_value()) {
-      ASSERT_TRUE(scheduler->WaitForExit(1s).has_value())
-          << "no recovery after kill " << kills << " (" << victims << ")\n" << scheduler->output();
+    if (!scheduler.WaitForOutput(recovered, 90s).has_value()) {
+      ASSERT_TRUE(scheduler.WaitForExit(1s).has_value())
+          << "no recovery after kill " << kills << " (" << victims << ")\n" << scheduler.output();
       break;  // the job had ended
     }
   }
-  auto code = scheduler->WaitForExit(300s);
-  for (auto& n : live) n->WaitForExit(60s);
+  auto code = job.Wait(300s);
   std::cout << "chaos: " << kills << " kill(s): " << victims << std::endl;
-  ASSERT_TRUE(code.has_value()) << scheduler->output();
-  ASSERT_EQ(*code, 0) << "kills: " << victims << "\n" << scheduler->output();
+  ASSERT_TRUE(code.has_value()) << scheduler.output();
+  ASSERT_EQ(*code, 0) << "kills: " << victims << "\n" << scheduler.output();
   EXPECT_GE(kills, 10) << victims;
   EXPECT_EQ(FinalRowsAndSkipped(metrics), static_cast<uint64_t>(kRows)) << victims;
 }

@@ -17,6 +17,7 @@
 
 #include "model_store/version_dir.h"
 #include "model_store/version_reader.h"
+#include "tests/worker/role_job.h"
 #include "tests/worker/train_job_fixture.h"
 #include "worker/data/kafka.h"
 
@@ -216,34 +217,22 @@ TEST_P(KafkaHealTest, ANodeKilledMidStreamRollsBackToTheVersionsOffsets) {
                              "--batch_size=100", "--kafka_timeout_ms=20000",
                              "--model_dir=" + models, "--snapshot_every=100ms",
                              "--keep_versions=1000", "--recovery_timeout_ms=30000"});
-  auto start = [&](const std::string& role, const std::string& scheduler) {
-    std::vector<std::string> argv = {kBin + "/eddy_train", "--role=" + role};
-    if (!scheduler.empty()) argv.push_back("--scheduler=" + scheduler);
-    argv.insert(argv.end(), flags.begin(), flags.end());
-    if (role == "scheduler") argv.push_back("--metrics_out=" + metrics);
-    return std::make_unique<Subprocess>(argv);
-  };
-  auto scheduler = start("scheduler", "");
-  std::optional<std::string> line = scheduler->WaitForOutput("scheduler endpoint: ", 60s);
-  ASSERT_TRUE(line.has_value()) << scheduler->output();
-  const std::string endpoint = line->substr(line->find("tcp://"));
-  std::vector<std::unique_ptr<Subprocess>> nodes;
-  const std::vector<std::string> roles = {"server", "server", "worker", "worker"};
-  for (const std::string& role : roles) nodes.push_back(start(role, endpoint));
-  ASSERT_TRUE(scheduler->WaitForOutput("version 3 (", 120s).has_value()) << scheduler->output();
+  RoleJob job(flags, {"--metrics_out=" + metrics});
+  ASSERT_TRUE(job.Start());
+  Subprocess& scheduler = job.scheduler();
+  ASSERT_TRUE(scheduler.WaitForOutput("version 3 (", 120s).has_value()) << scheduler.output();
   const size_t victim = GetParam() == "server" ? 1 : 3;
-  nodes[victim]->Kill(SIGKILL);
-  nodes.push_back(start(roles[victim], endpoint));  // the supervisor's restart
-  std::optional<std::string> rollback = scheduler->WaitForOutput("rolling back to version ", 60s);
-  ASSERT_TRUE(rollback.has_value()) << scheduler->output();
+  job.node(victim).Kill(SIGKILL);
+  job.Replace(victim);  // the supervisor's restart
+  std::optional<std::string> rollback = scheduler.WaitForOutput("rolling back to version ", 60s);
+  ASSERT_TRUE(rollback.has_value()) << scheduler.output();
   const uint64_t version = std::stoull(rollback->substr(
       rollback->find("rolling back to version ") + std::string("rolling back to version ").size()));
-  auto code = scheduler->WaitForExit(240s);
-  for (auto& n : nodes) n->WaitForExit(60s);
-  ASSERT_TRUE(code.has_value() && *code == 0) << scheduler->output();
-  EXPECT_NE(scheduler->output().find("recovered from the loss of " + GetParam()),
+  auto code = job.Wait(240s);
+  ASSERT_TRUE(code.has_value() && *code == 0) << scheduler.output();
+  EXPECT_NE(scheduler.output().find("recovered from the loss of " + GetParam()),
             std::string::npos)
-      << scheduler->output();
+      << scheduler.output();
   // Trained after the rollback, plus what the version holds: every message once.
   const int64_t held = Sum(Offsets(models, version));
   const uint64_t rows = std::stoull(FinalField(metrics, "rows"));
