@@ -435,10 +435,13 @@ std::optional<Status> SchedulerNode::ReceiveOne(SteadyClock::time_point started)
     }
     return std::nullopt;
   }
+  const bool registration = msg->header.type() == proto::REGISTER;
   std::optional<Status> end = OnMessage(routing_id, *msg, started);
   // A registration (or a replacement's) made the node: its connection is known
   // from its first message on, not only from its first heartbeat.
-  if (Node* node = FindNode(routing_id); node != nullptr && node->fd < 0) node->fd = fd;
+  if (registration) {
+    if (Node* node = FindNode(routing_id)) node->fd = fd;
+  }
   return end;
 }
 
