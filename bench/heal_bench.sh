@@ -20,7 +20,7 @@
 # --max_vocab only lowers them). It is kept in CACHE_DIR for the next run.
 #
 # Usage (after building; see README.md):
-#   bench/heal_bench.sh                              # 10 M rows per server shard, heartbeat 1000 and 200 ms
+#   bench/heal_bench.sh                              # 10 M rows per server shard, heartbeat 500 (the default) and 200 ms
 #   SHARD_ROWS=1000000 bench/heal_bench.sh           # 1 M rows per server shard
 #   HEARTBEAT_MS=200 SHARD_ROWS=1000000 bench/heal_bench.sh
 # Knobs (environment):
@@ -38,7 +38,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build/bin}
 SHARD_ROWS=${SHARD_ROWS:-10000000}
-HEARTBEAT_MS=${HEARTBEAT_MS:-"1000 200"}
+HEARTBEAT_MS=${HEARTBEAT_MS:-"500 200"}
 SNAPSHOT_EVERY=${SNAPSHOT_EVERY:-10s}
 UNIQUE_COLS=${UNIQUE_COLS:-13}
 MODEL_FLAGS=${MODEL_FLAGS:-"--model=fm --emb_dim=16"}
