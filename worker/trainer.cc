@@ -430,9 +430,10 @@ StatusOr<TrainerStats> Trainer::Run(ParsedStream& stream) {
   const bool prefetch = options_.prefetch && client_.view().staleness() < 0;
   while (current != nullptr) {
     std::unique_ptr<Step> next;
-    // The next batch's pulls overlap this one's compute, when the next batch is
-    // there: a quiet live stream must not hold back the batch already taken.
-    const bool prefetched = prefetch && stream.WaitReady(std::chrono::milliseconds(0));
+    // The next batch's pulls overlap this one's compute when the next batch
+    // comes within a report interval; a quiet live stream must not hold back
+    // the batch already taken for longer than that.
+    const bool prefetched = prefetch && stream.WaitReady(options_.report_interval);
     if (prefetched) {
       ASSIGN_OR_RETURN(std::optional<ExampleBatch> fresh, next_fresh());
       if (fresh) {
